@@ -1,0 +1,87 @@
+//! Command-line parsing, and the entry point shared by the `wasmhost` binary
+//! and the test crate.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+use crate::units::parse_duration;
+
+/// Serve a folder of WebAssembly HTTP components (wasi:http/proxy) from one host.
+#[derive(Parser, Debug)]
+#[command(name = "wasmhost", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// wasmhost's commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve every project in a folder over HTTP.
+    Serve(ServeArgs),
+}
+
+/// Arguments of `wasmhost serve`.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Folder of projects: `NAME/` folders holding one .wasm (or a
+    /// wasmhost.toml naming it) and `NAME.wasm` files.
+    #[arg(default_value = "./projects")]
+    pub dir: PathBuf,
+
+    /// Address (IP:PORT) for project traffic. Port 0 picks a free port.
+    #[arg(long, env = "WASMHOST_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Address (IP:PORT) for the admin API. Port 0 picks a free port.
+    #[arg(long, env = "WASMHOST_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
+    pub admin_listen: SocketAddr,
+
+    /// After Ctrl-C or SIGTERM, how long in-flight requests may take to
+    /// finish before their connections are cut (e.g. 500ms, 30s).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub grace_period: Duration,
+
+    /// Request timeout for projects whose wasmhost.toml sets none; a request
+    /// running longer is interrupted and answered 504.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Most components compiled at the same time. Compiles run off the
+    /// request path; this bounds how many cores they can take from it.
+    #[arg(long, default_value_t = 1)]
+    pub max_compiles: usize,
+}
+
+/// Runs the command line in `std::env::args` and returns the process exit code.
+/// Errors are printed once, as one line with their whole chain.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::telemetry::init();
+    let result = match cli.command {
+        Command::Serve(args) => serve(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let config = Config::from_args(args)?;
+    let runtime = crate::runtime::build()
+        .map_err(|err| anyhow::anyhow!("failed to start the async runtime: {err}"))?;
+    runtime.block_on(async {
+        let listeners = crate::serve::Listeners::bind(&config).await?;
+        crate::serve::run(config, listeners, crate::shutdown::signal()).await
+    })
+}

@@ -1,0 +1,71 @@
+//! The one wasmtime [`Engine`] every project shares, the [`Linker`] every
+//! component is linked against, and the thread that advances the epoch.
+//!
+//! One engine means one code cache, one instance pool and one epoch counter
+//! for the whole host; projects differ only in their `ProxyPre`.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::invoke::RequestState;
+
+/// How often the epoch advances. Each tick, a running guest reaches its
+/// epoch callback, which yields to other requests and enforces the deadline,
+/// so this is both the scheduling quantum and the timeout resolution.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// How many instances (and linear memories, tables, stacks) the pool holds:
+/// the most requests that can run at once across all projects.
+const POOL_INSTANCES: u32 = 1000;
+
+/// Builds the engine: pooling allocator (instantiation is a slot reuse, not
+/// an mmap), epoch interruption (deadlines without fuel's per-instruction cost),
+/// and async support (guests wait on I/O without blocking a thread).
+pub fn new_engine() -> anyhow::Result<Engine> {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(POOL_INSTANCES)
+        .total_core_instances(POOL_INSTANCES * 4)
+        .total_memories(POOL_INSTANCES * 2)
+        .total_tables(POOL_INSTANCES * 4)
+        .total_stacks(POOL_INSTANCES);
+    let mut config = Config::new();
+    config
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config)
+        .map_err(anyhow::Error::from)
+        .context("failed to create the wasmtime engine")
+}
+
+/// Builds the linker: all of wasi:cli (as `wasmtime serve -Scli` does, so
+/// components that run there run here) plus wasi:http.
+pub fn new_linker(engine: &Engine) -> anyhow::Result<Linker<RequestState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        .map_err(anyhow::Error::from)
+        .context("failed to add wasi:cli to the linker")?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+        .map_err(anyhow::Error::from)
+        .context("failed to add wasi:http to the linker")?;
+    Ok(linker)
+}
+
+/// Starts the thread that advances the engine's epoch every [`EPOCH_TICK`].
+/// It holds only a weak reference and exits once the engine is gone.
+pub fn start_epoch_ticker(engine: &Engine) -> anyhow::Result<()> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("wasmhost-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .context("failed to start the epoch ticker thread")?;
+    Ok(())
+}

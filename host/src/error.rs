@@ -1,0 +1,58 @@
+//! Errors callers branch on, and the one place they become HTTP responses.
+
+use std::time::Duration;
+
+use hyper::{Response, StatusCode};
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use crate::responses::text_response;
+
+/// Why a request routed to a project got no response from its guest.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    /// The request ran past its project's request timeout and was interrupted.
+    #[error("request timed out after {0:?}")]
+    Timeout(Duration),
+    /// The guest trapped (panicked, hit `unreachable`, ran out of memory, …).
+    #[error("guest trapped: {0}")]
+    Trap(String),
+    /// The guest answered with a wasi:http error code instead of a response.
+    #[error("guest answered with error {0:?}")]
+    Guest(ErrorCode),
+    /// The guest returned without ever setting a response.
+    #[error("guest returned without setting a response")]
+    NoResponse,
+    /// The request could not be handed to the guest as it was (e.g. an unparseable path).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The host failed to set up the request; not the guest's fault.
+    #[error("host failed to run the request: {0}")]
+    Host(String),
+}
+
+impl InvokeError {
+    /// The status a client sees for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            InvokeError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            InvokeError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            InvokeError::Trap(_)
+            | InvokeError::Guest(_)
+            | InvokeError::NoResponse
+            | InvokeError::Host(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The response a client sees. The body is deliberately generic: trap
+    /// details can reveal guest internals, so they go to the log, not the client.
+    pub fn to_response(&self) -> Response<HyperOutgoingBody> {
+        let status = self.status();
+        let text = match self {
+            InvokeError::Timeout(_) => "the project did not answer in time",
+            InvokeError::BadRequest(_) => "bad request",
+            _ => "the project failed to handle the request",
+        };
+        text_response(status, text)
+    }
+}

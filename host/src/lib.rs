@@ -1,0 +1,44 @@
+//! wasmhost: one process that serves many WebAssembly HTTP components
+//! (`wasi:http/proxy`) and will swap each for a new version without a restart.
+//!
+//! # Layout
+//!
+//! Modules follow a request's and a project's way through the host, in data-flow order:
+//!
+//! - [`cli`]: command-line parsing; `wasmhost serve` and `--version`.
+//! - [`config`]: turns CLI arguments into a validated [`config::Config`]; binds nothing.
+//! - [`manifest`]: strict parsing of a project's `wasmhost.toml`, with file and line in every error.
+//! - [`discovery`]: scans the projects folder into project sources and skipped entries.
+//! - [`engine`]: the one wasmtime `Engine` (pooling allocator, epochs), its linker and epoch ticker.
+//! - [`compiler`]: component bytes → digest → compiled component → `ProxyPre`, on a bounded blocking pool.
+//! - [`registry`]: the atomically swapped routing snapshot and every project's status.
+//! - [`router`]: pure host/path → project matching; no I/O.
+//! - [`invoke`]: one request into one fresh instance of a project's current version.
+//! - [`server`]: the HTTP accept loop, one task per connection, graceful drain.
+//! - [`admin`]: the admin API on its own listener.
+//! - [`serve`]: wires the stages together for `wasmhost serve`.
+//!
+//! Around them: [`runtime`] (the one place the tokio runtime flavour is chosen),
+//! [`shutdown`] (signals → one future), [`telemetry`] (tracing set-up),
+//! [`guest_log`] (guest stdout/stderr → host log) [`error`] (errors callers branch on)
+//! and [`responses`] (the host's own small responses).
+
+pub mod admin;
+pub mod cli;
+pub mod compiler;
+pub mod config;
+pub mod discovery;
+pub mod engine;
+pub mod error;
+pub mod guest_log;
+pub mod invoke;
+pub mod manifest;
+pub mod registry;
+pub mod responses;
+pub mod router;
+pub mod runtime;
+pub mod serve;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+pub mod units;

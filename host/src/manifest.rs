@@ -1,0 +1,432 @@
+//! A project's `wasmhost.toml`, parsed strictly: unknown keys are errors, and
+//! every error names the file, the line and the reason, so a typo never
+//! silently changes how a project is served.
+//!
+//! ```toml
+//! component = "app.wasm"          # which file in the folder is the component
+//! route = "/app"                  # path prefix; default "/NAME"
+//! hosts = ["app.example.com"]     # extra Host names routed to this project
+//! strip_prefix = false            # guest sees the path without the route prefix
+//!
+//! [env]                           # wasi:cli environment of the guest
+//! GREETING = "hi"
+//!
+//! [limits]
+//! request_timeout = "30s"
+//! max_body = "10MiB"
+//! memory = "128MiB"
+//! max_concurrency = 100
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Component as PathPart, Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::router;
+use crate::units::{parse_duration, parse_size};
+
+/// The file name of a project's manifest inside its folder.
+pub const MANIFEST_FILE: &str = "wasmhost.toml";
+
+/// A project name: `[a-z0-9][a-z0-9_-]{0,62}`.
+///
+/// Names become URL path segments, `NAME.localhost` host labels and folder
+/// names, so the pattern is the intersection of what is safe in all three.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProjectName(String);
+
+impl ProjectName {
+    /// Validates `name`, saying what is wrong with it when it is not a valid project name.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let mut chars = name.chars();
+        let Some(first) = chars.next() else {
+            return Err("a project name cannot be empty".into());
+        };
+        if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
+            return Err(format!(
+                "project name `{name}` must start with a lowercase letter or a digit"
+            ));
+        }
+        if name.len() > 63 {
+            return Err(format!(
+                "project name `{name}` is longer than 63 characters"
+            ));
+        }
+        if let Some(bad) = chars
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
+        {
+            return Err(format!(
+                "project name `{name}` contains `{bad}`: use only a-z, 0-9, `-` and `_`"
+            ));
+        }
+        Ok(Self(name.to_string()))
+    }
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ProjectName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Per-project limits. `None` means "use the host-wide default".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// How long one request may run before it is interrupted and answered 504.
+    pub request_timeout: Option<Duration>,
+    /// Largest request body accepted, in bytes.
+    pub max_body: Option<u64>,
+    /// Largest linear memory one instance may grow to, in bytes.
+    pub memory: Option<u64>,
+    /// Most requests this project may run at once.
+    pub max_concurrency: Option<u32>,
+}
+
+/// A parsed and validated `wasmhost.toml`. Every field is optional in the file;
+/// defaults are applied by [`crate::discovery`], which knows the project name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Manifest {
+    /// Relative path of the component inside the project folder.
+    pub component: Option<PathBuf>,
+    /// Normalized route prefix.
+    pub route: Option<String>,
+    /// Extra host names (lowercase, no port) routed to this project.
+    pub hosts: Vec<String>,
+    /// Whether the guest sees the path with the route prefix removed.
+    pub strip_prefix: bool,
+    /// Environment variables for the guest, sorted by name.
+    pub env: Vec<(String, String)>,
+    /// Resource limits for the project.
+    pub limits: Limits,
+}
+
+/// Why a manifest was refused: the file, the line when the problem has one, and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ManifestError {
+    /// The manifest file.
+    pub path: PathBuf,
+    /// 1-based line of the offending key or value, when known.
+    pub line: Option<usize>,
+    /// What is wrong, in words.
+    pub reason: String,
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}", self.path.display(), self.reason),
+            None => write!(f, "{}: {}", self.path.display(), self.reason),
+        }
+    }
+}
+
+/// The file as written, before validation. Spans are kept on every value
+/// whose validation happens after deserialization, so those errors carry a line too.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    component: Option<Spanned<String>>,
+    route: Option<Spanned<String>>,
+    #[serde(default)]
+    hosts: Vec<Spanned<String>>,
+    #[serde(default)]
+    strip_prefix: bool,
+    #[serde(default)]
+    env: BTreeMap<Spanned<String>, String>,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    request_timeout: Option<Spanned<String>>,
+    max_body: Option<Spanned<RawSize>>,
+    memory: Option<Spanned<RawSize>>,
+    max_concurrency: Option<Spanned<i64>>,
+}
+
+/// Sizes may be written as a number of bytes or as a string with a unit.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSize {
+    Bytes(i64),
+    Text(String),
+}
+
+impl Manifest {
+    /// Reads and validates the manifest at `path`.
+    pub fn load(path: &Path) -> Result<Self, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|err| ManifestError {
+            path: path.to_path_buf(),
+            line: None,
+            reason: format!("failed to read: {err}"),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates manifest `text`; `path` is only used in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ManifestError> {
+        let error = |span: Option<Range<usize>>, reason: String| ManifestError {
+            path: path.to_path_buf(),
+            line: span.map(|span| line_of(text, span.start)),
+            reason,
+        };
+        let raw: RawManifest = toml::from_str(text)
+            .map_err(|err| error(err.span(), err.message().trim().to_string()))?;
+
+        let component = match raw.component {
+            None => None,
+            Some(value) => Some(
+                component_path(value.get_ref())
+                    .map_err(|reason| error(Some(value.span()), reason))?,
+            ),
+        };
+        let route = match raw.route {
+            None => None,
+            Some(value) => Some(
+                router::normalize_route(value.get_ref())
+                    .map_err(|reason| error(Some(value.span()), reason))?,
+            ),
+        };
+        let mut hosts = Vec::with_capacity(raw.hosts.len());
+        for host in raw.hosts {
+            let normalized = router::normalize_host(host.get_ref())
+                .map_err(|reason| error(Some(host.span()), reason))?;
+            if hosts.contains(&normalized) {
+                return Err(error(
+                    Some(host.span()),
+                    format!("host `{normalized}` is listed twice"),
+                ));
+            }
+            hosts.push(normalized);
+        }
+        let mut env = Vec::with_capacity(raw.env.len());
+        for (key, value) in raw.env {
+            let name = key.get_ref();
+            if name.is_empty() || name.contains('=') || name.contains('\0') || value.contains('\0')
+            {
+                return Err(error(
+                    Some(key.span()),
+                    format!(
+                        "env name `{name}` must be non-empty and contain no `=` or NUL; values no NUL"
+                    ),
+                ));
+            }
+            env.push((name.clone(), value));
+        }
+
+        let limits = raw.limits;
+        let request_timeout = match limits.request_timeout {
+            None => None,
+            Some(value) => {
+                let timeout = parse_duration(value.get_ref()).map_err(|reason| {
+                    error(Some(value.span()), format!("request_timeout: {reason}"))
+                })?;
+                if timeout.is_zero() {
+                    return Err(error(
+                        Some(value.span()),
+                        "request_timeout must be more than 0".into(),
+                    ));
+                }
+                Some(timeout)
+            }
+        };
+        let size =
+            |value: Option<Spanned<RawSize>>, key: &str| -> Result<Option<u64>, ManifestError> {
+                let Some(value) = value else { return Ok(None) };
+                let span = value.span();
+                let bytes = match value.into_inner() {
+                    RawSize::Bytes(n) => {
+                        u64::try_from(n).map_err(|_| format!("{key} cannot be negative"))
+                    }
+                    RawSize::Text(text) => {
+                        parse_size(&text).map_err(|reason| format!("{key}: {reason}"))
+                    }
+                }
+                .map_err(|reason| error(Some(span.clone()), reason))?;
+                if bytes == 0 {
+                    return Err(error(Some(span), format!("{key} must be more than 0")));
+                }
+                Ok(Some(bytes))
+            };
+        let max_body = size(limits.max_body, "max_body")?;
+        let memory = size(limits.memory, "memory")?;
+        let max_concurrency = match limits.max_concurrency {
+            None => None,
+            Some(value) => Some(
+                u32::try_from(*value.get_ref())
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        error(
+                            Some(value.span()),
+                            "max_concurrency must be between 1 and 4294967295".into(),
+                        )
+                    })?,
+            ),
+        };
+
+        Ok(Manifest {
+            component,
+            route,
+            hosts,
+            strip_prefix: raw.strip_prefix,
+            env,
+            limits: Limits {
+                request_timeout,
+                max_body,
+                memory,
+                max_concurrency,
+            },
+        })
+    }
+}
+
+/// The component must be a file inside the project folder: a relative path
+/// with no `..`, so a manifest can never point the host at arbitrary files.
+fn component_path(value: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(value);
+    let inside = !value.is_empty()
+        && path
+            .components()
+            .all(|part| matches!(part, PathPart::Normal(_) | PathPart::CurDir));
+    if inside {
+        Ok(path)
+    } else {
+        Err(format!(
+            "component `{value}` must be a relative path inside the project folder (no `..`, not absolute)"
+        ))
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(Path::new("p/wasmhost.toml"), text)
+    }
+
+    #[test]
+    fn names() {
+        for good in ["a", "hello", "0", "my-app_2", &"x".repeat(63)] {
+            assert!(ProjectName::parse(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "Hello",
+            "-a",
+            "_a",
+            ".a",
+            "a.b",
+            "a/b",
+            "..",
+            "a b",
+            &"x".repeat(64),
+            "é",
+        ] {
+            assert!(ProjectName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn full_manifest() {
+        let manifest = parse(
+            r#"
+component = "app.wasm"
+route = "/app/"
+hosts = ["App.Example.com"]
+strip_prefix = true
+[env]
+B = "2"
+A = "1"
+[limits]
+request_timeout = "5s"
+max_body = "1MiB"
+memory = 1048576
+max_concurrency = 8
+"#,
+        )
+        .expect("valid manifest");
+        assert_eq!(manifest.component, Some(PathBuf::from("app.wasm")));
+        assert_eq!(manifest.route.as_deref(), Some("/app"));
+        assert_eq!(manifest.hosts, vec!["app.example.com"]);
+        assert!(manifest.strip_prefix);
+        assert_eq!(
+            manifest.env,
+            vec![("A".into(), "1".into()), ("B".into(), "2".into())]
+        );
+        assert_eq!(
+            manifest.limits.request_timeout,
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(manifest.limits.max_body, Some(1 << 20));
+        assert_eq!(manifest.limits.memory, Some(1 << 20));
+        assert_eq!(manifest.limits.max_concurrency, Some(8));
+    }
+
+    #[test]
+    fn empty_manifest_is_all_defaults() {
+        assert_eq!(parse("").expect("empty is valid"), Manifest::default());
+    }
+
+    #[test]
+    fn errors_name_file_line_and_reason() {
+        let cases = [
+            ("route = \"/a\"\nrotue = \"/b\"\n", 2, "rotue"),
+            (
+                "\n\n[limits]\nrequest_timeout = \"30\"\n",
+                4,
+                "needs a unit",
+            ),
+            ("[limits]\nmemory = \"lots\"\n", 2, "memory"),
+            ("[limits]\nmax_body = -5\n", 2, "negative"),
+            ("[limits]\nmax_concurrency = 0\n", 2, "max_concurrency"),
+            ("[limits]\ncpu = 1\n", 2, "cpu"),
+            (
+                "component = \"../other/x.wasm\"\n",
+                1,
+                "inside the project folder",
+            ),
+            (
+                "component = \"/etc/passwd\"\n",
+                1,
+                "inside the project folder",
+            ),
+            ("route = \"no-slash\"\n", 1, "must start with `/`"),
+            ("hosts = [\"a.com\", \"b c\"]\n", 1, "b c"),
+            ("strip_prefix = \"yes\"\n", 1, "bool"),
+            ("[env]\nA = 1\n", 2, "string"),
+            ("route = \n", 1, ""),
+        ];
+        for (text, line, needle) in cases {
+            let err = parse(text).expect_err(text);
+            assert_eq!(err.line, Some(line), "{text:?}: {err}");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("p/wasmhost.toml:{line}: ")),
+                "{err}"
+            );
+            assert!(err.reason.contains(needle), "{text:?}: {err}");
+        }
+    }
+}

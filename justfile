@@ -1,0 +1,34 @@
+# wasmhost developer tasks. Get `just` with `pip install rust-just` or `cargo install just`.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# List the recipes.
+default:
+    @just --list
+
+# Build every guest for wasm32-wasip2.
+build-guests:
+    scripts/build-guests
+
+# Build the guests, place them under ./projects and serve them.
+serve *ARGS:
+    scripts/serve {{ARGS}}
+
+# Build GUEST and place it into ./projects/GUEST/ atomically.
+deploy GUEST:
+    scripts/build-guests -p {{GUEST}}
+    scripts/place-guest {{GUEST}} projects
+
+# Run the whole test suite.
+test *ARGS:
+    scripts/test {{ARGS}}
+
+# Run the benchmarks.
+bench:
+    cargo bench -p wasmhost-benches
+
+# Formatting and lints, as CI checks them.
+lint:
+    cargo fmt --all --check
+    cd guests && cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,327 @@
+//! The test DSL: a fresh projects folder per test, the real wasmhost binary
+//! spawned on 127.0.0.1:0 (and killed on drop), and a small HTTP client.
+//!
+//! ```ignore
+//! let host = TestHost::new().project("hello", guests::HELLO).spawn();
+//! assert_eq!(host.get("/hello").await.text(), "Hello, world!\n");
+//! ```
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::header::HeaderMap;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tempfile::TempDir;
+
+/// How long anything a test waits for may take before the test fails. Generous:
+/// CI machines are small and busy; a pass never waits this long.
+pub(crate) const DEADLINE: Duration = Duration::from_secs(90);
+
+/// A request body a test can build from bytes or a stream of chunks.
+pub(crate) type TestBody = BoxBody<Bytes, std::io::Error>;
+
+/// A projects folder being prepared, and the flags the host will get.
+pub(crate) struct TestHost {
+    dir: TempDir,
+    args: Vec<String>,
+}
+
+impl TestHost {
+    /// An empty projects folder in a fresh temporary directory.
+    pub(crate) fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("failed to create a temp dir"),
+            args: Vec::new(),
+        }
+    }
+
+    /// The projects folder.
+    pub(crate) fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A folder project `NAME/` holding a copy of `guest` as `NAME.wasm`.
+    pub(crate) fn project(self, name: &str, guest: &str) -> Self {
+        let path = self.dir().join(name).join(format!("{name}.wasm"));
+        self.copy(&path, guest)
+    }
+
+    /// A one-file project `NAME.wasm`.
+    pub(crate) fn file_project(self, name: &str, guest: &str) -> Self {
+        let path = self.dir().join(format!("{name}.wasm"));
+        self.copy(&path, guest)
+    }
+
+    /// Writes `NAME/wasmhost.toml`.
+    pub(crate) fn manifest(self, name: &str, toml: &str) -> Self {
+        self.write(&format!("{name}/wasmhost.toml"), toml.as_bytes())
+    }
+
+    /// Writes any file under the projects folder.
+    pub(crate) fn write(self, relative: &str, contents: &[u8]) -> Self {
+        let path = self.dir().join(relative);
+        std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
+        std::fs::write(&path, contents).expect("write file");
+        self
+    }
+
+    /// An extra command-line flag for `wasmhost serve`.
+    pub(crate) fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    fn copy(self, path: &Path, guest: &str) -> Self {
+        std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
+        std::fs::copy(guest, path).expect("copy guest");
+        self
+    }
+
+    /// The `wasmhost serve` command for this folder on port 0, not started.
+    pub(crate) fn command(&self) -> Command {
+        let mut command = wasmhost();
+        command
+            .arg("serve")
+            .arg(self.dir())
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// Starts the host and waits until it prints its two readiness lines.
+    pub(crate) fn spawn(self) -> RunningHost {
+        let mut child = self.command().spawn().expect("failed to spawn wasmhost");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut log = sink.lock().expect("log lock");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let mut host = RunningHost {
+            child,
+            addr: "127.0.0.1:0".parse().expect("valid"),
+            admin: "127.0.0.1:0".parse().expect("valid"),
+            log,
+            _dir: self.dir,
+        };
+        let started = Instant::now();
+        loop {
+            let log = host.log();
+            if let (Some(addr), Some(admin)) = (
+                address_after(&log, "listening on http://"),
+                address_after(&log, "admin on http://"),
+            ) {
+                host.addr = addr;
+                host.admin = admin;
+                return host;
+            }
+            if let Ok(Some(status)) = host.child.try_wait() {
+                panic!("wasmhost exited with {status} before it was ready:\n{log}");
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "wasmhost was not ready in time:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The wasmhost binary with a quiet, uncoloured, info-level log and no stdin.
+pub(crate) fn wasmhost() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wasmhost-under-test"));
+    command
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env_remove("WASMHOST_LISTEN")
+        .env_remove("WASMHOST_ADMIN_LISTEN")
+        .stdin(Stdio::null());
+    command
+}
+
+fn address_after(log: &str, prefix: &str) -> Option<SocketAddr> {
+    let line = log.lines().find(|line| line.starts_with(prefix))?;
+    line[prefix.len()..].trim().parse().ok()
+}
+
+/// A running wasmhost; killed when dropped.
+pub(crate) struct RunningHost {
+    child: Child,
+    /// The project listener.
+    pub(crate) addr: SocketAddr,
+    /// The admin listener.
+    pub(crate) admin: SocketAddr,
+    log: Arc<Mutex<String>>,
+    /// Kept so the projects folder lives exactly as long as the host.
+    _dir: TempDir,
+}
+
+impl RunningHost {
+    /// Everything the host printed to stderr so far.
+    pub(crate) fn log(&self) -> String {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    /// Waits until the log contains `needle`, and returns the log.
+    pub(crate) async fn wait_for_log(&self, needle: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "log never showed {needle:?}:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// GET `path` on the project listener.
+    pub(crate) async fn get(&self, path: &str) -> Reply {
+        send(self.addr, request("GET", "localhost", path, empty())).await
+    }
+
+    /// GET `path` with the given Host header.
+    pub(crate) async fn get_with_host(&self, host: &str, path: &str) -> Reply {
+        send(self.addr, request("GET", host, path, empty())).await
+    }
+
+    /// GET `path` on the admin listener.
+    pub(crate) async fn admin_get(&self, path: &str) -> Reply {
+        send(self.admin, request("GET", "localhost", path, empty())).await
+    }
+
+    /// The admin API's object for `name`.
+    pub(crate) async fn admin_project(&self, name: &str) -> serde_json::Value {
+        let reply = self.admin_get(&format!("/projects/{name}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        reply.json()
+    }
+
+    /// Sends SIGTERM, as a service manager would.
+    pub(crate) fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("failed to run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits for the process to exit by itself.
+    pub(crate) async fn wait_exit(&mut self) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "wasmhost did not exit:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for RunningHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    /// Status code.
+    pub(crate) status: StatusCode,
+    /// Response headers.
+    pub(crate) headers: HeaderMap,
+    /// The whole body.
+    pub(crate) body: Bytes,
+}
+
+impl Reply {
+    /// The body as UTF-8 text.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A header's value as text.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body parsed as JSON.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|err| panic!("not JSON ({err}): {}", self.text()))
+    }
+}
+
+/// An empty request body.
+pub(crate) fn empty() -> TestBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// A request body holding `bytes`.
+pub(crate) fn full(bytes: impl Into<Bytes>) -> TestBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A request with the given method, Host header, path and body.
+pub(crate) fn request(method: &str, host: &str, path: &str, body: TestBody) -> Request<TestBody> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", host)
+        .body(body)
+        .expect("valid request")
+}
+
+/// Sends `request` to `addr` on a new connection and reads the whole response.
+pub(crate) async fn send(addr: SocketAddr, request: Request<TestBody>) -> Reply {
+    tokio::time::timeout(DEADLINE, try_send(addr, request))
+        .await
+        .unwrap_or_else(|_| panic!("no response from {addr} in time"))
+        .unwrap_or_else(|err| panic!("request to {addr} failed: {err}"))
+}
+
+/// Like [`send`], but returns connection errors instead of panicking.
+pub(crate) async fn try_send(
+    addr: SocketAddr,
+    request: Request<TestBody>,
+) -> Result<Reply, Box<dyn std::error::Error + Send + Sync>> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await?.to_bytes();
+    Ok(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}

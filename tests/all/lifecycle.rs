@@ -1,0 +1,153 @@
+//! Starting, failing to start, bad projects at start-up, and shutting down.
+
+use std::time::Duration;
+
+use hyper::StatusCode;
+use wasmhost_tests::guests;
+
+use crate::harness::{TestHost, empty, request, send, wasmhost};
+
+#[tokio::test]
+async fn a_broken_project_is_reported_and_the_others_serve() {
+    let host = TestHost::new()
+        .project("good", guests::HELLO)
+        .project("badconfig", guests::HELLO)
+        .manifest(
+            "badconfig",
+            "route = \"/x\"\n\n[limits]\nrequest_timeout = \"forever\"\n",
+        )
+        .write("badwasm.wasm", b"this is not wasm")
+        .project("typo", guests::HELLO)
+        .manifest("typo", "rout = \"/t\"\n")
+        .spawn();
+    assert_eq!(host.get("/good").await.status, StatusCode::OK);
+    assert_eq!(host.get("/x").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(host.get("/badwasm").await.status, StatusCode::NOT_FOUND);
+    let log = host.wait_for_log("loaded 1 of 4 projects").await;
+    assert!(
+        log.contains("badconfig/wasmhost.toml:4: request_timeout:"),
+        "{log}"
+    );
+    assert!(
+        log.contains("typo/wasmhost.toml:1: unknown field `rout`"),
+        "{log}"
+    );
+    assert!(
+        log.contains("badwasm.wasm is not a valid WebAssembly component"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_names_are_skipped_with_a_warning() {
+    let host = TestHost::new()
+        .project("ok", guests::HELLO)
+        .project("Upper", guests::HELLO)
+        .file_project("has.dot", guests::HELLO)
+        .project("-dash", guests::HELLO)
+        .spawn();
+    assert_eq!(host.get("/ok").await.status, StatusCode::OK);
+    let log = host.wait_for_log("loaded 1 of 1 projects").await;
+    for name in ["Upper", "has.dot", "-dash"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("skipped") && l.contains(&format!("`{name}`"))),
+            "no warning for {name}:\n{log}"
+        );
+    }
+    assert_eq!(host.get("/Upper").await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
+    let mut host = TestHost::new()
+        .project("slow", guests::SLOW)
+        .arg("--grace-period")
+        .arg("30s")
+        .spawn();
+    let addr = host.addr;
+    let in_flight = tokio::spawn(async move {
+        send(addr, request("GET", "localhost", "/slow?ms=1500", empty())).await
+    });
+    // Wait until the request is really running on the guest.
+    let started = std::time::Instant::now();
+    while host.admin_project("slow").await["in_flight"] != 1 {
+        assert!(
+            started.elapsed() < crate::harness::DEADLINE,
+            "request never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    host.terminate();
+    let reply = in_flight.await.expect("task");
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.text(), "slept 1500 ms\n");
+    let status = host.wait_exit().await;
+    assert!(status.success(), "exit status {status}:\n{}", host.log());
+    let log = host.log();
+    assert!(log.contains("SIGTERM received"), "{log}");
+    // New connections are refused once it is gone.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn a_port_in_use_is_a_one_line_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let builder = TestHost::new().project("hello", guests::HELLO);
+    let output = wasmhost()
+        .arg("serve")
+        .arg(builder.dir())
+        .args(["--listen", &addr, "--admin-listen", "127.0.0.1:0"])
+        .output()
+        .expect("run wasmhost");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains(&format!("failed to bind {addr}")),
+        "{stderr}"
+    );
+    assert!(
+        errors[0].to_lowercase().contains("address already in use"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_projects_folder_is_a_clear_error() {
+    let builder = TestHost::new();
+    let output = wasmhost()
+        .arg("serve")
+        .arg(builder.dir().join("nope"))
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .output()
+        .expect("run wasmhost");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("error: failed to read projects directory") && stderr.contains("nope"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn version_and_help() {
+    let version = wasmhost().arg("--version").output().expect("run");
+    assert!(version.status.success());
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("wasmhost "));
+    let help = wasmhost().args(["serve", "--help"]).output().expect("run");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--listen",
+        "--admin-listen",
+        "--grace-period",
+        "--request-timeout",
+        "--max-compiles",
+        "WASMHOST_LISTEN",
+        "WASMHOST_ADMIN_LISTEN",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
+    }
+}

@@ -1,0 +1,9 @@
+//! wasmhost's integration tests, in one binary so guests and the host binary
+//! are built once. Every test starts the real `wasmhost serve` on
+//! 127.0.0.1:0 with its own temporary projects folder.
+
+mod admin;
+mod harness;
+mod lifecycle;
+mod routing;
+mod serving;

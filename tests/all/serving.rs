@@ -1,0 +1,195 @@
+//! What guests see and what clients get: bodies, env, traps, timeouts, logs.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::StatusCode;
+use hyper::body::Frame;
+use wasmhost_tests::guests;
+
+use crate::harness::{TestHost, full, request, send};
+
+#[tokio::test]
+async fn every_guest_is_served() {
+    let mut builder = TestHost::new();
+    for (name, path) in guests::ALL {
+        builder = builder.project(name, path);
+    }
+    let host = builder.spawn();
+    for (name, _) in guests::ALL {
+        let expected = match *name {
+            "trap" => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::OK,
+        };
+        // `busy` would spin forever without a limit; `slow` waits 1 s by default.
+        let path = format!("/{name}?ms=10");
+        let reply = host.get(&path).await;
+        assert_eq!(reply.status, expected, "{name}: {}", reply.text());
+        assert_eq!(reply.header("wasmhost-project"), Some(*name));
+    }
+}
+
+#[tokio::test]
+async fn a_trap_is_a_500_and_the_project_keeps_serving() {
+    let host = TestHost::new()
+        .project("trap", guests::TRAP)
+        .project("hello", guests::HELLO)
+        .spawn();
+    let trapped = host.get("/trap").await;
+    assert_eq!(trapped.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(trapped.header("wasmhost-project"), Some("trap"));
+    // Trap details stay in the log, not in the client's answer.
+    assert!(
+        !trapped.text().contains("unreachable"),
+        "{}",
+        trapped.text()
+    );
+    let log = host.wait_for_log("wasm trap").await;
+    assert!(
+        log.lines().any(|l| l.contains("wasm trap")
+            && l.contains("project=\"trap\"")
+            && l.contains("version=1")),
+        "{log}"
+    );
+    // The guest's own stderr (its panic message) is in the host log, tagged.
+    assert!(
+        log.lines()
+            .any(|l| l.contains("deliberate trap") && l.contains("stream=\"stderr\"")),
+        "{log}"
+    );
+
+    let next = host.get("/trap?ok").await;
+    assert_eq!(next.status, StatusCode::OK);
+    assert_eq!(next.text(), "no trap this time\n");
+    assert_eq!(host.get("/hello").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn five_megabytes_stream_through_echo_byte_for_byte() {
+    let host = TestHost::new().project("echo", guests::ECHO).spawn();
+    let payload: Vec<u8> = (0..5 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    // Send it as a stream of 64 KiB chunks, the way a large upload arrives.
+    let body = Chunks(
+        payload
+            .chunks(64 * 1024)
+            .map(Bytes::copy_from_slice)
+            .collect(),
+    )
+    .boxed();
+    let reply = send(
+        host.addr,
+        request("POST", "localhost", "/echo/upload", body),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("echo-method"), Some("POST"));
+    assert_eq!(reply.body.len(), payload.len());
+    assert!(
+        reply.body == payload,
+        "echoed body differs from what was sent"
+    );
+}
+
+/// A request body sent as separate chunks.
+struct Chunks(VecDeque<Bytes>);
+
+impl hyper::body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        Poll::Ready(self.0.pop_front().map(|chunk| Ok(Frame::data(chunk))))
+    }
+}
+
+#[tokio::test]
+async fn echo_returns_method_headers_and_small_bodies() {
+    let host = TestHost::new().project("echo", guests::ECHO).spawn();
+    let mut req = request("PUT", "localhost", "/echo/a?b=c", full("hello body"));
+    req.headers_mut()
+        .insert("x-custom", "value-1".parse().expect("valid"));
+    let reply = send(host.addr, req).await;
+    assert_eq!(reply.header("echo-method"), Some("PUT"));
+    assert_eq!(reply.header("echo-path"), Some("/echo/a?b=c"));
+    assert_eq!(reply.header("echo-header-x-custom"), Some("value-1"));
+    assert_eq!(reply.text(), "hello body");
+}
+
+#[tokio::test]
+async fn env_from_manifest_and_nothing_from_the_host() {
+    let host = TestHost::new()
+        .project("env", guests::ENV)
+        .manifest(
+            "env",
+            "[env]\nGREETING = \"hello from toml\"\nEMPTY = \"\"\n",
+        )
+        .spawn();
+    let reply = host.get("/env").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.text(), "EMPTY=\nGREETING=hello from toml\n");
+    // The guest's stdout lands in the host log, tagged with project and version.
+    let log = host.wait_for_log("env guest: serving 2 variables").await;
+    let line = log
+        .lines()
+        .find(|l| l.contains("env guest: serving"))
+        .expect("line");
+    assert!(
+        line.contains("project=\"env\"") && line.contains("version=1") && line.contains("stdout"),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn a_waiting_guest_times_out_with_504() {
+    let host = TestHost::new()
+        .project("slow", guests::SLOW)
+        .manifest("slow", "[limits]\nrequest_timeout = \"500ms\"\n")
+        .spawn();
+    let fast = host.get("/slow?ms=10").await;
+    assert_eq!(fast.status, StatusCode::OK);
+    let started = std::time::Instant::now();
+    let late = host.get("/slow?ms=60000").await;
+    assert_eq!(late.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "timeout not enforced"
+    );
+    host.wait_for_log("request timed out after 500ms").await;
+}
+
+#[tokio::test]
+async fn a_spinning_guest_is_interrupted_by_its_epoch_deadline() {
+    let host = TestHost::new()
+        .project("busy", guests::BUSY)
+        .manifest("busy", "[limits]\nrequest_timeout = \"1s\"\n")
+        .project("hello", guests::HELLO)
+        .spawn();
+    let spinning = tokio::spawn({
+        let addr = host.addr;
+        async move {
+            send(
+                addr,
+                request("GET", "localhost", "/busy", crate::harness::empty()),
+            )
+            .await
+        }
+    });
+    // While the guest spins, the other project still answers: the busy guest
+    // yields every epoch tick.
+    for _ in 0..5 {
+        assert_eq!(host.get("/hello").await.status, StatusCode::OK);
+    }
+    let reply = spinning.await.expect("task");
+    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(reply.header("wasmhost-project"), Some("busy"));
+    assert_eq!(host.get("/busy?ms=5").await.status, StatusCode::OK);
+}
