@@ -59,7 +59,12 @@ fn main() {
     let mut code = String::new();
     let mut all = String::new();
     for name in &guests {
-        let wasm = out_dir.join(format!("{name}.wasm"));
+        // Libraries get `-` turned into `_` in their file names; binaries do not.
+        let wasm = [name.clone(), name.replace('-', "_")]
+            .iter()
+            .map(|file| out_dir.join(format!("{file}.wasm")))
+            .find(|path| path.is_file())
+            .unwrap_or_else(|| out_dir.join(format!("{name}.wasm")));
         assert!(
             wasm.is_file(),
             "guest {name} did not produce {}",

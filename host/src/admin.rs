@@ -5,100 +5,327 @@
 //! - `GET /healthz`: `200 ok` while the host runs.
 //! - `GET /projects`: JSON array with one object per known project, failed ones included.
 //! - `GET /projects/NAME`: that project's object, or 404.
+//! - `PUT /projects/NAME`: deploy the body (the component bytes, `Content-Type:
+//!   application/wasm`). Answers once the version is live (200), unchanged
+//!   (200), or rejected (422, the old version still serving). Once live, the
+//!   component is written into the project's folder (temp file + rename).
+//! - `POST /projects/NAME/reload`: re-read config and component from disk.
+//! - `POST /projects/NAME/rollback`: back to the previous good build (409 when there is none).
+//! - `DELETE /projects/NAME`: unroute, drain, and delete from disk.
 //!
-//! A project object has: `name`, `route`, `hosts`, `strip_prefix`, `entry`
-//! (its folder or file), `component` (path), `digest` (sha256 hex of the
-//! component bytes), `version`, `state` (`active` or `failed`), `size` (bytes),
-//! `compile_ms`, `in_flight` and `last_error`. Fields that do not apply are `null`.
+//! A project object has: `name`, `route`, `hosts`, `strip_prefix`, `entry`,
+//! `component` (path), `digest` (sha256 hex of the component bytes), `version`,
+//! `state` (`active`, `preparing`, `draining` or `failed`), `size` (bytes),
+//! `compile_ms`, `in_flight`, `last_error`, `last_failure` (`step`, `reason`,
+//! `digest`, `at` in Unix seconds), `versions` (current and draining, each with
+//! `version`, `digest`, `state`, `in_flight`), `history` (version numbers of the
+//! builds kept for rollback) and `stats` (`swaps`, `rejected`, `rollbacks`,
+//! `forced_drains`, `released`, `last_compile_ms`, `last_swap_ms`,
+//! `max_drain_ms`, `cache_hits`, `cache_misses`). Change endpoints answer the
+//! same object with an `outcome` field (`live` or `unchanged`) and, when live,
+//! `compile_ms_this`, `swap_ms` and `cache_hit`; a rejection answers
+//! `{"outcome": "rejected", "step", "reason", "message"}`.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::UNIX_EPOCH;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 use serde::Serialize;
+use serde_json::json;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::manifest::ProjectName;
-use crate::registry::{Project, Registry};
+use crate::pipeline::{ChangeError, Outcome, Pipeline};
+use crate::project::Project;
 use crate::responses::{json_response, text_response};
+
+/// Largest deploy body accepted.
+pub const MAX_DEPLOY_BYTES: usize = 64 << 20;
+
+/// A version as the admin API shows it.
+#[derive(Serialize)]
+struct VersionView {
+    version: u64,
+    digest: String,
+    state: &'static str,
+    in_flight: usize,
+}
 
 /// A project as the admin API shows it.
 #[derive(Serialize)]
-struct ProjectView<'a> {
-    name: &'a str,
-    route: &'a str,
-    hosts: &'a [String],
+struct ProjectView {
+    name: String,
+    route: String,
+    hosts: Vec<String>,
     strip_prefix: bool,
     entry: String,
     component: Option<String>,
-    digest: Option<&'a str>,
+    digest: Option<String>,
     version: Option<u64>,
     state: &'static str,
     size: Option<u64>,
     compile_ms: Option<f64>,
     in_flight: usize,
-    last_error: Option<&'a str>,
+    last_error: Option<String>,
+    last_failure: Option<serde_json::Value>,
+    versions: Vec<VersionView>,
+    history: Vec<u64>,
+    stats: serde_json::Value,
 }
 
-impl<'a> ProjectView<'a> {
-    fn new(project: &'a Project) -> Self {
-        let current = project.current.as_deref();
+fn ms(gauge: &AtomicU64) -> f64 {
+    gauge.load(Ordering::Relaxed) as f64 / 1000.0
+}
+
+impl ProjectView {
+    fn new(project: &Project) -> Self {
+        let current = project.current.load_full();
+        let state_name = project.state_name();
+        let draining = project.draining();
+        let state = project.state();
+        let source = state.source.as_ref();
+        let mut versions: Vec<VersionView> = current
+            .iter()
+            .map(|v| VersionView {
+                version: v.number,
+                digest: v.build.digest.clone(),
+                state: "current",
+                in_flight: v.in_flight(),
+            })
+            .collect();
+        versions.extend(draining.iter().map(|v| VersionView {
+            version: v.number,
+            digest: v.build.digest.clone(),
+            state: "draining",
+            in_flight: v.in_flight(),
+        }));
+        let stats = &project.stats;
+        let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Self {
-            name: project.name.as_str(),
-            route: &project.route,
-            hosts: &project.hosts,
-            strip_prefix: project.strip_prefix,
-            entry: project.entry.display().to_string(),
-            component: project.component.as_ref().map(|p| p.display().to_string()),
-            digest: current.map(|v| v.digest.as_str()),
-            version: current.map(|v| v.number),
-            state: project.state(),
-            size: current.map(|v| v.size),
-            compile_ms: current.map(|v| v.compile_time.as_secs_f64() * 1000.0),
-            in_flight: current.map_or(0, |v| v.in_flight()),
-            last_error: project.last_error.as_deref(),
+            name: project.name.to_string(),
+            route: source.map_or_else(|| format!("/{}", project.name), |s| s.route.clone()),
+            hosts: source.map(|s| s.manifest.hosts.clone()).unwrap_or_default(),
+            strip_prefix: source.is_some_and(|s| s.manifest.strip_prefix),
+            entry: state.entry.display().to_string(),
+            component: source.map(|s| s.component.display().to_string()),
+            digest: current.as_ref().map(|v| v.build.digest.clone()),
+            version: current.as_ref().map(|v| v.number),
+            state: state_name,
+            size: current.as_ref().map(|v| v.build.size()),
+            compile_ms: current
+                .as_ref()
+                .map(|v| v.build.compile_time.as_secs_f64() * 1000.0),
+            in_flight: current.as_ref().map_or(0, |v| v.in_flight()),
+            last_error: state
+                .error
+                .clone()
+                .or_else(|| state.last_failure.as_ref().map(|f| f.reason.clone())),
+            last_failure: state.last_failure.as_ref().map(|f| {
+                json!({
+                    "step": f.step,
+                    "reason": f.reason,
+                    "digest": f.digest,
+                    "at": f.at.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+                })
+            }),
+            versions,
+            history: state.history.iter().map(|(number, _)| *number).collect(),
+            stats: json!({
+                "swaps": count(&stats.swaps),
+                "rejected": count(&stats.rejected),
+                "rollbacks": count(&stats.rollbacks),
+                "forced_drains": count(&stats.forced_drains),
+                "released": count(&stats.released),
+                "last_compile_ms": ms(&stats.last_compile_us),
+                "last_swap_ms": ms(&stats.last_swap_us),
+                "max_drain_ms": ms(&stats.max_drain_us),
+                "cache_hits": count(&stats.cache_hits),
+                "cache_misses": count(&stats.cache_misses),
+            }),
         }
     }
 }
 
 /// Answers one admin request.
-pub async fn handle(
-    registry: Arc<Registry>,
-    request: Request<Incoming>,
-) -> Response<HyperOutgoingBody> {
-    let path = request.uri().path();
+pub async fn handle(pipeline: Pipeline, request: Request<Incoming>) -> Response<HyperOutgoingBody> {
+    let path = request.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match (request.method(), segments.as_slice()) {
-        (&Method::GET, ["healthz"]) => text_response(StatusCode::OK, "ok"),
-        (&Method::GET, ["projects"]) => {
-            let snapshot = registry.snapshot();
-            let views: Vec<ProjectView<'_>> = snapshot
-                .projects
+    let method = request.method().clone();
+    let name = match segments.as_slice() {
+        ["projects", name, ..] => match ProjectName::parse(name) {
+            Ok(name) => Some(name),
+            Err(reason) => return text_response(StatusCode::BAD_REQUEST, &reason),
+        },
+        _ => None,
+    };
+    match (&method, segments.as_slice(), name) {
+        (&Method::GET, ["healthz"], _) => text_response(StatusCode::OK, "ok"),
+        (&Method::GET, ["projects"], _) => {
+            let views: Vec<ProjectView> = pipeline
+                .registry()
+                .all()
                 .iter()
                 .map(|p| ProjectView::new(p))
                 .collect();
             json_response(StatusCode::OK, &views)
         }
-        (&Method::GET, ["projects", name]) => {
-            if let Err(reason) = ProjectName::parse(name) {
-                return text_response(StatusCode::BAD_REQUEST, &reason);
-            }
-            let snapshot = registry.snapshot();
-            match snapshot.project(name) {
-                Some(project) => json_response(StatusCode::OK, &ProjectView::new(project)),
-                None => text_response(StatusCode::NOT_FOUND, &format!("no project `{name}`")),
-            }
+        (&Method::GET, ["projects", _], Some(name)) => {
+            project_response(&pipeline, &name, StatusCode::OK)
         }
-        (_, ["healthz"] | ["projects"] | ["projects", _]) => {
-            let mut response = text_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-            response
-                .headers_mut()
-                .insert(header::ALLOW, header::HeaderValue::from_static("GET"));
-            response
+        (&Method::PUT, ["projects", _], Some(name)) => {
+            let bytes = match read_component(request).await {
+                Ok(bytes) => bytes,
+                Err(response) => return *response,
+            };
+            change_response(
+                &pipeline,
+                &name,
+                pipeline.deploy(&name, bytes.to_vec().into()).await,
+            )
         }
+        (&Method::POST, ["projects", _, "reload"], Some(name)) => {
+            change_response(&pipeline, &name, pipeline.reload(&name).await)
+        }
+        (&Method::POST, ["projects", _, "rollback"], Some(name)) => {
+            change_response(&pipeline, &name, pipeline.rollback(&name).await)
+        }
+        (&Method::DELETE, ["projects", _], Some(name)) => match pipeline.remove(&name).await {
+            Ok(()) => json_response(
+                StatusCode::OK,
+                &json!({ "outcome": "removed", "name": name.as_str() }),
+            ),
+            Err(err) => error_response(err),
+        },
+        (_, ["healthz"] | ["projects"], _) => method_not_allowed("GET"),
+        (_, ["projects", _], _) => method_not_allowed("GET, PUT, DELETE"),
+        (_, ["projects", _, "reload" | "rollback"], _) => method_not_allowed("POST"),
         _ => text_response(
             StatusCode::NOT_FOUND,
             "no such admin endpoint; see GET /projects",
         ),
     }
+}
+
+/// Reads a deploy body: a wasm content type (or none), at most [`MAX_DEPLOY_BYTES`].
+async fn read_component(
+    request: Request<Incoming>,
+) -> Result<Bytes, Box<Response<HyperOutgoingBody>>> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    if let Some(content_type) = content_type
+        && content_type != "application/wasm"
+        && content_type != "application/octet-stream"
+    {
+        return Err(Box::new(text_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &format!(
+                "deploy bodies are components: send Content-Type: application/wasm, not {content_type}"
+            ),
+        )));
+    }
+    match Limited::new(request.into_body(), MAX_DEPLOY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err)
+            if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(Box::new(text_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the component is larger than {MAX_DEPLOY_BYTES} bytes"),
+            )))
+        }
+        Err(err) => Err(Box::new(text_response(
+            StatusCode::BAD_REQUEST,
+            &format!("failed to read the request body: {err}"),
+        ))),
+    }
+}
+
+fn project_response(
+    pipeline: &Pipeline,
+    name: &ProjectName,
+    status: StatusCode,
+) -> Response<HyperOutgoingBody> {
+    match pipeline.registry().get(name.as_str()) {
+        Some(project) => json_response(status, &ProjectView::new(&project)),
+        None => text_response(StatusCode::NOT_FOUND, &format!("no project `{name}`")),
+    }
+}
+
+fn change_response(
+    pipeline: &Pipeline,
+    name: &ProjectName,
+    result: Result<Outcome, ChangeError>,
+) -> Response<HyperOutgoingBody> {
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(err) => return error_response(err),
+    };
+    let Some(project) = pipeline.registry().get(name.as_str()) else {
+        return text_response(StatusCode::NOT_FOUND, &format!("no project `{name}`"));
+    };
+    let mut body = serde_json::to_value(ProjectView::new(&project)).unwrap_or_default();
+    if let Some(object) = body.as_object_mut() {
+        match outcome {
+            Outcome::Unchanged { .. } => {
+                object.insert("outcome".into(), json!("unchanged"));
+            }
+            Outcome::Live {
+                version,
+                previous,
+                compile,
+                swap,
+                cache_hit,
+            } => {
+                object.insert("outcome".into(), json!("live"));
+                object.insert("live_version".into(), json!(version));
+                object.insert("previous_version".into(), json!(previous));
+                object.insert(
+                    "compile_ms_this".into(),
+                    json!(compile.as_secs_f64() * 1000.0),
+                );
+                object.insert("swap_ms".into(), json!(swap.as_secs_f64() * 1000.0));
+                object.insert("cache_hit".into(), json!(cache_hit));
+            }
+        }
+    }
+    json_response(StatusCode::OK, &body)
+}
+
+/// The one place change errors become statuses.
+fn error_response(err: ChangeError) -> Response<HyperOutgoingBody> {
+    let message = err.to_string();
+    match err {
+        ChangeError::Rejected { step, reason, .. } => json_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &json!({ "outcome": "rejected", "step": step, "reason": reason, "message": message }),
+        ),
+        ChangeError::NotFound(_) => text_response(StatusCode::NOT_FOUND, &message),
+        ChangeError::NoRollback(_) => text_response(StatusCode::CONFLICT, &message),
+        ChangeError::Failed(_) => text_response(StatusCode::INTERNAL_SERVER_ERROR, &message),
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<HyperOutgoingBody> {
+    let mut response = text_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    response
+        .headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+    response
 }

@@ -57,6 +57,30 @@ pub struct ServeArgs {
     /// request path; this bounds how many cores they can take from it.
     #[arg(long, default_value_t = 1)]
     pub max_compiles: usize,
+
+    /// How long requests may keep running on a replaced version before they
+    /// are interrupted (503), for projects whose wasmhost.toml sets none.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// How long a new version's health check (wasmhost.toml `health`) may
+    /// take, for projects that set no `health_timeout`.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub health_timeout: Duration,
+
+    /// Good versions kept compiled per project for instant rollback, the
+    /// current one included.
+    #[arg(long, default_value_t = 3)]
+    pub keep_versions: usize,
+
+    /// Folder for precompiled components [default: $XDG_CACHE_HOME/wasmhost,
+    /// else ~/.cache/wasmhost].
+    #[arg(long, env = "WASMHOST_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Compile every component from scratch; store nothing.
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
 }
 
 /// Runs the command line in `std::env::args` and returns the process exit code.

@@ -1,4 +1,5 @@
-//! Component bytes → sha256 digest → compiled [`Component`] → [`ProxyPre`].
+//! Prepare: component bytes → sha256 digest → compiled [`Component`] (from
+//! the cache, or compiled and then cached) → linked [`ProxyPre`].
 //!
 //! Compilation takes tens of milliseconds to seconds of CPU, so it runs on
 //! tokio's blocking pool, never on the async executor, behind a semaphore
@@ -15,22 +16,34 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use crate::cache::{CompileCache, Lookup, hex};
 use crate::invoke::RequestState;
 
-/// A component compiled and linked, ready to instantiate per request.
-pub struct Compiled {
+/// A component compiled and linked, ready to instantiate per request. Shared
+/// by every version made from the same bytes, and kept by the project's
+/// history for rollback.
+pub struct Build {
     /// Pre-instantiated proxy: per-request instantiation skips all import resolution.
     pub pre: ProxyPre<RequestState>,
-    /// Lowercase hex sha256 of the component bytes: the version's identity.
+    /// Lowercase hex sha256 of the component bytes: the build's identity.
     pub digest: String,
-    /// Size of the component file in bytes.
-    pub size: u64,
-    /// Wall time spent compiling and linking.
+    /// The component bytes, so a rollback can write them back to disk.
+    pub bytes: Arc<[u8]>,
+    /// Wall time spent compiling (or loading from cache) and linking.
     pub compile_time: Duration,
+    /// Whether the compiled code came from the cache.
+    pub cache_hit: bool,
 }
 
-/// Why a component could not be turned into a servable version. Callers
-/// branch on the step: a read failure is about the file, the rest about its contents.
+impl Build {
+    /// Size of the component in bytes.
+    pub fn size(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+}
+
+/// Why component bytes could not be turned into a build. Callers branch on
+/// the kind: a read failure is about the file, the rest about its contents.
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
     /// The file could not be read.
@@ -68,21 +81,28 @@ pub enum CompileError {
     },
 }
 
-/// Compiles components on a bounded blocking pool.
+/// Compiles components on a bounded blocking pool, through the cache.
 #[derive(Clone)]
 pub struct Compiler {
     engine: Engine,
     linker: Arc<Linker<RequestState>>,
+    cache: CompileCache,
     /// Bounds concurrent compiles so they cannot starve request handling of cores.
     permits: Arc<Semaphore>,
 }
 
 impl Compiler {
     /// A compiler allowing `max_concurrent` compiles at once (at least one).
-    pub fn new(engine: Engine, linker: Linker<RequestState>, max_concurrent: usize) -> Self {
+    pub fn new(
+        engine: Engine,
+        linker: Linker<RequestState>,
+        cache: CompileCache,
+        max_concurrent: usize,
+    ) -> Self {
         Self {
             engine,
             linker: Arc::new(linker),
+            cache,
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
         }
     }
@@ -92,23 +112,24 @@ impl Compiler {
         &self.engine
     }
 
-    /// Reads and compiles the component at `path`.
-    pub async fn compile_file(&self, path: &Path) -> Result<Compiled, CompileError> {
-        let bytes = tokio::fs::read(path)
+    /// The sha256 digest of `bytes`, as builds are identified.
+    pub fn digest(bytes: &[u8]) -> String {
+        hex(&Sha256::digest(bytes))
+    }
+
+    /// Reads the component at `path`.
+    pub async fn read(path: &Path) -> Result<Vec<u8>, CompileError> {
+        tokio::fs::read(path)
             .await
             .map_err(|source| CompileError::Read {
                 path: path.to_path_buf(),
                 source,
-            })?;
-        self.compile_bytes(path, bytes).await
+            })
     }
 
-    /// Compiles `bytes`; `path` names them in errors.
-    pub async fn compile_bytes(
-        &self,
-        path: &Path,
-        bytes: Vec<u8>,
-    ) -> Result<Compiled, CompileError> {
+    /// Compiles `bytes` (or loads them from the cache) and links them; `path`
+    /// names them in errors.
+    pub async fn prepare(&self, path: &Path, bytes: Arc<[u8]>) -> Result<Build, CompileError> {
         let crashed = |reason: String| CompileError::Crashed {
             path: path.to_path_buf(),
             reason,
@@ -120,34 +141,43 @@ impl Compiler {
             .map_err(|err| crashed(err.to_string()))?;
         let this = self.clone();
         let owned_path = path.to_path_buf();
-        tokio::task::spawn_blocking(move || this.compile_blocking(&owned_path, &bytes))
+        tokio::task::spawn_blocking(move || this.prepare_blocking(&owned_path, bytes))
             .await
             .map_err(|err| crashed(err.to_string()))?
     }
 
-    fn compile_blocking(&self, path: &Path, bytes: &[u8]) -> Result<Compiled, CompileError> {
+    fn prepare_blocking(&self, path: &Path, bytes: Arc<[u8]>) -> Result<Build, CompileError> {
         let started = Instant::now();
-        let digest = hex(&Sha256::digest(bytes));
-        let component =
-            Component::new(&self.engine, bytes).map_err(|err| CompileError::Invalid {
-                path: path.to_path_buf(),
-                reason: format!("{err:#}"),
-            })?;
+        let digest = Self::digest(&bytes);
+        let (component, cache_hit) = match self.cache.load(&self.engine, &digest) {
+            Lookup::Hit(component) => (component, true),
+            lookup => {
+                if let Lookup::Corrupt(reason) = lookup {
+                    tracing::warn!(path = %path.display(), %digest, "discarded a bad compile cache entry ({reason}); recompiling");
+                }
+                let component =
+                    Component::new(&self.engine, &bytes).map_err(|err| CompileError::Invalid {
+                        path: path.to_path_buf(),
+                        reason: format!("{err:#}"),
+                    })?;
+                if let Err(err) = self.cache.store(&digest, &component) {
+                    tracing::warn!(cause = %format!("{err:#}"), "failed to store a compile cache entry");
+                }
+                (component, false)
+            }
+        };
         let link = |err: wasmtime::Error| CompileError::Link {
             path: path.to_path_buf(),
             reason: format!("{err:#}"),
         };
         let instance_pre = self.linker.instantiate_pre(&component).map_err(link)?;
         let pre = ProxyPre::new(instance_pre).map_err(link)?;
-        Ok(Compiled {
+        Ok(Build {
             pre,
             digest,
-            size: bytes.len() as u64,
+            bytes,
             compile_time: started.elapsed(),
+            cache_hit,
         })
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -24,6 +24,14 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Most components compiled at once.
     pub max_compiles: usize,
+    /// Drain timeout for projects that do not set `drain_timeout`.
+    pub drain_timeout: Duration,
+    /// Health-check timeout for projects that do not set `health_timeout`.
+    pub health_timeout: Duration,
+    /// Good builds kept per project for rollback, the current one included.
+    pub keep_versions: usize,
+    /// Root of the compile cache; `None` when caching is off.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -31,6 +39,9 @@ impl Config {
     pub fn from_args(args: &ServeArgs) -> anyhow::Result<Self> {
         if args.request_timeout.is_zero() {
             bail!("--request-timeout must be more than 0");
+        }
+        if args.keep_versions == 0 {
+            bail!("--keep-versions must be at least 1 (the current version)");
         }
         if args.max_compiles == 0 {
             bail!("--max-compiles must be at least 1");
@@ -48,6 +59,14 @@ impl Config {
             grace_period: args.grace_period,
             request_timeout: args.request_timeout,
             max_compiles: args.max_compiles,
+            drain_timeout: args.drain_timeout,
+            health_timeout: args.health_timeout,
+            keep_versions: args.keep_versions,
+            cache_dir: if args.no_cache {
+                None
+            } else {
+                args.cache_dir.clone().or_else(crate::cache::default_dir)
+            },
         })
     }
 }

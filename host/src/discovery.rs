@@ -128,6 +128,61 @@ pub fn scan(root: &Path) -> anyhow::Result<Scan> {
     Ok(scan)
 }
 
+/// Reads project `name` from `root` alone (for a reload): the `NAME/` folder,
+/// else `NAME.wasm`. `Ok(None)` when neither exists.
+pub fn find(root: &Path, name: &ProjectName) -> anyhow::Result<Option<ProjectSource>> {
+    let folder = root.join(name.as_str());
+    if folder.is_dir() {
+        return load_folder(name.clone(), &folder).map(Some);
+    }
+    let file = root.join(format!("{name}.wasm"));
+    if file.is_file() {
+        return Ok(Some(one_file(name.clone(), &file)));
+    }
+    Ok(None)
+}
+
+/// Where a deploy of `name` writes its component, and the settings it gets:
+/// an existing project keeps its layout and `wasmhost.toml`; a new one
+/// becomes `NAME/NAME.wasm` with defaults.
+pub fn deploy_target(root: &Path, name: &ProjectName) -> anyhow::Result<ProjectSource> {
+    let folder = root.join(name.as_str());
+    let file = root.join(format!("{name}.wasm"));
+    if !folder.is_dir() && file.is_file() {
+        return Ok(one_file(name.clone(), &file));
+    }
+    let manifest_path = folder.join(MANIFEST_FILE);
+    let manifest = if manifest_path.is_file() {
+        Manifest::load(&manifest_path)?
+    } else {
+        Manifest::default()
+    };
+    let component = match &manifest.component {
+        Some(relative) => folder.join(relative),
+        None if folder.is_dir() => match single_wasm(&folder) {
+            Ok(existing) => existing,
+            Err(_) if !has_wasm(&folder) => folder.join(format!("{name}.wasm")),
+            Err(err) => return Err(err),
+        },
+        None => folder.join(format!("{name}.wasm")),
+    };
+    Ok(ProjectSource {
+        route: manifest.route.clone().unwrap_or_else(|| format!("/{name}")),
+        name: name.clone(),
+        entry: folder,
+        component,
+        manifest,
+    })
+}
+
+fn has_wasm(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.path().extension().is_some_and(|ext| ext == "wasm"))
+    })
+}
+
 /// A `DIR/NAME.wasm` project: default settings.
 fn one_file(name: ProjectName, file: &Path) -> ProjectSource {
     ProjectSource {
@@ -287,6 +342,57 @@ mod tests {
         assert!(
             error.contains("component `gone.wasm` does not exist"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn find_and_deploy_target() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path();
+        let name = |n: &str| ProjectName::parse(n).expect("valid");
+        write(&root.join("f.wasm"), "");
+        write(&root.join("d/x.wasm"), "");
+        write(
+            &root.join("m/wasmhost.toml"),
+            "component = \"app.wasm\"\nroute = \"/mm\"\n",
+        );
+        assert_eq!(
+            find(root, &name("f"))
+                .expect("ok")
+                .expect("found")
+                .component,
+            root.join("f.wasm")
+        );
+        assert_eq!(
+            find(root, &name("d"))
+                .expect("ok")
+                .expect("found")
+                .component,
+            root.join("d/x.wasm")
+        );
+        assert!(
+            find(root, &name("m")).is_err(),
+            "component named in manifest is missing"
+        );
+        assert!(find(root, &name("new")).expect("ok").is_none());
+
+        assert_eq!(
+            deploy_target(root, &name("f")).expect("ok").component,
+            root.join("f.wasm")
+        );
+        assert_eq!(
+            deploy_target(root, &name("d")).expect("ok").component,
+            root.join("d/x.wasm")
+        );
+        let m = deploy_target(root, &name("m")).expect("ok");
+        assert_eq!(
+            (m.component, m.route.as_str()),
+            (root.join("m/app.wasm"), "/mm")
+        );
+        let new = deploy_target(root, &name("new")).expect("ok");
+        assert_eq!(
+            (new.component, new.entry),
+            (root.join("new/new.wasm"), root.join("new"))
         );
     }
 

@@ -14,6 +14,9 @@ pub enum InvokeError {
     /// The request ran past its project's request timeout and was interrupted.
     #[error("request timed out after {0:?}")]
     Timeout(Duration),
+    /// The request's version was retired and did not finish within its drain deadline.
+    #[error("interrupted: its version was retired and the drain deadline passed")]
+    Drained,
     /// The guest trapped (panicked, hit `unreachable`, ran out of memory, …).
     #[error("guest trapped: {0}")]
     Trap(String),
@@ -37,6 +40,7 @@ impl InvokeError {
         match self {
             InvokeError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             InvokeError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            InvokeError::Drained => StatusCode::SERVICE_UNAVAILABLE,
             InvokeError::Trap(_)
             | InvokeError::Guest(_)
             | InvokeError::NoResponse
@@ -51,6 +55,9 @@ impl InvokeError {
         let text = match self {
             InvokeError::Timeout(_) => "the project did not answer in time",
             InvokeError::BadRequest(_) => "bad request",
+            InvokeError::Drained => {
+                "the project was replaced and this request ran past the drain deadline"
+            }
             _ => "the project failed to handle the request",
         };
         text_response(status, text)

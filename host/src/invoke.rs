@@ -5,10 +5,13 @@
 
 use std::time::Instant;
 
-use hyper::body::Incoming;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::body::Body;
 use hyper::http::uri::{PathAndQuery, Uri};
 use hyper::{Request, Response, header};
-use std::sync::Arc;
+use tokio::sync::watch;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -18,23 +21,25 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::error::InvokeError;
 use crate::guest_log::{GuestLog, Stream};
-use crate::registry::{InFlight, Version};
+use crate::version::{InFlight, Version};
 
 /// Everything a guest instance can reach: its WASI context, HTTP context and
-/// resource table, plus the deadline its epoch callback enforces.
+/// resource table, plus what its epoch callback checks.
 pub struct RequestState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
     /// When this request must be done; checked on every epoch tick.
     deadline: Instant,
+    /// Turns true when the version outlived its drain deadline; checked on every epoch tick.
+    stop: watch::Receiver<bool>,
 }
 
 impl RequestState {
     fn new(version: &Version, deadline: Instant) -> Self {
         let project = version.project.clone();
         let wasi = WasiCtx::builder()
-            .envs(&version.env)
+            .envs(&version.run.env)
             .stdout(GuestLog::new(
                 project.clone(),
                 version.number,
@@ -47,6 +52,7 @@ impl RequestState {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             deadline,
+            stop: version.stop_signal(),
         }
     }
 }
@@ -75,16 +81,62 @@ impl WasiHttpView for RequestState {
 #[error("request deadline exceeded")]
 struct DeadlineExceeded;
 
+/// Raised from the epoch callback once the request's version must stop draining.
+#[derive(Debug, thiserror::Error)]
+#[error("version drain deadline exceeded")]
+struct DrainDeadlineExceeded;
+
+/// A store for one request on `version`, with its deadline and epoch callback set.
+fn new_store(version: &Version) -> Store<RequestState> {
+    let deadline = Instant::now() + version.run.request_timeout;
+    let mut store = Store::new(
+        version.build.pre.engine(),
+        RequestState::new(version, deadline),
+    );
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|context| {
+        let state = context.data();
+        if *state.stop.borrow() {
+            Err(DrainDeadlineExceeded.into())
+        } else if Instant::now() >= state.deadline {
+            Err(DeadlineExceeded.into())
+        } else {
+            // Yield so a busy guest shares the thread with other requests.
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+    store
+}
+
+/// Instantiates `version` once without calling it, so a component that traps
+/// while instantiating is caught before it serves anything.
+pub async fn trial_instantiate(version: &Version) -> Result<(), String> {
+    let mut store = new_store(version);
+    let run = version.build.pre.instantiate_async(&mut store);
+    match tokio::time::timeout(version.run.request_timeout, run).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) => Err(describe_trap(err)),
+        Err(_) => Err(format!(
+            "instantiation did not finish within {:?}",
+            version.run.request_timeout
+        )),
+    }
+}
+
 /// Runs `request` on `version`; the guest sees `guest_path` as its path and query.
 ///
 /// The guest runs in its own task so it can keep streaming the body after the
 /// head is returned. That task owns the [`InFlight`] mark, so the version stays
 /// counted (and alive) until the guest is really done, not when the head is sent.
-pub async fn invoke(
+pub async fn invoke<B>(
     version: Arc<Version>,
-    mut request: Request<Incoming>,
+    mut request: Request<B>,
     guest_path: &str,
-) -> Result<Response<HyperOutgoingBody>, InvokeError> {
+) -> Result<Response<HyperOutgoingBody>, InvokeError>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
     let path: PathAndQuery = guest_path
         .parse()
         .map_err(|err| InvokeError::BadRequest(format!("path `{guest_path}`: {err}")))?;
@@ -99,18 +151,9 @@ pub async fn invoke(
             .insert(header::HOST, header::HeaderValue::from_static("localhost"));
     }
 
-    let timeout = version.request_timeout;
-    let deadline = Instant::now() + timeout;
-    let mut store = Store::new(version.pre.engine(), RequestState::new(&version, deadline));
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|context| {
-        if Instant::now() >= context.data().deadline {
-            Err(DeadlineExceeded.into())
-        } else {
-            // Yield so a busy guest shares the thread with other requests.
-            Ok(UpdateDeadline::Yield(1))
-        }
-    });
+    let timeout = version.run.request_timeout;
+    let mut store = new_store(&version);
+    let mut stop = version.stop_signal();
 
     let host_error = |err: wasmtime::Error| InvokeError::Host(format!("{err:#}"));
     let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -129,18 +172,28 @@ pub async fn invoke(
     let task = tokio::spawn(async move {
         let version = in_flight.version();
         let run = async {
-            let proxy = version.pre.instantiate_async(&mut store).await?;
+            let proxy = version.build.pre.instantiate_async(&mut store).await?;
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, guest_request, out)
                 .await
         };
-        // The epoch callback stops guests that compute; this timeout stops
-        // guests that wait (on a timer, on a body that never comes).
-        let result = match tokio::time::timeout(timeout, run).await {
+        // The epoch callback stops guests that compute; this timeout and the
+        // stop signal stop guests that wait (on a timer, on a body that never comes).
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(timeout, run) => outcome,
+            _ = stop.wait_for(|stop| *stop) => Ok(Err(DrainDeadlineExceeded.into())),
+        };
+        let result = match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(err)) if err.downcast_ref::<DeadlineExceeded>().is_some() => {
                 Err(InvokeError::Timeout(timeout))
+            }
+            Ok(Err(err)) if err.downcast_ref::<DrainDeadlineExceeded>().is_some() => {
+                if version.is_retired() {
+                    version.count_forced_drain();
+                }
+                Err(InvokeError::Drained)
             }
             Ok(Err(err)) => {
                 tracing::debug!(

@@ -10,8 +10,13 @@
 //! - [`manifest`]: strict parsing of a project's `wasmhost.toml`, with file and line in every error.
 //! - [`discovery`]: scans the projects folder into project sources and skipped entries.
 //! - [`engine`]: the one wasmtime `Engine` (pooling allocator, epochs), its linker and epoch ticker.
-//! - [`compiler`]: component bytes → digest → compiled component → `ProxyPre`, on a bounded blocking pool.
-//! - [`registry`]: the atomically swapped routing snapshot and every project's status.
+//! - [`pipeline`]: the one way a project changes: read → prepare → validate → swap → drain.
+//! - [`compiler`] (prepare): component bytes → digest → compiled component (through [`cache`]) → `ProxyPre`, on a bounded blocking pool.
+//! - [`validate`]: trial instantiation and the project's health check, before a version may serve.
+//! - [`project`] and [`version`]: one project's atomically swapped current version, history and
+//!   stats; one version's in-flight count and drain deadline.
+//! - [`drain`]: retired versions finish their requests, or are interrupted at the drain deadline.
+//! - [`registry`]: every project, and the routing snapshot built from them.
 //! - [`router`]: pure host/path → project matching; no I/O.
 //! - [`invoke`]: one request into one fresh instance of a project's current version.
 //! - [`server`]: the HTTP accept loop, one task per connection, graceful drain.
@@ -24,15 +29,19 @@
 //! and [`responses`] (the host's own small responses).
 
 pub mod admin;
+pub mod cache;
 pub mod cli;
 pub mod compiler;
 pub mod config;
 pub mod discovery;
+pub mod drain;
 pub mod engine;
 pub mod error;
 pub mod guest_log;
 pub mod invoke;
 pub mod manifest;
+pub mod pipeline;
+pub mod project;
 pub mod registry;
 pub mod responses;
 pub mod router;
@@ -42,3 +51,5 @@ pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod units;
+pub mod validate;
+pub mod version;

@@ -7,6 +7,9 @@
 //! route = "/app"                  # path prefix; default "/NAME"
 //! hosts = ["app.example.com"]     # extra Host names routed to this project
 //! strip_prefix = false            # guest sees the path without the route prefix
+//! health = "/healthz"             # GET this on a new version before it goes live
+//! health_timeout = "5s"           # how long the health check may take
+//! drain_timeout = "30s"           # how long requests may run on on a replaced version
 //!
 //! [env]                           # wasi:cli environment of the guest
 //! GREETING = "hi"
@@ -106,6 +109,12 @@ pub struct Manifest {
     pub strip_prefix: bool,
     /// Environment variables for the guest, sorted by name.
     pub env: Vec<(String, String)>,
+    /// Path (and query) checked with a GET on every new version before it goes live.
+    pub health: Option<String>,
+    /// How long that health check may take; host default when `None`.
+    pub health_timeout: Option<Duration>,
+    /// How long requests may keep running on a replaced version; host default when `None`.
+    pub drain_timeout: Option<Duration>,
     /// Resource limits for the project.
     pub limits: Limits,
 }
@@ -143,6 +152,9 @@ struct RawManifest {
     strip_prefix: bool,
     #[serde(default)]
     env: BTreeMap<Spanned<String>, String>,
+    health: Option<Spanned<String>>,
+    health_timeout: Option<Spanned<String>>,
+    drain_timeout: Option<Spanned<String>>,
     #[serde(default)]
     limits: RawLimits,
 }
@@ -226,22 +238,39 @@ impl Manifest {
             env.push((name.clone(), value));
         }
 
-        let limits = raw.limits;
-        let request_timeout = match limits.request_timeout {
+        let health = match raw.health {
             None => None,
             Some(value) => {
-                let timeout = parse_duration(value.get_ref()).map_err(|reason| {
-                    error(Some(value.span()), format!("request_timeout: {reason}"))
-                })?;
-                if timeout.is_zero() {
+                let path = value.get_ref();
+                if !path.starts_with('/')
+                    || path.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
                     return Err(error(
                         Some(value.span()),
-                        "request_timeout must be more than 0".into(),
+                        format!("health `{path}` must be a path starting with `/`, without spaces"),
                     ));
                 }
-                Some(timeout)
+                Some(path.clone())
             }
         };
+        let duration = |value: Option<Spanned<String>>,
+                        key: &str|
+         -> Result<Option<Duration>, ManifestError> {
+            let Some(value) = value else { return Ok(None) };
+            let parsed = parse_duration(value.get_ref())
+                .map_err(|reason| error(Some(value.span()), format!("{key}: {reason}")))?;
+            if parsed.is_zero() {
+                return Err(error(
+                    Some(value.span()),
+                    format!("{key} must be more than 0"),
+                ));
+            }
+            Ok(Some(parsed))
+        };
+        let health_timeout = duration(raw.health_timeout, "health_timeout")?;
+        let drain_timeout = duration(raw.drain_timeout, "drain_timeout")?;
+        let limits = raw.limits;
+        let request_timeout = duration(limits.request_timeout, "request_timeout")?;
         let size =
             |value: Option<Spanned<RawSize>>, key: &str| -> Result<Option<u64>, ManifestError> {
                 let Some(value) = value else { return Ok(None) };
@@ -283,6 +312,9 @@ impl Manifest {
             hosts,
             strip_prefix: raw.strip_prefix,
             env,
+            health,
+            health_timeout,
+            drain_timeout,
             limits: Limits {
                 request_timeout,
                 max_body,
@@ -356,6 +388,9 @@ component = "app.wasm"
 route = "/app/"
 hosts = ["App.Example.com"]
 strip_prefix = true
+health = "/ready?deep=1"
+health_timeout = "2s"
+drain_timeout = "1m"
 [env]
 B = "2"
 A = "1"
@@ -371,6 +406,9 @@ max_concurrency = 8
         assert_eq!(manifest.route.as_deref(), Some("/app"));
         assert_eq!(manifest.hosts, vec!["app.example.com"]);
         assert!(manifest.strip_prefix);
+        assert_eq!(manifest.health.as_deref(), Some("/ready?deep=1"));
+        assert_eq!(manifest.health_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(manifest.drain_timeout, Some(Duration::from_secs(60)));
         assert_eq!(
             manifest.env,
             vec![("A".into(), "1".into()), ("B".into(), "2".into())]
@@ -417,6 +455,8 @@ max_concurrency = 8
             ("strip_prefix = \"yes\"\n", 1, "bool"),
             ("[env]\nA = 1\n", 2, "string"),
             ("route = \n", 1, ""),
+            ("health = \"ready\"\n", 1, "must be a path"),
+            ("drain_timeout = \"0s\"\n", 1, "more than 0"),
         ];
         for (text, line, needle) in cases {
             let err = parse(text).expect_err(text);

@@ -1,6 +1,6 @@
 //! `wasmhost serve`, wired together: bind the listeners, build the engine,
-//! load every project, publish the first snapshot, then serve project traffic
-//! and the admin API until a shutdown signal, and drain.
+//! load every project through the pipeline, then serve project traffic and the
+//! admin API until a shutdown signal, and drain.
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -10,10 +10,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::cache::CompileCache;
 use crate::compiler::Compiler;
 use crate::config::Config;
-use crate::discovery::{self, ProjectSource, Skipped};
-use crate::registry::{Project, Registry, Snapshot, Version};
+use crate::discovery::Skipped;
+use crate::pipeline::{Pipeline, Settings};
+use crate::registry::Registry;
 use crate::units::format_size;
 use crate::{admin, engine, server};
 
@@ -51,27 +53,34 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let engine = engine::new_engine()?;
     engine::start_epoch_ticker(&engine)?;
+    let cache = match &config.cache_dir {
+        Some(dir) => CompileCache::new(Some(dir), &engine),
+        None => CompileCache::disabled(),
+    };
+    match cache.dir() {
+        Some(dir) => tracing::info!("compile cache in {}", dir.display()),
+        None => tracing::info!("compile cache off"),
+    }
     let compiler = Compiler::new(
         engine.clone(),
         engine::new_linker(&engine)?,
+        cache,
         config.max_compiles,
     );
-
-    let scan = discovery::scan(&config.projects_dir)?;
-    let mut projects = Vec::with_capacity(scan.projects.len() + scan.failed.len());
-    for source in &scan.projects {
-        projects.push(load(&compiler, &config, source).await);
-    }
-    for failed in scan.failed {
-        projects.push(Project::failed(
-            failed.name,
-            failed.entry,
-            format!("{:#}", failed.error),
-        ));
-    }
-    let snapshot = Snapshot::build(projects);
-    log_startup(&snapshot, &scan.skipped);
-    let registry = Arc::new(Registry::new(snapshot));
+    let registry = Arc::new(Registry::default());
+    let pipeline = Pipeline::new(
+        compiler,
+        registry.clone(),
+        Settings {
+            projects_dir: config.projects_dir.clone(),
+            request_timeout: config.request_timeout,
+            drain_timeout: config.drain_timeout,
+            health_timeout: config.health_timeout,
+            keep_versions: config.keep_versions,
+        },
+    );
+    let skipped = pipeline.load_all().await?;
+    log_startup(&registry, &skipped);
 
     let http_addr = listeners
         .http
@@ -92,10 +101,9 @@ pub async fn run(
             let _ = stopped.wait_for(|stop| *stop).await;
         }
     };
-    let admin_registry = registry.clone();
     let admin_task = tokio::spawn(server::serve(
         listeners.admin,
-        move |request| admin::handle(admin_registry.clone(), request),
+        move |request| admin::handle(pipeline.clone(), request),
         wait_stop(),
         config.grace_period,
     ));
@@ -119,64 +127,46 @@ pub async fn run(
     Ok(())
 }
 
-/// Compiles one project into its first version. A failure becomes the
-/// project's error; it never stops the host or the other projects.
-async fn load(compiler: &Compiler, config: &Config, source: &ProjectSource) -> Project {
-    let mut project = Project::from_source(source);
-    match compiler.compile_file(&source.component).await {
-        Ok(compiled) => {
-            let request_timeout = source
-                .manifest
-                .limits
-                .request_timeout
-                .unwrap_or(config.request_timeout);
-            project.current = Some(Arc::new(Version::new(
-                source.name.as_str().into(),
-                1,
-                compiled.digest,
-                source.component.clone(),
-                compiled.size,
-                compiled.compile_time,
-                compiled.pre,
-                source.manifest.env.clone(),
-                request_timeout,
-            )));
-        }
-        Err(err) => project.last_error = Some(err.to_string()),
-    }
-    project
-}
-
 /// One table of what serves, then one warning per project or entry that does not.
-fn log_startup(snapshot: &Snapshot, skipped: &[Skipped]) {
-    let active: Vec<_> = snapshot
-        .projects
+fn log_startup(registry: &Registry, skipped: &[Skipped]) {
+    let projects = registry.all();
+    let active: Vec<_> = projects
         .iter()
-        .filter_map(|p| Some((p, p.current.as_ref()?)))
+        .filter_map(|p| Some((p, p.current.load_full()?)))
+        .filter(|(p, _)| p.state().error.is_none())
         .collect();
     let mut table = format!(
-        "loaded {} of {} projects\n  {:<24} {:<24} {:>10} {:>9}",
+        "loaded {} of {} projects\n  {:<24} {:<24} {:>10} {:>9} {:>6}",
         active.len(),
-        snapshot.projects.len(),
+        projects.len(),
         "NAME",
         "ROUTE",
         "SIZE",
-        "COMPILE"
+        "COMPILE",
+        "CACHED"
     );
     for (project, version) in &active {
+        let route = project
+            .state()
+            .source
+            .as_ref()
+            .map(|s| s.route.clone())
+            .unwrap_or_default();
         let _ = write!(
             table,
-            "\n  {:<24} {:<24} {:>10} {:>6} ms",
+            "\n  {:<24} {:<24} {:>10} {:>6} ms {:>6}",
             project.name.as_str(),
-            project.route,
-            format_size(version.size),
-            version.compile_time.as_millis()
+            route,
+            format_size(version.build.size()),
+            version.build.compile_time.as_millis(),
+            if version.build.cache_hit { "yes" } else { "no" }
         );
     }
     tracing::info!("{table}");
-    for project in snapshot.projects.iter().filter(|p| p.current.is_none()) {
-        let reason = project.last_error.as_deref().unwrap_or("unknown error");
-        tracing::warn!(project = project.name.as_str(), "project skipped: {reason}");
+    for project in &projects {
+        if let Some(reason) = project.state().error.clone() {
+            tracing::warn!(project = project.name.as_str(), "project skipped: {reason}");
+        }
     }
     for entry in skipped {
         tracing::warn!("skipped {}: {}", entry.entry.display(), entry.reason);

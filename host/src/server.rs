@@ -79,8 +79,9 @@ pub async fn serve<H, F>(
 
 /// Routes one request to its project and runs it there.
 ///
-/// The snapshot is loaded once, before any await, and only the chosen
-/// version's `Arc` is kept, so a swap during the request cannot mix versions.
+/// The snapshot and then the project's current version are each loaded once,
+/// before any await, and only the version's `Arc` is kept, so a swap during
+/// the request cannot mix versions.
 pub async fn handle(
     registry: Arc<Registry>,
     request: Request<Incoming>,
@@ -108,7 +109,7 @@ pub async fn handle(
                 .router
                 .route(host, &path_and_query)
                 .and_then(|found| {
-                    let version = snapshot.projects[found.project].current.clone()?;
+                    let version = snapshot.routed[found.project].current.load_full()?;
                     Some((version, found.guest_path))
                 })
         };

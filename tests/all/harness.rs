@@ -31,6 +31,9 @@ pub(crate) type TestBody = BoxBody<Bytes, std::io::Error>;
 /// A projects folder being prepared, and the flags the host will get.
 pub(crate) struct TestHost {
     dir: TempDir,
+    /// A compile cache of this test's own, so tests never share or pollute
+    /// the user's cache; a restart test hands it to the next host.
+    cache: Arc<TempDir>,
     args: Vec<String>,
 }
 
@@ -39,6 +42,7 @@ impl TestHost {
     pub(crate) fn new() -> Self {
         Self {
             dir: tempfile::tempdir().expect("failed to create a temp dir"),
+            cache: Arc::new(tempfile::tempdir().expect("failed to create a temp dir")),
             args: Vec::new(),
         }
     }
@@ -92,6 +96,8 @@ impl TestHost {
             .arg("serve")
             .arg(self.dir())
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .arg("--cache-dir")
+            .arg(self.cache.path())
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -113,11 +119,12 @@ impl TestHost {
             }
         });
         let mut host = RunningHost {
+            cache: self.cache,
             child,
             addr: "127.0.0.1:0".parse().expect("valid"),
             admin: "127.0.0.1:0".parse().expect("valid"),
             log,
-            _dir: self.dir,
+            dir: self.dir,
         };
         let started = Instant::now();
         loop {
@@ -168,13 +175,38 @@ pub(crate) struct RunningHost {
     pub(crate) admin: SocketAddr,
     log: Arc<Mutex<String>>,
     /// Kept so the projects folder lives exactly as long as the host.
-    _dir: TempDir,
+    dir: TempDir,
+    cache: Arc<TempDir>,
 }
 
 impl RunningHost {
     /// Everything the host printed to stderr so far.
     pub(crate) fn log(&self) -> String {
         self.log.lock().expect("log lock").clone()
+    }
+
+    /// The projects folder.
+    pub(crate) fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops this host and starts a new one on the same projects folder and
+    /// compile cache, with the flags `extra`.
+    pub(crate) fn restart(mut self, extra: &[&str]) -> RunningHost {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut args: Vec<String> = Vec::new();
+        for arg in extra {
+            args.push(arg.to_string());
+        }
+        let next = TestHost {
+            dir: tempfile::tempdir().expect("placeholder temp dir"),
+            cache: self.cache.clone(),
+            args,
+        };
+        // Move the projects folder over: the new host serves the same files.
+        let dir = std::mem::replace(&mut self.dir, next.dir);
+        TestHost { dir, ..next }.spawn()
     }
 
     /// Waits until the log contains `needle`, and returns the log.
@@ -206,6 +238,30 @@ impl RunningHost {
     /// GET `path` on the admin listener.
     pub(crate) async fn admin_get(&self, path: &str) -> Reply {
         send(self.admin, request("GET", "localhost", path, empty())).await
+    }
+
+    /// An admin request with a body.
+    pub(crate) async fn admin(&self, method: &str, path: &str, body: Vec<u8>) -> Reply {
+        let mut request = request(method, "localhost", path, full(body));
+        request
+            .headers_mut()
+            .insert("content-type", "application/wasm".parse().expect("valid"));
+        send(self.admin, request).await
+    }
+
+    /// Deploys `component` as project `name` through the admin API.
+    pub(crate) async fn deploy(&self, name: &str, component: &[u8]) -> Reply {
+        self.admin("PUT", &format!("/projects/{name}"), component.to_vec())
+            .await
+    }
+
+    /// Deploys the guest at `path` as project `name`, insisting it goes live.
+    pub(crate) async fn deploy_guest(&self, name: &str, path: &str) -> serde_json::Value {
+        let reply = self
+            .deploy(name, &std::fs::read(path).expect("read guest"))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        reply.json()
     }
 
     /// The admin API's object for `name`.
@@ -324,4 +380,41 @@ pub(crate) async fn try_send(
         headers: parts.headers,
         body,
     })
+}
+
+/// One keep-alive HTTP/1.1 connection, for tests that care which requests
+/// share a connection.
+pub(crate) struct Connection {
+    sender: hyper::client::conn::http1::SendRequest<TestBody>,
+}
+
+impl Connection {
+    /// Opens a connection to `addr`.
+    pub(crate) async fn open(addr: SocketAddr) -> Self {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(connection);
+        Self { sender }
+    }
+
+    /// GET `path` on this connection and read the whole response.
+    pub(crate) async fn get(
+        &mut self,
+        path: &str,
+    ) -> Result<Reply, Box<dyn std::error::Error + Send + Sync>> {
+        self.sender.ready().await?;
+        let response = self
+            .sender
+            .send_request(request("GET", "localhost", path, empty()))
+            .await?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
 }

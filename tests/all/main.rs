@@ -7,3 +7,4 @@ mod harness;
 mod lifecycle;
 mod routing;
 mod serving;
+mod swap;

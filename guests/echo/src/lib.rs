@@ -2,12 +2,13 @@
 //! every request header come back as `echo-method`, `echo-path` and
 //! `echo-header-NAME` response headers; the request body is streamed back
 //! as the response body, chunk by chunk, so bodies of any size work without
-//! buffering them in guest memory.
+//! buffering them in guest memory. `?status=N` answers with status N instead
+//! of 200 (for health-check tests).
 
 use wasmhost_guest_support::wasi::http::types::Method;
 use wasmhost_guest_support::{
     Guest, IncomingRequest, ResponseOutparam, copy_stream, finish_response, path_with_query,
-    start_response,
+    query_param, start_response,
 };
 
 struct Echo;
@@ -36,13 +37,16 @@ impl Guest for Echo {
         for (name, value) in request.headers().entries() {
             headers.push((format!("echo-header-{name}"), value));
         }
+        let status = query_param(&request, "status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(200);
         let Ok(incoming) = request.consume() else {
             return;
         };
         let Ok(input) = incoming.stream() else {
             return;
         };
-        if let Some((body, output)) = start_response(out, 200, &headers) {
+        if let Some((body, output)) = start_response(out, status, &headers) {
             copy_stream(&input, &output);
             finish_response(body, output);
         }

@@ -1,0 +1,543 @@
+//! The one way a project changes: every new version, whether from start-up,
+//! a reload, a deploy or a rollback, goes through the same steps, and a
+//! removal through the same drain.
+//!
+//! read (config + bytes) → prepare ([`crate::compiler`], through the cache) →
+//! validate ([`crate::validate`]) → swap (one atomic store on the project,
+//! plus a routing snapshot when routes change) → drain ([`crate::drain`]) →
+//! cleanup (the old version drops with its last request; builds past the
+//! history length drop with it).
+//!
+//! A change that fails any step before the swap changes nothing that serves:
+//! the current version keeps serving and the failure is recorded on the
+//! project (admin API) and logged as `NAME: vN rejected: REASON; vM still serving`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+
+use crate::compiler::Compiler;
+use crate::discovery::{self, ProjectSource, Skipped};
+use crate::drain;
+use crate::manifest::ProjectName;
+use crate::project::{Failure, Project};
+use crate::registry::Registry;
+use crate::validate::{HealthCheck, validate};
+use crate::version::{RunConfig, Stats, Version};
+
+/// Host-wide defaults and limits the pipeline applies.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The projects folder.
+    pub projects_dir: PathBuf,
+    /// Request timeout for projects that set none.
+    pub request_timeout: Duration,
+    /// Drain timeout for projects that set none.
+    pub drain_timeout: Duration,
+    /// Health-check timeout for projects that set none.
+    pub health_timeout: Duration,
+    /// Good builds kept per project for rollback (the current one included).
+    pub keep_versions: usize,
+}
+
+/// What a change did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new version is live.
+    Live {
+        /// Its number.
+        version: u64,
+        /// The version it replaced, now draining.
+        previous: Option<u64>,
+        /// Prepare time (compile or cache load, and link).
+        compile: Duration,
+        /// Time of the swap itself.
+        swap: Duration,
+        /// Whether the compiled code came from the cache (or history).
+        cache_hit: bool,
+    },
+    /// Bytes and effective config equal the current version's: nothing changed.
+    Unchanged {
+        /// The current version's number.
+        version: u64,
+    },
+}
+
+/// Why a change was not made. Callers (the admin API) map each to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The new version failed a step; what was serving still serves.
+    #[error("{project}: {version_label} rejected: {reason}")]
+    Rejected {
+        /// The project.
+        project: String,
+        /// `vN`, or `change` when no number was assigned yet.
+        version_label: String,
+        /// The step that failed: `read`, `prepare` or `validate`.
+        step: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+    /// No such project.
+    #[error("no project `{0}`")]
+    NotFound(String),
+    /// Rollback asked for with no earlier good build kept.
+    #[error("project `{0}` has no earlier good version to roll back to")]
+    NoRollback(String),
+    /// The host failed (disk write, …); nothing was swapped.
+    #[error("{0:#}")]
+    Failed(anyhow::Error),
+}
+
+/// Runs project changes. Cheap to clone.
+#[derive(Clone)]
+pub struct Pipeline {
+    compiler: Compiler,
+    registry: Arc<Registry>,
+    settings: Arc<Settings>,
+}
+
+impl Pipeline {
+    /// A pipeline publishing into `registry`.
+    pub fn new(compiler: Compiler, registry: Arc<Registry>, settings: Settings) -> Self {
+        Self {
+            compiler,
+            registry,
+            settings: Arc::new(settings),
+        }
+    }
+
+    /// The registry this pipeline publishes into.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Loads every project in the projects folder, concurrently (compiles are
+    /// still bounded by the compiler). Returns the entries that are not projects.
+    pub async fn load_all(&self) -> anyhow::Result<Vec<Skipped>> {
+        let scan = discovery::scan(&self.settings.projects_dir)?;
+        for failed in scan.failed {
+            let project = self.registry.get_or_insert(failed.name.as_str(), || {
+                Project::new(failed.name.clone(), failed.entry.clone())
+            });
+            let reason = format!("{:#}", failed.error);
+            record_failure(&project, "read", reason.clone(), None);
+            project.state().error = Some(reason);
+        }
+        let mut loads = tokio::task::JoinSet::new();
+        for source in scan.projects {
+            let this = self.clone();
+            loads.spawn(async move {
+                let name = source.name.clone();
+                let project = this.registry.get_or_insert(name.as_str(), || {
+                    Project::new(name.clone(), source.entry.clone())
+                });
+                let _change = project.lifecycle.lock().await;
+                let result = match Compiler::read(&source.component).await {
+                    Ok(bytes) => this.install(&project, source, bytes.into(), None).await,
+                    Err(err) => Err(this.reject(&project, None, "read", err.to_string(), None)),
+                };
+                if let Err(err) = result {
+                    project.state().error = Some(err.to_string());
+                }
+            });
+        }
+        while let Some(joined) = loads.join_next().await {
+            joined.context("a project load task failed")?;
+        }
+        self.registry.republish();
+        Ok(scan.skipped)
+    }
+
+    /// Re-reads project `name`'s config and component from disk and makes them live.
+    pub async fn reload(&self, name: &ProjectName) -> Result<Outcome, ChangeError> {
+        let found = discovery::find(&self.settings.projects_dir, name);
+        if matches!(found, Ok(None)) && self.registry.get(name.as_str()).is_none() {
+            return Err(ChangeError::NotFound(name.to_string()));
+        }
+        self.with_project(name, |project| async move {
+            let source = match found {
+                Ok(Some(source)) => source,
+                Ok(None) => {
+                    return Err(ChangeError::NotFound(format!(
+                        "{name} (it is no longer on disk)"
+                    )));
+                }
+                Err(err) => {
+                    return Err(self.reject(&project, None, "read", format!("{err:#}"), None));
+                }
+            };
+            let bytes = Compiler::read(&source.component)
+                .await
+                .map_err(|err| self.reject(&project, None, "read", err.to_string(), None))?;
+            self.install(&project, source, bytes.into(), None).await
+        })
+        .await
+    }
+
+    /// Makes `bytes` the component of project `name` (created if new), and
+    /// once live writes it into the project's folder, so a restart serves it.
+    pub async fn deploy(
+        &self,
+        name: &ProjectName,
+        bytes: Arc<[u8]>,
+    ) -> Result<Outcome, ChangeError> {
+        self.with_project(name, |project| async move {
+            match discovery::deploy_target(&self.settings.projects_dir, name) {
+                Ok(source) => {
+                    let target = source.component.clone();
+                    self.install(&project, source, bytes, Some(&target)).await
+                }
+                Err(err) => Err(self.reject(&project, None, "read", format!("{err:#}"), None)),
+            }
+        })
+        .await
+    }
+
+    /// Runs `change` on project `name` (created if new) under its lifecycle
+    /// lock. A project this call created that never went live is not kept: a
+    /// bad upload under a new name leaves nothing behind.
+    async fn with_project<F, Fut>(
+        &self,
+        name: &ProjectName,
+        change: F,
+    ) -> Result<Outcome, ChangeError>
+    where
+        F: FnOnce(Arc<Project>) -> Fut,
+        Fut: std::future::Future<Output = Result<Outcome, ChangeError>>,
+    {
+        let created = self.registry.get(name.as_str()).is_none();
+        let entry = self.settings.projects_dir.join(name.as_str());
+        let project = self
+            .registry
+            .get_or_insert(name.as_str(), || Project::new(name.clone(), entry));
+        let _change = project.lifecycle.lock().await;
+        let outcome = change(project.clone()).await;
+        let never_live = project.current.load().is_none() && project.state().history.is_empty();
+        if created && never_live {
+            self.registry.forget_if_same(&project);
+        }
+        outcome
+    }
+
+    /// Goes back to the build before the current one, as a new version, and
+    /// writes it back to disk.
+    pub async fn rollback(&self, name: &ProjectName) -> Result<Outcome, ChangeError> {
+        let project = self
+            .registry
+            .get(name.as_str())
+            .ok_or_else(|| ChangeError::NotFound(name.to_string()))?;
+        let _change = project.lifecycle.lock().await;
+        let (source, previous, current_number) = {
+            let state = project.state();
+            let current = project.current.load_full();
+            match (state.source.clone(), current, state.history.len()) {
+                (Some(source), Some(current), len) if len >= 2 => {
+                    (source, state.history[len - 2].1.clone(), current.number)
+                }
+                _ => return Err(ChangeError::NoRollback(name.to_string())),
+            }
+        };
+        let target = source.component.clone();
+        let outcome = self
+            .install(&project, source, previous.bytes.clone(), Some(&target))
+            .await?;
+        // The version rolled back from is no longer a rollback target.
+        project
+            .state()
+            .history
+            .retain(|(number, _)| *number != current_number);
+        Stats::bump(&project.stats.rollbacks);
+        Ok(outcome)
+    }
+
+    /// Unroutes project `name`, drains it and deletes it from disk.
+    pub async fn remove(&self, name: &ProjectName) -> Result<(), ChangeError> {
+        let project = self
+            .registry
+            .get(name.as_str())
+            .ok_or_else(|| ChangeError::NotFound(name.to_string()))?;
+        let _change = project.lifecycle.lock().await;
+        self.registry.remove(name.as_str());
+        if let Some(old) = project.current.swap(None) {
+            project.state().draining.push(Arc::downgrade(&old));
+            drain::retire(old);
+        }
+        let entry = project.state().entry.clone();
+        let removed = if entry.is_dir() {
+            std::fs::remove_dir_all(&entry)
+        } else {
+            std::fs::remove_file(&entry)
+        };
+        match removed {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                return Err(ChangeError::Failed(
+                    anyhow::Error::from(err)
+                        .context(format!("failed to delete {}", entry.display())),
+                ));
+            }
+        }
+        tracing::info!(project = name.as_str(), "{name}: removed");
+        Ok(())
+    }
+
+    /// The version's runtime settings from its project config and host defaults.
+    fn run_config(&self, source: &ProjectSource) -> RunConfig {
+        let manifest = &source.manifest;
+        RunConfig {
+            env: manifest.env.clone(),
+            request_timeout: manifest
+                .limits
+                .request_timeout
+                .unwrap_or(self.settings.request_timeout),
+            drain_timeout: manifest
+                .drain_timeout
+                .unwrap_or(self.settings.drain_timeout),
+        }
+    }
+
+    /// prepare → validate → swap → drain for one new candidate. The caller
+    /// holds the project's lifecycle lock.
+    async fn install(
+        &self,
+        project: &Arc<Project>,
+        source: ProjectSource,
+        bytes: Arc<[u8]>,
+        write_to: Option<&Path>,
+    ) -> Result<Outcome, ChangeError> {
+        let digest = Compiler::digest(&bytes);
+        let current = project.current.load_full();
+        let reusable = {
+            let mut state = project.state();
+            if let Some(current) = &current {
+                let same_config = state.source.as_ref() == Some(&source);
+                if current.build.digest == digest && same_config {
+                    return Ok(Outcome::Unchanged {
+                        version: current.number,
+                    });
+                }
+            }
+            state.preparing = true;
+            state
+                .history
+                .iter()
+                .rev()
+                .find(|(_, build)| build.digest == digest)
+                .map(|(_, build)| build.clone())
+        };
+        let _preparing = Preparing(project);
+        let reused = reusable.is_some();
+        let number = project.next_version();
+        let name = project.name.as_str();
+
+        let build = match reusable {
+            Some(build) => build,
+            None => {
+                let build = self
+                    .compiler
+                    .prepare(&source.component, bytes.clone())
+                    .await
+                    .map_err(|err| {
+                        self.reject(
+                            project,
+                            Some(number),
+                            "prepare",
+                            err.to_string(),
+                            Some(&digest),
+                        )
+                    })?;
+                let stats = &project.stats;
+                Stats::bump(if build.cache_hit {
+                    &stats.cache_hits
+                } else {
+                    &stats.cache_misses
+                });
+                Stats::set_duration(&stats.last_compile_us, build.compile_time);
+                if build.cache_hit {
+                    tracing::info!(
+                        project = name,
+                        "{name}: v{number} loaded from cache in {} ms",
+                        build.compile_time.as_millis()
+                    );
+                } else {
+                    tracing::info!(
+                        project = name,
+                        "{name}: v{number} compiled in {} ms",
+                        build.compile_time.as_millis()
+                    );
+                }
+                Arc::new(build)
+            }
+        };
+        let candidate = Arc::new(Version::new(
+            name.into(),
+            number,
+            build.clone(),
+            self.run_config(&source),
+            project.stats.clone(),
+        ));
+        let health = source.manifest.health.clone().map(|path| HealthCheck {
+            path,
+            timeout: source
+                .manifest
+                .health_timeout
+                .unwrap_or(self.settings.health_timeout),
+        });
+        if let Err(reason) = validate(&candidate, health.as_ref()).await {
+            candidate.force_stop();
+            return Err(self.reject(project, Some(number), "validate", reason, Some(&digest)));
+        }
+        let staged = match write_to {
+            Some(path) => Some(stage(path, &bytes).map_err(ChangeError::Failed)?),
+            None => None,
+        };
+
+        let swap_started = Instant::now();
+        let routing_changed = {
+            let mut state = project.state();
+            let changed = state.source.as_ref().is_none_or(|old| {
+                (&old.route, &old.manifest.hosts, old.manifest.strip_prefix)
+                    != (
+                        &source.route,
+                        &source.manifest.hosts,
+                        source.manifest.strip_prefix,
+                    )
+            });
+            state.entry = source.entry.clone();
+            state.source = Some(source);
+            changed
+        };
+        let old = project.current.swap(Some(candidate));
+        if routing_changed || old.is_none() {
+            self.registry.republish();
+        }
+        let swap = swap_started.elapsed();
+
+        if let Some((file, path)) = staged
+            && let Err(err) = file.persist(&path)
+        {
+            tracing::error!(
+                project = name,
+                "{name}: v{number} is live but could not be written to {}: {}",
+                path.display(),
+                err.error
+            );
+        }
+        let stats = &project.stats;
+        Stats::bump(&stats.swaps);
+        Stats::set_duration(&stats.last_swap_us, swap);
+        {
+            let mut state = project.state();
+            state
+                .history
+                .retain(|(_, kept)| kept.digest != build.digest);
+            state.history.push_back((number, build.clone()));
+            while state.history.len() > self.settings.keep_versions.max(1) {
+                state.history.pop_front();
+            }
+            if let Some(old) = &old {
+                state.draining.push(Arc::downgrade(old));
+            }
+        }
+        let swap_ms = swap.as_secs_f64() * 1000.0;
+        match &old {
+            Some(old) => tracing::info!(
+                project = name,
+                "{name}: v{number} live (swap {swap_ms:.2} ms); v{} draining {} requests",
+                old.number,
+                old.in_flight()
+            ),
+            None => tracing::info!(
+                project = name,
+                "{name}: v{number} live (swap {swap_ms:.2} ms)"
+            ),
+        }
+        let previous = old.as_ref().map(|old| old.number);
+        if let Some(old) = old {
+            drain::retire(old);
+        }
+        Ok(Outcome::Live {
+            version: number,
+            previous,
+            compile: build.compile_time,
+            swap,
+            cache_hit: build.cache_hit || reused,
+        })
+    }
+
+    /// Records and logs a refused change, and builds its error.
+    fn reject(
+        &self,
+        project: &Project,
+        number: Option<u64>,
+        step: &'static str,
+        reason: String,
+        digest: Option<&str>,
+    ) -> ChangeError {
+        record_failure(project, step, reason.clone(), digest);
+        if project.current.load().is_none() {
+            project.state().error = Some(reason.clone());
+        }
+        let name = project.name.as_str();
+        let label = number.map_or_else(|| "change".to_string(), |n| format!("v{n}"));
+        match project.current.load().as_ref() {
+            Some(current) => tracing::warn!(
+                project = name,
+                "{name}: {label} rejected: {reason}; v{} still serving",
+                current.number
+            ),
+            None => tracing::warn!(
+                project = name,
+                "{name}: {label} rejected: {reason}; no version serving"
+            ),
+        }
+        ChangeError::Rejected {
+            project: name.to_string(),
+            version_label: label,
+            step,
+            reason,
+        }
+    }
+}
+
+fn record_failure(project: &Project, step: &'static str, reason: String, digest: Option<&str>) {
+    Stats::bump(&project.stats.rejected);
+    project.state().last_failure = Some(Failure {
+        step,
+        reason,
+        digest: digest.map(str::to_string),
+        at: SystemTime::now(),
+    });
+}
+
+/// Clears the project's `preparing` flag however `install` exits.
+struct Preparing<'a>(&'a Project);
+
+impl Drop for Preparing<'_> {
+    fn drop(&mut self) {
+        self.0.state().preparing = false;
+    }
+}
+
+/// Writes `bytes` to a hidden temp file next to `path` and fsyncs it, ready
+/// to be renamed over `path` once the version is live.
+fn stage(path: &Path, bytes: &[u8]) -> anyhow::Result<(tempfile::NamedTempFile, PathBuf)> {
+    use std::io::Write as _;
+    let dir = path
+        .parent()
+        .with_context(|| format!("failed to find the folder of {}", path.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    let mut file = tempfile::Builder::new()
+        .prefix(".wasmhost-deploy-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("failed to create a temp file in {}", dir.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.as_file().sync_all())
+        .with_context(|| format!("failed to write {}", path.display()))?;
+    Ok((file, path.to_path_buf()))
+}

@@ -1,0 +1,118 @@
+//! One project's slot: the version serving it (one atomic pointer, swapped
+//! whole), the builds kept for rollback, the versions still draining, and the
+//! last failure, for the admin API.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwapOption;
+
+use crate::compiler::Build;
+use crate::discovery::ProjectSource;
+use crate::manifest::ProjectName;
+use crate::version::{Stats, Version};
+
+/// Why the last change to a project was refused.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// The pipeline step that refused it: `read`, `prepare` or `validate`.
+    pub step: &'static str,
+    /// What was wrong.
+    pub reason: String,
+    /// Digest of the refused component, when it got that far.
+    pub digest: Option<String>,
+    /// When it was refused.
+    pub at: SystemTime,
+}
+
+/// A project as the host knows it.
+pub struct Project {
+    /// The project's name.
+    pub name: ProjectName,
+    /// The version new requests go to. One atomic store swaps it; requests
+    /// `load_full` it once and keep their `Arc`.
+    pub current: ArcSwapOption<Version>,
+    /// Counters shared with every version of the project.
+    pub stats: Arc<Stats>,
+    /// Serializes changes to this project (deploy, reload, rollback, remove) so
+    /// overlapping ones cannot interleave their steps; each caller gets its own answer.
+    pub lifecycle: tokio::sync::Mutex<()>,
+    next_version: AtomicU64,
+    state: Mutex<ProjectState>,
+}
+
+/// The mutable, non-hot-path part of a project.
+#[derive(Default)]
+pub struct ProjectState {
+    /// Where and how the project is defined on disk; `None` when it could not be read.
+    pub source: Option<ProjectSource>,
+    /// The folder or file that defines the project.
+    pub entry: std::path::PathBuf,
+    /// The last good builds, oldest first; the last one is the current version's.
+    pub history: VecDeque<(u64, Arc<Build>)>,
+    /// Retired versions that may still have requests running.
+    pub draining: Vec<Weak<Version>>,
+    /// Whether a change is being prepared or validated right now.
+    pub preparing: bool,
+    /// Why the project cannot serve at all (unreadable config, route conflict).
+    pub error: Option<String>,
+    /// Why the last change was refused.
+    pub last_failure: Option<Failure>,
+}
+
+impl Project {
+    /// A project with no version yet.
+    pub fn new(name: ProjectName, entry: std::path::PathBuf) -> Self {
+        Self {
+            name,
+            current: ArcSwapOption::empty(),
+            stats: Arc::new(Stats::default()),
+            lifecycle: tokio::sync::Mutex::new(()),
+            next_version: AtomicU64::new(1),
+            state: Mutex::new(ProjectState {
+                entry,
+                ..ProjectState::default()
+            }),
+        }
+    }
+
+    /// Locks the project's mutable state. Never held across an await.
+    pub fn state(&self) -> MutexGuard<'_, ProjectState> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes the next version number.
+    pub fn next_version(&self) -> u64 {
+        self.next_version.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// `preparing`, `failed` (nothing serves), `draining` (old versions still
+    /// running) or `active`.
+    pub fn state_name(&self) -> &'static str {
+        let state = self.state();
+        if state.preparing {
+            "preparing"
+        } else if self.current.load().is_none() || state.error.is_some() {
+            "failed"
+        } else if state.draining.iter().any(|v| v.strong_count() > 0) {
+            "draining"
+        } else {
+            "active"
+        }
+    }
+
+    /// Retired versions still alive, newest first.
+    pub fn draining(&self) -> Vec<Arc<Version>> {
+        let mut state = self.state();
+        state.draining.retain(|v| v.strong_count() > 0);
+        let mut alive: Vec<Arc<Version>> =
+            state.draining.iter().filter_map(Weak::upgrade).collect();
+        alive.sort_by_key(|v| std::cmp::Reverse(v.number));
+        alive
+    }
+}

@@ -1,0 +1,208 @@
+//! One servable version of a project and the bookkeeping around it: how many
+//! requests run on it, when it must stop (drain deadline), and the project
+//! statistics it updates when it is finally released.
+//!
+//! A [`Version`] is the unit requests hold: every in-flight request keeps an
+//! `Arc<Version>` (through [`InFlight`]), so a retired version lives exactly as
+//! long as its last request. Its compiled code is a separate, shared [`Build`],
+//! which the project's history may keep for rollback after the version is gone.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, watch};
+
+use crate::compiler::Build;
+
+/// Per-project counters, shared by the project and all its versions.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Versions that went live.
+    pub swaps: AtomicU64,
+    /// Versions refused by prepare or validate.
+    pub rejected: AtomicU64,
+    /// Rollbacks to an earlier build.
+    pub rollbacks: AtomicU64,
+    /// Requests interrupted because their version outlived its drain deadline.
+    pub forced_drains: AtomicU64,
+    /// Retired versions whose last request ended and whose memory was freed.
+    pub released: AtomicU64,
+    /// Compile time of the last prepared build, in microseconds.
+    pub last_compile_us: AtomicU64,
+    /// Time of the last swap itself, in microseconds.
+    pub last_swap_us: AtomicU64,
+    /// Longest time from retire to release, in microseconds.
+    pub max_drain_us: AtomicU64,
+    /// Builds loaded from the compile cache.
+    pub cache_hits: AtomicU64,
+    /// Builds compiled because the cache had no usable entry.
+    pub cache_misses: AtomicU64,
+}
+
+impl Stats {
+    /// Adds one to `counter`.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Stores `duration` in microseconds into `gauge`.
+    pub fn set_duration(gauge: &AtomicU64, duration: Duration) {
+        gauge.store(duration.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Settings a version runs with, taken from the project's config when it was made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunConfig {
+    /// The guest's wasi:cli environment.
+    pub env: Vec<(String, String)>,
+    /// How long one request may run.
+    pub request_timeout: Duration,
+    /// How long requests may keep running on this version once it is retired.
+    pub drain_timeout: Duration,
+}
+
+/// A compiled build, with the settings it runs with, that can serve requests.
+pub struct Version {
+    /// The project's name, shared with every request's log lines.
+    pub project: Arc<str>,
+    /// Per-project version number, from 1, never reused.
+    pub number: u64,
+    /// The compiled component.
+    pub build: Arc<Build>,
+    /// Environment and timeouts.
+    pub run: RunConfig,
+    /// Counters of the project this version belongs to.
+    stats: Arc<Stats>,
+    in_flight: AtomicUsize,
+    /// Woken whenever the in-flight count drops to zero.
+    idle: Notify,
+    /// Set to `true` when the version's drain deadline passes: running
+    /// requests are interrupted (epoch callback, or their wait is cancelled).
+    stop: watch::Sender<bool>,
+    /// When the version stopped taking new requests.
+    retired_at: std::sync::OnceLock<Instant>,
+}
+
+impl Version {
+    /// A version of `project` numbered `number`, not yet retired.
+    pub fn new(
+        project: Arc<str>,
+        number: u64,
+        build: Arc<Build>,
+        run: RunConfig,
+        stats: Arc<Stats>,
+    ) -> Self {
+        Self {
+            project,
+            number,
+            build,
+            run,
+            stats,
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+            stop: watch::Sender::new(false),
+            retired_at: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Requests running on this version right now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// A receiver that turns `true` when running requests must stop.
+    pub fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// Interrupts every request still running on this version.
+    pub fn force_stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Whether this version was told to stop.
+    pub fn is_stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Marks the version as retired now (only the first call counts).
+    pub fn retire(&self) {
+        let _ = self.retired_at.set(Instant::now());
+    }
+
+    /// Whether the version was retired.
+    pub fn is_retired(&self) -> bool {
+        self.retired_at.get().is_some()
+    }
+
+    /// Waits until no request runs on this version, or `deadline` passes.
+    /// Returns whether it became idle.
+    pub async fn wait_idle(&self, deadline: tokio::time::Instant) -> bool {
+        loop {
+            let notified = self.idle.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.in_flight() == 0 {
+                return true;
+            }
+            tokio::select! {
+                () = notified => {}
+                () = tokio::time::sleep_until(deadline) => return self.in_flight() == 0,
+            }
+        }
+    }
+
+    /// Counts one request interrupted by a forced drain.
+    pub fn count_forced_drain(&self) {
+        Stats::bump(&self.stats.forced_drains);
+    }
+}
+
+impl Drop for Version {
+    /// The version's last reference is gone: its instance state is freed, and
+    /// its compiled code too unless the project's history still holds the build.
+    fn drop(&mut self) {
+        if let Some(retired_at) = self.retired_at.get() {
+            let drained = retired_at.elapsed();
+            Stats::bump(&self.stats.released);
+            self.stats
+                .max_drain_us
+                .fetch_max(drained.as_micros() as u64, Ordering::Relaxed);
+            tracing::info!(
+                project = &*self.project,
+                version = self.number,
+                "{}: v{} released after {} ms",
+                self.project,
+                self.number,
+                drained.as_millis()
+            );
+        }
+    }
+}
+
+/// Marks one request as running on a version until dropped, and keeps the
+/// version alive for as long as the request needs it.
+pub struct InFlight(Arc<Version>);
+
+impl InFlight {
+    /// Counts a request on `version`.
+    pub fn new(version: Arc<Version>) -> Self {
+        version.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(version)
+    }
+
+    /// The version this request runs on.
+    pub fn version(&self) -> &Arc<Version> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}

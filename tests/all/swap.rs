@@ -1,0 +1,621 @@
+//! Hot swap: deploys, rejections, drains, rollback, the compile cache.
+
+use std::time::{Duration, Instant};
+
+use hyper::StatusCode;
+use serde_json::Value;
+use wasmhost_tests::guests;
+
+use crate::harness::{Connection, DEADLINE, RunningHost, TestHost, empty, request, send};
+
+/// Polls the admin object of `name` until `check` holds.
+async fn wait_for_project(
+    host: &RunningHost,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let started = Instant::now();
+    loop {
+        let project = host.admin_project(name).await;
+        if check(&project) {
+            return project;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "{name} never got {what}: {project:#}\n{}",
+            host.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `tests/fixtures/start-trap.wat`, assembled.
+fn start_trap_component() -> Vec<u8> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/start-trap.wat");
+    wat::parse_file(path).unwrap_or_else(|err| panic!("failed to assemble {path}: {err}"))
+}
+
+fn read(path: &str) -> Vec<u8> {
+    std::fs::read(path).expect("read guest")
+}
+
+#[tokio::test]
+async fn a_slow_request_finishes_on_v1_while_new_ones_get_v2_then_v1_is_released() {
+    let host = TestHost::new().project("app", guests::SLOW).spawn();
+    let addr = host.addr;
+    let slow = tokio::spawn(async move {
+        send(addr, request("GET", "localhost", "/app?ms=1500", empty())).await
+    });
+    wait_for_project(&host, "app", "a request in flight", |p| p["in_flight"] == 1).await;
+
+    let deployed = host.deploy_guest("app", guests::HELLO).await;
+    assert_eq!(deployed["outcome"], "live");
+    assert_eq!(deployed["live_version"], 2);
+    assert_eq!(deployed["previous_version"], 1);
+    // New requests go to v2 at once, while v1 still runs its request.
+    let fresh = host.get("/app").await;
+    assert_eq!(
+        (fresh.header("wasmhost-version"), fresh.text().as_str()),
+        (Some("2"), "Hello, world!\n")
+    );
+    let project = host.admin_project("app").await;
+    assert_eq!(project["state"], "draining");
+    let draining: Vec<&Value> = project["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .filter(|v| v["state"] == "draining")
+        .collect();
+    assert_eq!(draining.len(), 1, "{project:#}");
+    assert_eq!(
+        (
+            draining[0]["version"].clone(),
+            draining[0]["in_flight"].clone()
+        ),
+        (Value::from(1), Value::from(1))
+    );
+
+    let old = slow.await.expect("task");
+    assert_eq!(old.status, StatusCode::OK);
+    assert_eq!(old.header("wasmhost-version"), Some("1"));
+    assert_eq!(old.text(), "slept 1500 ms\n");
+    // v1 is dropped once its last request ends: the drop counter proves it.
+    let project =
+        wait_for_project(&host, "app", "v1 released", |p| p["stats"]["released"] == 1).await;
+    assert_eq!(project["state"], "active");
+    assert_eq!(project["versions"].as_array().expect("versions").len(), 1);
+    assert_eq!(project["stats"]["forced_drains"], 0);
+    host.wait_for_log("app: v1 released after").await;
+    // What is live is what is on disk.
+    assert_eq!(
+        std::fs::read(host.dir().join("app/app.wasm")).expect("on disk"),
+        read(guests::HELLO)
+    );
+}
+
+#[tokio::test]
+async fn fifty_swaps_under_sixteen_busy_connections_drop_and_mix_nothing() {
+    const CONNECTIONS: usize = 16;
+    const SWAPS: u64 = 50;
+    let host = TestHost::new().project("app", guests::HELLO).spawn();
+    let hello = read(guests::HELLO);
+    let echo = read(guests::ECHO);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let addr = host.addr;
+        let stop = stop.clone();
+        clients.push(tokio::spawn(async move {
+            let mut connection = Connection::open(addr).await;
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let reply = connection
+                    .get("/app/x")
+                    .await
+                    .map_err(|err| format!("request failed: {err}"))?;
+                if reply.status != StatusCode::OK {
+                    return Err(format!("status {}: {}", reply.status, reply.text()));
+                }
+                let version: u64 = reply
+                    .header("wasmhost-version")
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("no version header")?;
+                // Odd versions are hello, even ones echo: the body must match its version.
+                let whole = if version % 2 == 1 {
+                    reply.text() == "Hello, world!\n"
+                } else {
+                    reply.header("echo-path") == Some("/app/x") && reply.body.is_empty()
+                };
+                if !whole {
+                    return Err(format!(
+                        "v{version} answered like the other build: {reply:?}"
+                    ));
+                }
+                if seen.last().is_some_and(|last| *last > version) {
+                    return Err(format!(
+                        "went back from v{} to v{version}",
+                        seen.last().unwrap_or(&0)
+                    ));
+                }
+                seen.push(version);
+            }
+            Ok::<_, String>(seen)
+        }));
+    }
+    for swap in 1..=SWAPS {
+        let bytes = if swap % 2 == 1 { &echo } else { &hello };
+        let reply = host.deploy("app", bytes).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert_eq!(reply.json()["live_version"], swap + 1);
+        // Let some traffic see each version.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    let mut versions = std::collections::BTreeSet::new();
+    for client in clients {
+        let seen = client
+            .await
+            .expect("client task")
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert!(!seen.is_empty(), "a connection got no response at all");
+        total += seen.len();
+        versions.extend(seen);
+    }
+    println!(
+        "{total} responses over {CONNECTIONS} connections, {} distinct versions seen",
+        versions.len()
+    );
+    assert!(versions.len() >= 10, "traffic saw only {versions:?}");
+    let project = host.admin_project("app").await;
+    assert_eq!(project["stats"]["swaps"], SWAPS + 1);
+    assert_eq!(project["stats"]["forced_drains"], 0);
+}
+
+#[tokio::test]
+async fn broken_components_are_rejected_and_v1_keeps_serving() {
+    let host = TestHost::new().project("app", guests::HELLO).spawn();
+    let hello = read(guests::HELLO);
+    let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
+        (
+            "empty file",
+            Vec::new(),
+            "prepare",
+            "not a valid WebAssembly component",
+        ),
+        (
+            "truncated component",
+            hello[..hello.len() / 2].to_vec(),
+            "prepare",
+            "not a valid WebAssembly component",
+        ),
+        (
+            "random bytes",
+            (0..4096u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+                .collect(),
+            "prepare",
+            "not a valid WebAssembly component",
+        ),
+        (
+            "core module",
+            b"\0asm\x01\0\0\0".to_vec(),
+            "prepare",
+            "not a valid WebAssembly component",
+        ),
+        (
+            "wasi:cli command",
+            read(guests::COMMAND),
+            "prepare",
+            "cannot be served as wasi:http/proxy",
+        ),
+        (
+            "missing import",
+            read(guests::NEEDS_IMPORT),
+            "prepare",
+            "wasmhost:guest/unavailable",
+        ),
+        (
+            "trap while instantiating",
+            start_trap_component(),
+            "validate",
+            "instantiation failed",
+        ),
+    ];
+    for (index, (kind, bytes, step, needle)) in cases.iter().enumerate() {
+        let reply = host.deploy("app", bytes).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{kind}: {}",
+            reply.text()
+        );
+        let answer = reply.json();
+        assert_eq!(answer["outcome"], "rejected", "{kind}");
+        assert_eq!(answer["step"], *step, "{kind}: {answer:#}");
+        assert!(
+            answer["reason"].as_str().expect("reason").contains(needle),
+            "{kind}: {answer:#}"
+        );
+
+        let served = host.get("/app").await;
+        assert_eq!(
+            (served.status, served.header("wasmhost-version")),
+            (StatusCode::OK, Some("1")),
+            "{kind}"
+        );
+        let project = host.admin_project("app").await;
+        assert_eq!(project["version"], 1, "{kind}");
+        assert_eq!(project["state"], "active", "{kind}");
+        assert_eq!(project["last_failure"]["step"], *step, "{kind}");
+        assert!(project["last_failure"]["at"].as_f64().expect("time") > 0.0);
+        assert_eq!(project["stats"]["rejected"], index as u64 + 1, "{kind}");
+        // A rejected version is never written over the good one.
+        assert_eq!(
+            std::fs::read(host.dir().join("app/app.wasm")).expect("on disk"),
+            hello,
+            "{kind}"
+        );
+    }
+    let log = host.wait_for_log("rejected").await;
+    assert!(
+        log.lines().any(|l| l.contains("app: v")
+            && l.contains("rejected:")
+            && l.contains("; v1 still serving")),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn health_checks_gate_new_versions() {
+    let host = TestHost::new().project("app", guests::HELLO).spawn();
+    let echo = read(guests::ECHO);
+    let manifest = host.dir().join("app/wasmhost.toml");
+
+    std::fs::write(&manifest, "health = \"/health?status=500\"\n").expect("write manifest");
+    let reply = host.deploy("app", &echo).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text()
+    );
+    assert_eq!(reply.json()["step"], "validate");
+    assert!(
+        reply.json()["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("answered 500")
+    );
+    assert_eq!(host.get("/app").await.text(), "Hello, world!\n");
+
+    std::fs::write(
+        &manifest,
+        "health = \"/health?ms=60000\"\nhealth_timeout = \"300ms\"\n",
+    )
+    .expect("write manifest");
+    let reply = host.deploy("app", &read(guests::SLOW)).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text()
+    );
+    assert!(
+        reply.json()["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("did not answer within 300 ms"),
+        "{}",
+        reply.text()
+    );
+    assert_eq!(host.get("/app").await.header("wasmhost-version"), Some("1"));
+
+    std::fs::write(&manifest, "health = \"/health?status=204\"\n").expect("write manifest");
+    let live = host.deploy_guest("app", guests::ECHO).await;
+    assert_eq!(live["outcome"], "live");
+    assert_eq!(host.get("/app").await.header("echo-path"), Some("/app"));
+}
+
+#[tokio::test]
+async fn requests_past_the_drain_timeout_are_interrupted_with_503() {
+    let host = TestHost::new()
+        .project("waits", guests::SLOW)
+        .manifest("waits", "drain_timeout = \"300ms\"\n")
+        .project("spins", guests::BUSY)
+        .manifest(
+            "spins",
+            "drain_timeout = \"300ms\"\n[limits]\nrequest_timeout = \"60s\"\n",
+        )
+        .spawn();
+    for (name, path) in [("waits", "/waits?ms=60000"), ("spins", "/spins")] {
+        let addr = host.addr;
+        let path = path.to_string();
+        let stuck =
+            tokio::spawn(
+                async move { send(addr, request("GET", "localhost", &path, empty())).await },
+            );
+        wait_for_project(&host, name, "a request in flight", |p| p["in_flight"] == 1).await;
+        let started = Instant::now();
+        host.deploy_guest(name, guests::HELLO).await;
+        let reply = stuck.await.expect("task");
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{name}: {}",
+            reply.text()
+        );
+        assert_eq!(reply.header("wasmhost-version"), Some("1"));
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{name}: not interrupted in time"
+        );
+        let project =
+            wait_for_project(&host, name, "v1 released", |p| p["stats"]["released"] == 1).await;
+        assert_eq!(project["stats"]["forced_drains"], 1, "{name}");
+        assert_eq!(
+            host.get(&format!("/{name}")).await.text(),
+            "Hello, world!\n"
+        );
+    }
+    host.wait_for_log("drain timeout; interrupting them").await;
+}
+
+#[tokio::test]
+async fn rollback_returns_to_the_previous_build_and_writes_it_back() {
+    let host = TestHost::new().project("app", guests::HELLO).spawn();
+    assert_eq!(
+        host.admin("POST", "/projects/app/rollback", Vec::new())
+            .await
+            .status,
+        StatusCode::CONFLICT
+    );
+    host.deploy_guest("app", guests::ECHO).await;
+    assert_eq!(host.get("/app").await.header("wasmhost-version"), Some("2"));
+
+    let reply = host
+        .admin("POST", "/projects/app/rollback", Vec::new())
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let answer = reply.json();
+    assert_eq!(answer["outcome"], "live");
+    assert_eq!(answer["live_version"], 3);
+    assert_eq!(answer["cache_hit"], true, "a rollback compiles nothing");
+    assert_eq!(answer["stats"]["rollbacks"], 1);
+    let served = host.get("/app").await;
+    assert_eq!(
+        (served.header("wasmhost-version"), served.text().as_str()),
+        (Some("3"), "Hello, world!\n")
+    );
+    assert_eq!(
+        std::fs::read(host.dir().join("app/app.wasm")).expect("on disk"),
+        read(guests::HELLO)
+    );
+    // The rolled-back-from build is gone from history: nothing earlier is left.
+    assert_eq!(
+        host.admin("POST", "/projects/app/rollback", Vec::new())
+            .await
+            .status,
+        StatusCode::CONFLICT
+    );
+}
+
+#[tokio::test]
+async fn identical_bytes_are_unchanged_and_reload_rereads_disk() {
+    let host = TestHost::new().project("app", guests::ENV).spawn();
+    let reply = host.deploy("app", &read(guests::ENV)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json()["outcome"], "unchanged");
+    assert_eq!(reply.json()["version"], 1);
+    let reload = host.admin("POST", "/projects/app/reload", Vec::new()).await;
+    assert_eq!(reload.json()["outcome"], "unchanged");
+
+    std::fs::write(
+        host.dir().join("app/wasmhost.toml"),
+        "[env]\nCOLOR = \"blue\"\n",
+    )
+    .expect("write");
+    let reload = host.admin("POST", "/projects/app/reload", Vec::new()).await;
+    assert_eq!(reload.status, StatusCode::OK, "{}", reload.text());
+    assert_eq!(reload.json()["outcome"], "live");
+    assert_eq!(
+        reload.json()["cache_hit"],
+        true,
+        "same bytes: nothing to compile"
+    );
+    assert_eq!(host.get("/app").await.text(), "COLOR=blue\n");
+
+    std::fs::write(host.dir().join("app/wasmhost.toml"), "[env]\nCOLOR = 5\n").expect("write");
+    let broken = host.admin("POST", "/projects/app/reload", Vec::new()).await;
+    assert_eq!(broken.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        broken.json()["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("wasmhost.toml:2:"),
+        "{}",
+        broken.text()
+    );
+    assert_eq!(host.get("/app").await.text(), "COLOR=blue\n");
+    assert_eq!(
+        host.admin("POST", "/projects/nobody/reload", Vec::new())
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn deploy_creates_a_project_and_delete_removes_it() {
+    let host = TestHost::new().project("hello", guests::HELLO).spawn();
+    let created = host.deploy_guest("fresh", guests::ECHO).await;
+    assert_eq!(created["version"], 1);
+    assert_eq!(
+        host.get("/fresh/a").await.header("echo-path"),
+        Some("/fresh/a")
+    );
+    assert_eq!(
+        std::fs::read(host.dir().join("fresh/fresh.wasm")).expect("written"),
+        read(guests::ECHO)
+    );
+    // A rejected deploy of a new project leaves nothing behind.
+    assert_eq!(
+        host.deploy("ghost", b"nope").await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        host.admin_get("/projects/ghost").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert!(!host.dir().join("ghost").exists());
+
+    let removed = host.admin("DELETE", "/projects/fresh", Vec::new()).await;
+    assert_eq!(removed.status, StatusCode::OK, "{}", removed.text());
+    assert_eq!(host.get("/fresh/a").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        host.admin_get("/projects/fresh").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert!(!host.dir().join("fresh").exists());
+    assert_eq!(host.get("/hello").await.status, StatusCode::OK);
+    assert_eq!(
+        host.admin("DELETE", "/projects/fresh", Vec::new())
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        host.admin("PUT", "/projects/..", Vec::new()).await.status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn a_restart_with_a_warm_cache_compiles_nothing_and_distrusts_bad_entries() {
+    let host = TestHost::new()
+        .project("hello", guests::HELLO)
+        .project("echo", guests::ECHO)
+        .spawn();
+    for name in ["hello", "echo"] {
+        let project = host.admin_project(name).await;
+        assert_eq!(
+            (
+                project["stats"]["cache_misses"].clone(),
+                project["stats"]["cache_hits"].clone()
+            ),
+            (Value::from(1), Value::from(0))
+        );
+    }
+    let deployed = host.deploy_guest("later", guests::SLOW).await;
+    assert_eq!(deployed["cache_hit"], false);
+
+    let host = host.restart(&[]);
+    for name in ["hello", "echo", "later"] {
+        let project = host.admin_project(name).await;
+        assert_eq!(
+            (
+                project["stats"]["cache_misses"].clone(),
+                project["stats"]["cache_hits"].clone()
+            ),
+            (Value::from(0), Value::from(1)),
+            "{name}"
+        );
+    }
+    host.wait_for_log("hello: v1 loaded from cache").await;
+    assert!(!host.log().contains("compiled in"), "{}", host.log());
+    assert_eq!(host.get("/later?ms=1").await.text(), "slept 1 ms\n");
+
+    // Corrupt every entry: each is detected, deleted and recompiled.
+    let cache_root = host
+        .log()
+        .lines()
+        .find_map(|l| l.split("compile cache in ").nth(1).map(str::to_string))
+        .expect("cache dir logged");
+    let mut corrupted = 0;
+    for entry in std::fs::read_dir(&cache_root).expect("cache dir") {
+        let path = entry.expect("entry").path();
+        let mut bytes = std::fs::read(&path).expect("read entry");
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&path, bytes).expect("corrupt entry");
+        corrupted += 1;
+    }
+    assert_eq!(corrupted, 3);
+    let host = host.restart(&[]);
+    host.wait_for_log("discarded a bad compile cache entry (checksum mismatch)")
+        .await;
+    for name in ["hello", "echo", "later"] {
+        let project = host.admin_project(name).await;
+        assert_eq!(project["stats"]["cache_misses"], 1, "{name}");
+        assert_eq!(project["state"], "active", "{name}");
+    }
+}
+
+/// A component whose one core module has `functions` arithmetic-heavy
+/// functions: valid, slow to compile, and not a proxy (so it is refused at
+/// link time, after the compile).
+fn large_component(functions: usize) -> Vec<u8> {
+    let mut text = String::from("(component (core module\n");
+    for f in 0..functions {
+        text.push_str(&format!(
+            "(func (export \"f{f}\") (param i32) (result i32) local.get 0\n"
+        ));
+        for k in 0..60 {
+            text.push_str(&format!(
+                "local.get 0 i32.const {k} i32.add i32.mul i32.const {f} i32.xor\n"
+            ));
+        }
+        text.push_str(")\n");
+    }
+    text.push_str("))");
+    wat::parse_str(&text).expect("valid component text")
+}
+
+#[tokio::test]
+async fn requests_are_served_while_a_large_component_compiles() {
+    let host = TestHost::new().project("hello", guests::HELLO).spawn();
+    let big = large_component(2000);
+    let admin = host.admin;
+    let started = Instant::now();
+    let deploy = tokio::spawn(async move {
+        let mut put = request(
+            "PUT",
+            "localhost",
+            "/projects/big",
+            crate::harness::full(big),
+        );
+        put.headers_mut()
+            .insert("content-type", "application/wasm".parse().expect("valid"));
+        send(admin, put).await
+    });
+    let mut served = 0;
+    while !deploy.is_finished() {
+        let reply = host.get("/hello").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        served += 1;
+    }
+    let compile_time = started.elapsed();
+    let reply = deploy.await.expect("deploy task");
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text()
+    );
+    assert!(
+        reply.text().contains("cannot be served as wasi:http/proxy"),
+        "{}",
+        reply.text()
+    );
+    println!(
+        "{served} requests served during a {} ms compile",
+        compile_time.as_millis()
+    );
+    // On the executor thread, the compile would have blocked every request until it ended.
+    assert!(
+        served >= 20,
+        "only {served} requests served during a {} ms compile",
+        compile_time.as_millis()
+    );
+}
