@@ -19,7 +19,7 @@
 //! `compile_ms`, `in_flight`, `last_error`, `last_failure` (`step`, `reason`,
 //! `digest`, `at` in Unix seconds), `versions` (current and draining, each with
 //! `version`, `digest`, `state`, `in_flight`), `history` (version numbers of the
-//! builds kept for rollback) and `stats` (`swaps`, `rejected`, `rollbacks`,
+//! builds kept for rollback) and `stats` (`swaps`, `changes`, `rejected`, `rollbacks`,
 //! `forced_drains`, `released`, `last_compile_ms`, `last_swap_ms`,
 //! `max_drain_ms`, `cache_hits`, `cache_misses`). Change endpoints answer the
 //! same object with an `outcome` field (`live` or `unchanged`) and, when live,
@@ -135,6 +135,7 @@ impl ProjectView {
             history: state.history.iter().map(|(number, _)| *number).collect(),
             stats: json!({
                 "swaps": count(&stats.swaps),
+                "changes": count(&stats.changes),
                 "rejected": count(&stats.rejected),
                 "rollbacks": count(&stats.rollbacks),
                 "forced_drains": count(&stats.forced_drains),

@@ -81,6 +81,24 @@ pub struct ServeArgs {
     /// Compile every component from scratch; store nothing.
     #[arg(long, conflicts_with = "cache_dir")]
     pub no_cache: bool,
+
+    /// Quiet period after a project's last file event before it reloads, so
+    /// a burst of writes becomes one reload.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    pub debounce: Duration,
+
+    /// Poll the projects folder instead of using the OS's file events
+    /// (for network file systems; used automatically when the OS watcher fails).
+    #[arg(long)]
+    pub poll: bool,
+
+    /// How often to poll, when polling.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+
+    /// Do not watch the projects folder; change projects only through the admin API.
+    #[arg(long, conflicts_with = "poll")]
+    pub no_watch: bool,
 }
 
 /// Runs the command line in `std::env::args` and returns the process exit code.

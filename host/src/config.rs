@@ -32,6 +32,8 @@ pub struct Config {
     pub keep_versions: usize,
     /// Root of the compile cache; `None` when caching is off.
     pub cache_dir: Option<PathBuf>,
+    /// How to watch the projects folder; `None` when not watching.
+    pub watch: Option<crate::watcher::WatchSettings>,
 }
 
 impl Config {
@@ -39,6 +41,9 @@ impl Config {
     pub fn from_args(args: &ServeArgs) -> anyhow::Result<Self> {
         if args.request_timeout.is_zero() {
             bail!("--request-timeout must be more than 0");
+        }
+        if args.poll_interval.is_zero() {
+            bail!("--poll-interval must be more than 0");
         }
         if args.keep_versions == 0 {
             bail!("--keep-versions must be at least 1 (the current version)");
@@ -67,6 +72,11 @@ impl Config {
             } else {
                 args.cache_dir.clone().or_else(crate::cache::default_dir)
             },
+            watch: (!args.no_watch).then_some(crate::watcher::WatchSettings {
+                debounce: args.debounce,
+                poll: args.poll,
+                poll_interval: args.poll_interval,
+            }),
         })
     }
 }

@@ -10,6 +10,7 @@
 //! - [`manifest`]: strict parsing of a project's `wasmhost.toml`, with file and line in every error.
 //! - [`discovery`]: scans the projects folder into project sources and skipped entries.
 //! - [`engine`]: the one wasmtime `Engine` (pooling allocator, epochs), its linker and epoch ticker.
+//! - [`watcher`]: file events in the projects folder → debounced per-project syncs through the pipeline.
 //! - [`pipeline`]: the one way a project changes: read → prepare → validate → swap → drain.
 //! - [`compiler`] (prepare): component bytes → digest → compiled component (through [`cache`]) → `ProxyPre`, on a bounded blocking pool.
 //! - [`validate`]: trial instantiation and the project's health check, before a version may serve.
@@ -53,3 +54,4 @@ pub mod telemetry;
 pub mod units;
 pub mod validate;
 pub mod version;
+pub mod watcher;

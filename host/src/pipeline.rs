@@ -42,6 +42,21 @@ pub struct Settings {
     pub keep_versions: usize,
 }
 
+/// Where a change came from; decides what is logged and counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Start-up.
+    Load,
+    /// The folder watcher saw files change.
+    Watch,
+    /// An explicit reload (admin API or CLI).
+    Reload,
+    /// An upload through the admin API.
+    Deploy,
+    /// A rollback.
+    Rollback,
+}
+
 /// What a change did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -136,7 +151,10 @@ impl Pipeline {
                 });
                 let _change = project.lifecycle.lock().await;
                 let result = match Compiler::read(&source.component).await {
-                    Ok(bytes) => this.install(&project, source, bytes.into(), None).await,
+                    Ok(bytes) => {
+                        this.install(&project, source, bytes.into(), None, Origin::Load)
+                            .await
+                    }
                     Err(err) => Err(this.reject(&project, None, "read", err.to_string(), None)),
                 };
                 if let Err(err) = result {
@@ -153,12 +171,45 @@ impl Pipeline {
 
     /// Re-reads project `name`'s config and component from disk and makes them live.
     pub async fn reload(&self, name: &ProjectName) -> Result<Outcome, ChangeError> {
-        let found = discovery::find(&self.settings.projects_dir, name);
-        if matches!(found, Ok(None)) && self.registry.get(name.as_str()).is_none() {
+        self.reload_with(name, Origin::Reload).await
+    }
+
+    /// Brings project `name` in line with the disk after the watcher saw its
+    /// files change: reloads it, or unloads it when it is gone from disk.
+    /// Outcomes are logged by the steps themselves; nothing is returned.
+    pub async fn sync(&self, name: &ProjectName) {
+        let on_disk = discovery::find(&self.settings.projects_dir, name);
+        if matches!(on_disk, Ok(None)) {
+            if self.registry.get(name.as_str()).is_some() {
+                tracing::info!(
+                    project = name.as_str(),
+                    "{name}: change detected: deleted from disk"
+                );
+                if let Err(err) = self.unload(name, false).await {
+                    tracing::debug!(project = name.as_str(), "{err}");
+                }
+            }
+            return;
+        }
+        match self.reload_with(name, Origin::Watch).await {
+            Ok(_) | Err(ChangeError::Rejected { .. }) => {}
+            Err(err) => tracing::debug!(project = name.as_str(), "sync: {err}"),
+        }
+    }
+
+    async fn reload_with(
+        &self,
+        name: &ProjectName,
+        origin: Origin,
+    ) -> Result<Outcome, ChangeError> {
+        if self.registry.get(name.as_str()).is_none()
+            && matches!(discovery::find(&self.settings.projects_dir, name), Ok(None))
+        {
             return Err(ChangeError::NotFound(name.to_string()));
         }
         self.with_project(name, |project| async move {
-            let source = match found {
+            // Read under the project's lock, so the disk state is the latest.
+            let source = match discovery::find(&self.settings.projects_dir, name) {
                 Ok(Some(source)) => source,
                 Ok(None) => {
                     return Err(ChangeError::NotFound(format!(
@@ -172,7 +223,8 @@ impl Pipeline {
             let bytes = Compiler::read(&source.component)
                 .await
                 .map_err(|err| self.reject(&project, None, "read", err.to_string(), None))?;
-            self.install(&project, source, bytes.into(), None).await
+            self.install(&project, source, bytes.into(), None, origin)
+                .await
         })
         .await
     }
@@ -188,7 +240,8 @@ impl Pipeline {
             match discovery::deploy_target(&self.settings.projects_dir, name) {
                 Ok(source) => {
                     let target = source.component.clone();
-                    self.install(&project, source, bytes, Some(&target)).await
+                    self.install(&project, source, bytes, Some(&target), Origin::Deploy)
+                        .await
                 }
                 Err(err) => Err(self.reject(&project, None, "read", format!("{err:#}"), None)),
             }
@@ -242,7 +295,13 @@ impl Pipeline {
         };
         let target = source.component.clone();
         let outcome = self
-            .install(&project, source, previous.bytes.clone(), Some(&target))
+            .install(
+                &project,
+                source,
+                previous.bytes.clone(),
+                Some(&target),
+                Origin::Rollback,
+            )
             .await?;
         // The version rolled back from is no longer a rollback target.
         project
@@ -255,6 +314,11 @@ impl Pipeline {
 
     /// Unroutes project `name`, drains it and deletes it from disk.
     pub async fn remove(&self, name: &ProjectName) -> Result<(), ChangeError> {
+        self.unload(name, true).await
+    }
+
+    /// Unroutes project `name` and drains it; deletes its files when `delete`.
+    async fn unload(&self, name: &ProjectName, delete: bool) -> Result<(), ChangeError> {
         let project = self
             .registry
             .get(name.as_str())
@@ -266,7 +330,9 @@ impl Pipeline {
             drain::retire(old);
         }
         let entry = project.state().entry.clone();
-        let removed = if entry.is_dir() {
+        let removed = if !delete {
+            Ok(())
+        } else if entry.is_dir() {
             std::fs::remove_dir_all(&entry)
         } else {
             std::fs::remove_file(&entry)
@@ -308,6 +374,7 @@ impl Pipeline {
         source: ProjectSource,
         bytes: Arc<[u8]>,
         write_to: Option<&Path>,
+        origin: Origin,
     ) -> Result<Outcome, ChangeError> {
         let digest = Compiler::digest(&bytes);
         let current = project.current.load_full();
@@ -330,6 +397,14 @@ impl Pipeline {
                 .map(|(_, build)| build.clone())
         };
         let _preparing = Preparing(project);
+        if origin == Origin::Watch {
+            Stats::bump(&project.stats.changes);
+            tracing::info!(
+                project = project.name.as_str(),
+                "{}: change detected",
+                project.name
+            );
+        }
         let reused = reusable.is_some();
         let number = project.next_version();
         let name = project.name.as_str();

@@ -51,6 +51,12 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = &'static str>,
 ) -> anyhow::Result<()> {
+    std::fs::read_dir(&config.projects_dir).with_context(|| {
+        format!(
+            "failed to read projects directory {}",
+            config.projects_dir.display()
+        )
+    })?;
     let engine = engine::new_engine()?;
     engine::start_epoch_ticker(&engine)?;
     let cache = match &config.cache_dir {
@@ -79,6 +85,11 @@ pub async fn run(
             keep_versions: config.keep_versions,
         },
     );
+    // Watch before loading: a change made while projects load is not missed
+    // (at worst it is found unchanged).
+    if let Some(watch) = &config.watch {
+        crate::watcher::start(&config.projects_dir, pipeline.clone(), watch.clone())?;
+    }
     let skipped = pipeline.load_all().await?;
     log_startup(&registry, &skipped);
 

@@ -20,6 +20,9 @@ use crate::compiler::Build;
 pub struct Stats {
     /// Versions that went live.
     pub swaps: AtomicU64,
+    /// File changes the watcher acted on (after debouncing) that changed
+    /// bytes or config; self-writes and comment-only edits are not counted.
+    pub changes: AtomicU64,
     /// Versions refused by prepare or validate.
     pub rejected: AtomicU64,
     /// Rollbacks to an earlier build.

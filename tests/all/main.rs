@@ -8,3 +8,4 @@ mod lifecycle;
 mod routing;
 mod serving;
 mod swap;
+mod watch;

@@ -269,7 +269,12 @@ async fn broken_components_are_rejected_and_v1_keeps_serving() {
 
 #[tokio::test]
 async fn health_checks_gate_new_versions() {
-    let host = TestHost::new().project("app", guests::HELLO).spawn();
+    // The manifest is edited by hand below; without the watcher, only the
+    // deploys under test change the project.
+    let host = TestHost::new()
+        .project("app", guests::HELLO)
+        .arg("--no-watch")
+        .spawn();
     let echo = read(guests::ECHO);
     let manifest = host.dir().join("app/wasmhost.toml");
 
@@ -403,7 +408,12 @@ async fn rollback_returns_to_the_previous_build_and_writes_it_back() {
 
 #[tokio::test]
 async fn identical_bytes_are_unchanged_and_reload_rereads_disk() {
-    let host = TestHost::new().project("app", guests::ENV).spawn();
+    // Files are edited by hand below; without the watcher, only the reloads
+    // under test pick them up.
+    let host = TestHost::new()
+        .project("app", guests::ENV)
+        .arg("--no-watch")
+        .spawn();
     let reply = host.deploy("app", &read(guests::ENV)).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json()["outcome"], "unchanged");

@@ -1,0 +1,254 @@
+//! Watches the projects folder and turns file events into project changes,
+//! all through the [`Pipeline`].
+//!
+//! One recursive watch on the root (not one per file). Each event is mapped to
+//! the project it touches (`NAME/…` or `NAME.wasm`), and each project is
+//! debounced on its own: a change fires once its files have been quiet for the
+//! debounce period, so an editor's atomic save, a `cp` of a large file, a file
+//! written in chunks, or a burst of hundreds of writes each becomes one
+//! reload. Projects untouched by an event are never reloaded.
+//!
+//! If the OS watcher cannot be created, or hits its limit (inotify's
+//! `fs.inotify.max_user_watches` / `max_user_instances`), one warning names
+//! the limit and the watcher falls back to polling instead of running blind.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use notify::event::{AccessKind, AccessMode, EventKind, MetadataKind, ModifyKind};
+use notify::{Event, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher as _};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::manifest::ProjectName;
+use crate::pipeline::Pipeline;
+
+/// How the folder is watched.
+#[derive(Clone, Debug)]
+pub struct WatchSettings {
+    /// Quiet period after a project's last event before it is reloaded.
+    pub debounce: Duration,
+    /// Poll instead of using the OS's file events.
+    pub poll: bool,
+    /// How often to poll, when polling.
+    pub poll_interval: Duration,
+}
+
+type Events = mpsc::UnboundedSender<notify::Result<Event>>;
+
+/// Starts watching `root`; changes go to `pipeline` until the process ends.
+pub fn start(root: &Path, pipeline: Pipeline, settings: WatchSettings) -> anyhow::Result<()> {
+    let root = root
+        .canonicalize()
+        .map_err(|err| anyhow::anyhow!("failed to watch {}: {err}", root.display()))?;
+    let (events, received) = mpsc::unbounded_channel();
+    let watcher = if settings.poll {
+        tracing::info!(
+            "watching {} by polling every {} ms",
+            root.display(),
+            settings.poll_interval.as_millis()
+        );
+        poll_watcher(&root, events.clone(), settings.poll_interval)?
+    } else {
+        match native_watcher(&root, events.clone()) {
+            Ok(watcher) => {
+                tracing::info!("watching {} for changes", root.display());
+                watcher
+            }
+            Err(err) => {
+                warn_fallback(&err, settings.poll_interval);
+                poll_watcher(&root, events.clone(), settings.poll_interval)?
+            }
+        }
+    };
+    tokio::spawn(run(root, pipeline, settings, watcher, events, received));
+    Ok(())
+}
+
+fn native_watcher(root: &Path, events: Events) -> notify::Result<Box<dyn notify::Watcher + Send>> {
+    let mut watcher = RecommendedWatcher::new(
+        move |event| drop(events.send(event)),
+        notify::Config::default(),
+    )?;
+    watcher.watch(root, RecursiveMode::Recursive)?;
+    Ok(Box::new(watcher))
+}
+
+fn poll_watcher(
+    root: &Path,
+    events: Events,
+    interval: Duration,
+) -> anyhow::Result<Box<dyn notify::Watcher + Send>> {
+    // notify's poller compares modification times in whole seconds, so two
+    // saves within one second would look like one; comparing contents catches
+    // every change, at the cost of hashing the folder's files each poll.
+    let config = notify::Config::default()
+        .with_poll_interval(interval)
+        .with_compare_contents(true);
+    let mut watcher = PollWatcher::new(move |event| drop(events.send(event)), config)
+        .map_err(|err| anyhow::anyhow!("failed to start polling {}: {err}", root.display()))?;
+    watcher
+        .watch(root, RecursiveMode::Recursive)
+        .map_err(|err| anyhow::anyhow!("failed to poll {}: {err}", root.display()))?;
+    Ok(Box::new(watcher))
+}
+
+/// Whether `err` means the OS ran out of watches or watch instances.
+fn limit_name(err: &notify::Error) -> Option<&'static str> {
+    match &err.kind {
+        notify::ErrorKind::MaxFilesWatch => Some("fs.inotify.max_user_watches"),
+        notify::ErrorKind::Io(io) if io.raw_os_error() == Some(28) => {
+            Some("fs.inotify.max_user_watches")
+        }
+        notify::ErrorKind::Io(io) if io.raw_os_error() == Some(24) => {
+            Some("fs.inotify.max_user_instances (or the open-file limit)")
+        }
+        _ => None,
+    }
+}
+
+fn warn_fallback(err: &notify::Error, interval: Duration) {
+    match limit_name(err) {
+        Some(limit) => tracing::warn!(
+            "the OS file watcher hit its limit ({limit}: {err}); polling every {} ms instead. Raise {limit} to get instant change detection",
+            interval.as_millis()
+        ),
+        None => tracing::warn!(
+            "the OS file watcher is unavailable ({err}); polling every {} ms instead",
+            interval.as_millis()
+        ),
+    }
+}
+
+// Strategy: one task owns the watcher and a map of project → fire time. Every
+// event pushes its projects' fire times to now + debounce; when the earliest
+// fire time passes, each due project gets its own task that syncs it from
+// disk through the pipeline (which serializes changes per project, so a
+// change arriving mid-reload is picked up by the next fire, never lost).
+async fn run(
+    root: PathBuf,
+    pipeline: Pipeline,
+    settings: WatchSettings,
+    mut watcher: Box<dyn notify::Watcher + Send>,
+    events: Events,
+    mut received: mpsc::UnboundedReceiver<notify::Result<Event>>,
+) {
+    let mut due: HashMap<ProjectName, Instant> = HashMap::new();
+    let mut polling = settings.poll;
+    loop {
+        let next = due.values().min().copied();
+        tokio::select! {
+            event = received.recv() => match event {
+                None => break,
+                Some(Ok(event)) => {
+                    tracing::trace!(?event, "file event");
+                    if is_change(&event.kind) {
+                        for name in event.paths.iter().filter_map(|path| project_of(&root, path)) {
+                            due.insert(name, Instant::now() + settings.debounce);
+                        }
+                    }
+                }
+                Some(Err(err)) => {
+                    if limit_name(&err).is_some() && !polling {
+                        warn_fallback(&err, settings.poll_interval);
+                        match poll_watcher(&root, events.clone(), settings.poll_interval) {
+                            Ok(poller) => {
+                                watcher = poller;
+                                polling = true;
+                            }
+                            Err(err) => tracing::error!("{err:#}; changes to {} are no longer seen", root.display()),
+                        }
+                    } else {
+                        tracing::warn!(cause = %err, "file watcher error");
+                    }
+                }
+            },
+            () = sleep_until(next), if next.is_some() => {
+                let now = Instant::now();
+                let fired: Vec<ProjectName> = due.iter().filter(|(_, at)| **at <= now).map(|(name, _)| name.clone()).collect();
+                for name in fired {
+                    due.remove(&name);
+                    let pipeline = pipeline.clone();
+                    tokio::spawn(async move { pipeline.sync(&name).await });
+                }
+            }
+        }
+    }
+    // The watcher must live as long as this loop: dropping it stops the events.
+    drop(watcher);
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Events that can change what a project serves. Reads (including the
+/// host's own reads of components) and access-time updates are not.
+fn is_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)) => false,
+        _ => true,
+    }
+}
+
+/// The project a path under `root` belongs to: the first path component,
+/// as a folder name or as `NAME.wasm`. Hidden entries and invalid names are none.
+fn project_of(root: &Path, path: &Path) -> Option<ProjectName> {
+    let relative = path.strip_prefix(root).ok()?;
+    let mut parts = relative.components();
+    let Some(Component::Normal(first)) = parts.next() else {
+        return None;
+    };
+    let first = first.to_str()?;
+    if first.starts_with('.') {
+        return None;
+    }
+    let name = match (first.strip_suffix(".wasm"), parts.next()) {
+        (Some(stem), None) => stem,
+        _ => first,
+    };
+    ProjectName::parse(name).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_map_to_projects() {
+        let root = Path::new("/p");
+        let name = |path: &str| project_of(root, Path::new(path)).map(|n| n.to_string());
+        assert_eq!(name("/p/hello/hello.wasm").as_deref(), Some("hello"));
+        assert_eq!(name("/p/hello/.hello.wasm.tmp").as_deref(), Some("hello"));
+        assert_eq!(name("/p/hello/wasmhost.toml").as_deref(), Some("hello"));
+        assert_eq!(name("/p/hello").as_deref(), Some("hello"));
+        assert_eq!(name("/p/one.wasm").as_deref(), Some("one"));
+        assert_eq!(name("/p/.hidden.wasm"), None);
+        assert_eq!(name("/p/Bad"), None);
+        assert_eq!(name("/p"), None);
+        assert_eq!(name("/elsewhere/x.wasm"), None);
+    }
+
+    #[test]
+    fn reads_are_not_changes() {
+        assert!(!is_change(&EventKind::Access(AccessKind::Open(
+            AccessMode::Read
+        ))));
+        assert!(!is_change(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(is_change(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(is_change(&EventKind::Modify(ModifyKind::Any)));
+        assert!(is_change(&EventKind::Remove(
+            notify::event::RemoveKind::Any
+        )));
+    }
+}

@@ -1,0 +1,263 @@
+//! The watched projects folder: file changes become versions through the
+//! same pipeline, debounced per project, and nothing else reloads.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hyper::StatusCode;
+use serde_json::Value;
+use wasmhost_tests::guests;
+
+use crate::harness::{DEADLINE, RunningHost, TestHost};
+
+fn read(path: &str) -> Vec<u8> {
+    std::fs::read(path).expect("read guest")
+}
+
+/// Polls `path` until its answer satisfies `check`.
+async fn wait_until_served(
+    host: &RunningHost,
+    path: &str,
+    what: &str,
+    check: impl Fn(&crate::harness::Reply) -> bool,
+) {
+    let started = Instant::now();
+    loop {
+        let reply = host.get(path).await;
+        if check(&reply) {
+            return;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "{path} never {what}; last: {reply:?}\n{}",
+            host.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Adds a fresh one-file project and waits until it serves. Its events come
+/// after every earlier event, so once it serves, every earlier change has
+/// been acted on: what has not happened by now will not happen.
+async fn settle(host: &RunningHost) {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let name = format!("sentinel{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    write_atomically(
+        &host.dir().join(format!("{name}.wasm")),
+        &read(guests::HELLO),
+    );
+    wait_until_served(host, &format!("/{name}"), "served", |r| {
+        r.status == StatusCode::OK
+    })
+    .await;
+}
+
+/// An editor's save: a temp file in the same folder, renamed over the target.
+fn write_atomically(path: &Path, bytes: &[u8]) {
+    let dir = path.parent().expect("parent");
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().expect("name").to_string_lossy()
+    ));
+    std::fs::write(&tmp, bytes).expect("write temp");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+fn stat(project: &Value, name: &str) -> u64 {
+    project["stats"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no stat {name}: {project:#}"))
+}
+
+#[tokio::test]
+async fn a_new_project_folder_becomes_routable_and_the_others_are_untouched() {
+    let host = TestHost::new().project("a", guests::HELLO).spawn();
+    write_atomically(&host.dir().join("b/b.wasm"), &read(guests::ECHO));
+    wait_until_served(&host, "/b/x", "served by b", |r| {
+        r.header("echo-path") == Some("/b/x")
+    })
+    .await;
+    let a = host.admin_project("a").await;
+    assert_eq!((stat(&a, "swaps"), stat(&a, "changes")), (1, 0), "{a:#}");
+    assert_eq!(host.get("/a").await.header("wasmhost-version"), Some("1"));
+}
+
+#[tokio::test]
+async fn editing_a_component_goes_live_and_a_broken_write_keeps_the_old_version() {
+    let host = TestHost::new().project("a", guests::HELLO).spawn();
+    let component = host.dir().join("a/a.wasm");
+
+    std::fs::write(&component, b"\0asm but not really").expect("write garbage");
+    let started = Instant::now();
+    loop {
+        let a = host.admin_project("a").await;
+        if stat(&a, "rejected") == 1 {
+            assert_eq!(a["version"], 1);
+            assert_eq!(a["last_failure"]["step"], "prepare");
+            break;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "garbage never rejected: {a:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(host.get("/a").await.text(), "Hello, world!\n");
+    host.wait_for_log("a: change detected").await;
+    host.wait_for_log("still serving").await;
+
+    std::fs::write(&component, read(guests::ECHO)).expect("write echo");
+    wait_until_served(&host, "/a/z", "served by the new version", |r| {
+        r.header("echo-path") == Some("/a/z")
+    })
+    .await;
+    let a = host.admin_project("a").await;
+    assert_eq!(stat(&a, "swaps"), 2, "{a:#}");
+    host.wait_for_log("a: v3 compiled in").await;
+    host.wait_for_log("a: v3 live (swap").await;
+}
+
+#[tokio::test]
+async fn an_atomic_save_and_a_500_write_burst_are_one_reload_each() {
+    let host = TestHost::new()
+        .project("a", guests::HELLO)
+        .project("b", guests::HELLO)
+        .spawn();
+
+    write_atomically(&host.dir().join("a/a.wasm"), &read(guests::ECHO));
+    wait_until_served(&host, "/a", "swapped", |r| {
+        r.header("wasmhost-version") == Some("2")
+    })
+    .await;
+
+    // 500 writes, each a piece of the component, with no pause between them.
+    let echo = read(guests::ECHO);
+    let piece = echo.len().div_ceil(500);
+    let mut file = std::fs::File::create(host.dir().join("b/b.wasm")).expect("open");
+    let mut writes = 0;
+    for chunk in echo.chunks(piece) {
+        use std::io::Write;
+        file.write_all(chunk).expect("write");
+        file.flush().expect("flush");
+        writes += 1;
+    }
+    drop(file);
+    assert!(writes >= 490, "only {writes} writes");
+    wait_until_served(&host, "/b", "swapped", |r| {
+        r.header("echo-path") == Some("/b")
+    })
+    .await;
+
+    settle(&host).await;
+    for name in ["a", "b"] {
+        let project = host.admin_project(name).await;
+        assert_eq!(
+            (stat(&project, "changes"), stat(&project, "swaps")),
+            (1, 2),
+            "{name}: {project:#}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn config_edits_reload_only_when_the_effective_config_changes() {
+    let host = TestHost::new()
+        .project("env", guests::ENV)
+        .manifest("env", "[env]\nCOLOR = \"red\"\n")
+        .spawn();
+    let manifest = host.dir().join("env/wasmhost.toml");
+    assert_eq!(host.get("/env").await.text(), "COLOR=red\n");
+
+    std::fs::write(
+        &manifest,
+        "# the colour of the day\n[env]\nCOLOR   =   \"red\"  # still red\n",
+    )
+    .expect("write");
+    settle(&host).await;
+    let project = host.admin_project("env").await;
+    assert_eq!(
+        (stat(&project, "changes"), stat(&project, "swaps")),
+        (0, 1),
+        "{project:#}"
+    );
+
+    std::fs::write(&manifest, "[env]\nCOLOR = \"green\"\n").expect("write");
+    wait_until_served(&host, "/env", "sees the new env", |r| {
+        r.text() == "COLOR=green\n"
+    })
+    .await;
+    let project = host.admin_project("env").await;
+    assert_eq!(
+        (
+            stat(&project, "changes"),
+            stat(&project, "swaps"),
+            stat(&project, "cache_misses")
+        ),
+        (1, 2, 1),
+        "{project:#}"
+    );
+}
+
+#[tokio::test]
+async fn deleted_and_renamed_projects_follow_the_disk() {
+    let host = TestHost::new()
+        .project("a", guests::HELLO)
+        .project("b", guests::ECHO)
+        .spawn();
+    std::fs::remove_dir_all(host.dir().join("b")).expect("delete b");
+    wait_until_served(&host, "/b", "unrouted", |r| {
+        r.status == StatusCode::NOT_FOUND
+    })
+    .await;
+    assert_eq!(
+        host.admin_get("/projects/b").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    std::fs::rename(host.dir().join("a"), host.dir().join("c")).expect("rename a to c");
+    wait_until_served(&host, "/c", "served under the new name", |r| {
+        r.status == StatusCode::OK
+    })
+    .await;
+    wait_until_served(&host, "/a", "unrouted", |r| {
+        r.status == StatusCode::NOT_FOUND
+    })
+    .await;
+    assert_eq!(
+        host.admin_get("/projects/a").await.status,
+        StatusCode::NOT_FOUND
+    );
+    host.wait_for_log("a: change detected: deleted from disk")
+        .await;
+}
+
+#[tokio::test]
+async fn a_deploy_through_the_admin_api_is_one_reload() {
+    let host = TestHost::new().project("a", guests::HELLO).spawn();
+    host.deploy_guest("a", guests::ECHO).await;
+    // The deploy wrote a/a.wasm; the watcher sees that write and finds nothing new.
+    settle(&host).await;
+    let a = host.admin_project("a").await;
+    assert_eq!((stat(&a, "swaps"), stat(&a, "changes")), (2, 0), "{a:#}");
+    assert_eq!(a["version"], 2);
+}
+
+#[tokio::test]
+async fn polling_mode_picks_up_changes() {
+    let host = TestHost::new()
+        .project("a", guests::HELLO)
+        .arg("--poll")
+        .arg("--poll-interval")
+        .arg("100ms")
+        .spawn();
+    host.wait_for_log("by polling every 100 ms").await;
+    std::fs::write(host.dir().join("a/a.wasm"), read(guests::ECHO)).expect("write");
+    wait_until_served(&host, "/a", "swapped", |r| {
+        r.header("echo-path") == Some("/a")
+    })
+    .await;
+    write_atomically(&host.dir().join("n.wasm"), &read(guests::HELLO));
+    wait_until_served(&host, "/n", "served", |r| r.status == StatusCode::OK).await;
+}
