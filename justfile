@@ -14,10 +14,9 @@ build-guests:
 serve *ARGS:
     scripts/serve {{ARGS}}
 
-# Build GUEST and place it into ./projects/GUEST/ atomically.
-deploy GUEST:
-    scripts/build-guests -p {{GUEST}}
-    scripts/place-guest {{GUEST}} projects
+# Build GUEST and make it live in the running host (wasmhost deploy).
+deploy GUEST *ARGS:
+    scripts/deploy-guest {{GUEST}} {{ARGS}}
 
 # Run the whole test suite.
 test *ARGS:

@@ -6,12 +6,19 @@
 //! - `GET /projects`: JSON array with one object per known project, failed ones included.
 //! - `GET /projects/NAME`: that project's object, or 404.
 //! - `PUT /projects/NAME`: deploy the body (the component bytes, `Content-Type:
-//!   application/wasm`). Answers once the version is live (200), unchanged
-//!   (200), or rejected (422, the old version still serving). Once live, the
-//!   component is written into the project's folder (temp file + rename).
+//!   application/wasm`), or a `multipart/form-data` body with a `component`
+//!   part and an optional `config` part (a wasmhost.toml). Answers once the
+//!   version is live (200), unchanged (200), or rejected (422, the old version
+//!   still serving). Once live, the component (and config) are written into the
+//!   project's folder (temp file + rename).
 //! - `POST /projects/NAME/reload`: re-read config and component from disk.
 //! - `POST /projects/NAME/rollback`: back to the previous good build (409 when there is none).
 //! - `DELETE /projects/NAME`: unroute, drain, and delete from disk.
+//! - `GET /events`: Server-Sent Events, one per lifecycle step (`change_detected`,
+//!   `compiled`, `live`, `rejected`, `draining`, `released`, `removed`), each a
+//!   JSON object with `event`, `project`, `at` and, as they apply, `version`,
+//!   `digest`, `previous`, `compile_ms`, `swap_ms`, `cache_hit`, `in_flight`,
+//!   `drain_ms`, `step` and `reason`.
 //!
 //! A project object has: `name`, `route`, `hosts`, `strip_prefix`, `entry`,
 //! `component` (path), `digest` (sha256 hex of the component bytes), `version`,
@@ -29,7 +36,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::UNIX_EPOCH;
 
-use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
@@ -38,6 +44,7 @@ use serde_json::json;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::manifest::ProjectName;
+use crate::multipart;
 use crate::pipeline::{ChangeError, Outcome, Pipeline};
 use crate::project::Project;
 use crate::responses::{json_response, text_response};
@@ -164,6 +171,7 @@ pub async fn handle(pipeline: Pipeline, request: Request<Incoming>) -> Response<
     };
     match (&method, segments.as_slice(), name) {
         (&Method::GET, ["healthz"], _) => text_response(StatusCode::OK, "ok"),
+        (&Method::GET, ["events"], _) => pipeline.events().stream(),
         (&Method::GET, ["projects"], _) => {
             let views: Vec<ProjectView> = pipeline
                 .registry()
@@ -177,14 +185,14 @@ pub async fn handle(pipeline: Pipeline, request: Request<Incoming>) -> Response<
             project_response(&pipeline, &name, StatusCode::OK)
         }
         (&Method::PUT, ["projects", _], Some(name)) => {
-            let bytes = match read_component(request).await {
-                Ok(bytes) => bytes,
+            let (bytes, config) = match read_deploy(request).await {
+                Ok(upload) => upload,
                 Err(response) => return *response,
             };
             change_response(
                 &pipeline,
                 &name,
-                pipeline.deploy(&name, bytes.to_vec().into()).await,
+                pipeline.deploy(&name, bytes.into(), config).await,
             )
         }
         (&Method::POST, ["projects", _, "reload"], Some(name)) => {
@@ -200,7 +208,7 @@ pub async fn handle(pipeline: Pipeline, request: Request<Incoming>) -> Response<
             ),
             Err(err) => error_response(err),
         },
-        (_, ["healthz"] | ["projects"], _) => method_not_allowed("GET"),
+        (_, ["healthz"] | ["projects"] | ["events"], _) => method_not_allowed("GET"),
         (_, ["projects", _], _) => method_not_allowed("GET, PUT, DELETE"),
         (_, ["projects", _, "reload" | "rollback"], _) => method_not_allowed("POST"),
         _ => text_response(
@@ -210,52 +218,85 @@ pub async fn handle(pipeline: Pipeline, request: Request<Incoming>) -> Response<
     }
 }
 
-/// Reads a deploy body: a wasm content type (or none), at most [`MAX_DEPLOY_BYTES`].
-async fn read_component(
+/// Reads a deploy body: the component bytes, and the config when the body is
+/// multipart. At most [`MAX_DEPLOY_BYTES`].
+async fn read_deploy(
     request: Request<Incoming>,
-) -> Result<Bytes, Box<Response<HyperOutgoingBody>>> {
+) -> Result<(Vec<u8>, Option<String>), Box<Response<HyperOutgoingBody>>> {
+    let refuse = |status: StatusCode, text: &str| Box::new(text_response(status, text));
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
-    if let Some(content_type) = content_type
-        && content_type != "application/wasm"
-        && content_type != "application/octet-stream"
+        .unwrap_or("application/wasm")
+        .to_string();
+    let boundary = multipart::boundary(&content_type);
+    let media_type = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if boundary.is_none()
+        && media_type != "application/wasm"
+        && media_type != "application/octet-stream"
     {
-        return Err(Box::new(text_response(
+        return Err(refuse(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             &format!(
-                "deploy bodies are components: send Content-Type: application/wasm, not {content_type}"
+                "send the component as application/wasm, or multipart/form-data with a `component` part; not {media_type}"
             ),
-        )));
+        ));
     }
-    match Limited::new(request.into_body(), MAX_DEPLOY_BYTES)
+    let body = match Limited::new(request.into_body(), MAX_DEPLOY_BYTES)
         .collect()
         .await
     {
-        Ok(collected) => Ok(collected.to_bytes()),
+        Ok(collected) => collected.to_bytes().to_vec(),
         Err(err)
             if err
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            Err(Box::new(text_response(
+            return Err(refuse(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("the component is larger than {MAX_DEPLOY_BYTES} bytes"),
-            )))
+                &format!("the upload is larger than {MAX_DEPLOY_BYTES} bytes"),
+            ));
         }
-        Err(err) => Err(Box::new(text_response(
+        Err(err) => {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                &format!("failed to read the request body: {err}"),
+            ));
+        }
+    };
+    let Some(boundary) = boundary else {
+        return Ok((body, None));
+    };
+    let mut parts = multipart::parse(&body, &boundary)
+        .map_err(|err| refuse(StatusCode::BAD_REQUEST, &err.to_string()))?;
+    let component = parts.remove("component").ok_or_else(|| {
+        refuse(
             StatusCode::BAD_REQUEST,
-            &format!("failed to read the request body: {err}"),
-        ))),
+            "the multipart body has no `component` part",
+        )
+    })?;
+    let config = match parts.remove("config") {
+        None => None,
+        Some(bytes) => Some(String::from_utf8(bytes).map_err(|_| {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                "the `config` part is not UTF-8 text",
+            )
+        })?),
+    };
+    if let Some(other) = parts.keys().next() {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            &format!("unexpected multipart part `{other}`: only `component` and `config`"),
+        ));
     }
+    Ok((component, config))
 }
 
 fn project_response(

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::commands;
 use crate::config::Config;
 use crate::units::parse_duration;
 
@@ -25,6 +26,49 @@ pub struct Cli {
 pub enum Command {
     /// Serve every project in a folder over HTTP.
     Serve(ServeArgs),
+    /// Upload a component to a running host and wait until it is live or rejected.
+    Deploy(DeployArgs),
+    /// Show every project of a running host.
+    Status(AdminArgs),
+    /// Re-read a project's config and component from disk.
+    Reload(ProjectArgs),
+    /// Go back to a project's previous good version.
+    Rollback(ProjectArgs),
+    /// Unroute a project, drain it and delete it from disk.
+    Rm(ProjectArgs),
+}
+
+/// Where the running host's admin API is.
+#[derive(Args, Debug, Clone)]
+pub struct AdminArgs {
+    /// URL of the admin API.
+    #[arg(long, env = "WASMHOST_ADMIN", default_value = "http://127.0.0.1:8081")]
+    pub admin: String,
+}
+
+/// A command on one project.
+#[derive(Args, Debug, Clone)]
+pub struct ProjectArgs {
+    /// The project's name.
+    pub name: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub admin: AdminArgs,
+}
+
+/// Arguments of `wasmhost deploy`.
+#[derive(Args, Debug, Clone)]
+pub struct DeployArgs {
+    /// The project's name (created if new).
+    pub name: String,
+    /// The component (.wasm) to deploy.
+    pub path: PathBuf,
+    /// A wasmhost.toml to deploy with it, replacing the project's.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub admin: AdminArgs,
 }
 
 /// Arguments of `wasmhost serve`.
@@ -108,6 +152,11 @@ pub fn main() -> ExitCode {
     crate::telemetry::init();
     let result = match cli.command {
         Command::Serve(args) => serve(&args),
+        Command::Deploy(args) => client_command(commands::deploy(args)),
+        Command::Status(args) => client_command(commands::status(args)),
+        Command::Reload(args) => client_command(commands::change(args, "reload")),
+        Command::Rollback(args) => client_command(commands::change(args, "rollback")),
+        Command::Rm(args) => client_command(commands::remove(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -116,6 +165,14 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn client_command(
+    command: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    crate::runtime::build()
+        .map_err(|err| anyhow::anyhow!("failed to start the async runtime: {err}"))?
+        .block_on(command)
 }
 
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {

@@ -145,17 +145,30 @@ pub fn find(root: &Path, name: &ProjectName) -> anyhow::Result<Option<ProjectSou
 /// Where a deploy of `name` writes its component, and the settings it gets:
 /// an existing project keeps its layout and `wasmhost.toml`; a new one
 /// becomes `NAME/NAME.wasm` with defaults.
-pub fn deploy_target(root: &Path, name: &ProjectName) -> anyhow::Result<ProjectSource> {
+///
+/// `uploaded` is a manifest sent with the deploy; it replaces the one on disk.
+pub fn deploy_target(
+    root: &Path,
+    name: &ProjectName,
+    uploaded: Option<Manifest>,
+) -> anyhow::Result<ProjectSource> {
     let folder = root.join(name.as_str());
     let file = root.join(format!("{name}.wasm"));
     if !folder.is_dir() && file.is_file() {
+        if uploaded.is_some() {
+            bail!(
+                "{} is a one-file project, which has no {MANIFEST_FILE}; move it to {}/ to deploy a config",
+                file.display(),
+                folder.display()
+            );
+        }
         return Ok(one_file(name.clone(), &file));
     }
     let manifest_path = folder.join(MANIFEST_FILE);
-    let manifest = if manifest_path.is_file() {
-        Manifest::load(&manifest_path)?
-    } else {
-        Manifest::default()
+    let manifest = match uploaded {
+        Some(manifest) => manifest,
+        None if manifest_path.is_file() => Manifest::load(&manifest_path)?,
+        None => Manifest::default(),
     };
     let component = match &manifest.component {
         Some(relative) => folder.join(relative),
@@ -377,19 +390,19 @@ mod tests {
         assert!(find(root, &name("new")).expect("ok").is_none());
 
         assert_eq!(
-            deploy_target(root, &name("f")).expect("ok").component,
+            deploy_target(root, &name("f"), None).expect("ok").component,
             root.join("f.wasm")
         );
         assert_eq!(
-            deploy_target(root, &name("d")).expect("ok").component,
+            deploy_target(root, &name("d"), None).expect("ok").component,
             root.join("d/x.wasm")
         );
-        let m = deploy_target(root, &name("m")).expect("ok");
+        let m = deploy_target(root, &name("m"), None).expect("ok");
         assert_eq!(
             (m.component, m.route.as_str()),
             (root.join("m/app.wasm"), "/mm")
         );
-        let new = deploy_target(root, &name("new")).expect("ok");
+        let new = deploy_target(root, &name("new"), None).expect("ok");
         assert_eq!(
             (new.component, new.entry),
             (root.join("new/new.wasm"), root.join("new"))

@@ -14,6 +14,7 @@ pub fn retire(old: Arc<Version>) {
     old.retire();
     let in_flight = old.in_flight();
     if in_flight > 0 {
+        old.announce("draining", serde_json::json!({ "in_flight": in_flight }));
         tracing::info!(
             project = &*old.project,
             version = old.number,

@@ -21,7 +21,9 @@
 //! - [`router`]: pure host/path → project matching; no I/O.
 //! - [`invoke`]: one request into one fresh instance of a project's current version.
 //! - [`server`]: the HTTP accept loop, one task per connection, graceful drain.
-//! - [`admin`]: the admin API on its own listener.
+//! - [`admin`]: the admin API on its own listener ([`multipart`] parses its uploads;
+//!   [`events`] streams lifecycle events).
+//! - [`client`] and [`commands`]: the admin API's client side: `wasmhost deploy`, `status`, `reload`, `rollback`, `rm`.
 //! - [`serve`]: wires the stages together for `wasmhost serve`.
 //!
 //! Around them: [`runtime`] (the one place the tokio runtime flavour is chosen),
@@ -32,15 +34,19 @@
 pub mod admin;
 pub mod cache;
 pub mod cli;
+pub mod client;
+pub mod commands;
 pub mod compiler;
 pub mod config;
 pub mod discovery;
 pub mod drain;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod guest_log;
 pub mod invoke;
 pub mod manifest;
+pub mod multipart;
 pub mod pipeline;
 pub mod project;
 pub mod registry;

@@ -21,7 +21,8 @@ use anyhow::Context as _;
 use crate::compiler::Compiler;
 use crate::discovery::{self, ProjectSource, Skipped};
 use crate::drain;
-use crate::manifest::ProjectName;
+use crate::events::Events;
+use crate::manifest::{MANIFEST_FILE, Manifest, ProjectName};
 use crate::project::{Failure, Project};
 use crate::registry::Registry;
 use crate::validate::{HealthCheck, validate};
@@ -112,16 +113,28 @@ pub struct Pipeline {
     compiler: Compiler,
     registry: Arc<Registry>,
     settings: Arc<Settings>,
+    events: Events,
 }
 
 impl Pipeline {
     /// A pipeline publishing into `registry`.
-    pub fn new(compiler: Compiler, registry: Arc<Registry>, settings: Settings) -> Self {
+    pub fn new(
+        compiler: Compiler,
+        registry: Arc<Registry>,
+        settings: Settings,
+        events: Events,
+    ) -> Self {
         Self {
             compiler,
             registry,
             settings: Arc::new(settings),
+            events,
         }
+    }
+
+    /// Where lifecycle events are announced.
+    pub fn events(&self) -> &Events {
+        &self.events
     }
 
     /// The registry this pipeline publishes into.
@@ -152,7 +165,7 @@ impl Pipeline {
                 let _change = project.lifecycle.lock().await;
                 let result = match Compiler::read(&source.component).await {
                     Ok(bytes) => {
-                        this.install(&project, source, bytes.into(), None, Origin::Load)
+                        this.install(&project, source, bytes.into(), &[], Origin::Load)
                             .await
                     }
                     Err(err) => Err(this.reject(&project, None, "read", err.to_string(), None)),
@@ -184,6 +197,11 @@ impl Pipeline {
                 tracing::info!(
                     project = name.as_str(),
                     "{name}: change detected: deleted from disk"
+                );
+                self.events.emit(
+                    "change_detected",
+                    name.as_str(),
+                    serde_json::json!({ "deleted": true }),
                 );
                 if let Err(err) = self.unload(name, false).await {
                     tracing::debug!(project = name.as_str(), "{err}");
@@ -223,28 +241,41 @@ impl Pipeline {
             let bytes = Compiler::read(&source.component)
                 .await
                 .map_err(|err| self.reject(&project, None, "read", err.to_string(), None))?;
-            self.install(&project, source, bytes.into(), None, origin)
+            self.install(&project, source, bytes.into(), &[], origin)
                 .await
         })
         .await
     }
 
-    /// Makes `bytes` the component of project `name` (created if new), and
-    /// once live writes it into the project's folder, so a restart serves it.
+    /// Makes `bytes` the component of project `name` (created if new), with
+    /// `config` as its `wasmhost.toml` when given, and once live writes them
+    /// into the project's folder, so a restart serves exactly this.
     pub async fn deploy(
         &self,
         name: &ProjectName,
         bytes: Arc<[u8]>,
+        config: Option<String>,
     ) -> Result<Outcome, ChangeError> {
         self.with_project(name, |project| async move {
-            match discovery::deploy_target(&self.settings.projects_dir, name) {
-                Ok(source) => {
-                    let target = source.component.clone();
-                    self.install(&project, source, bytes, Some(&target), Origin::Deploy)
-                        .await
-                }
-                Err(err) => Err(self.reject(&project, None, "read", format!("{err:#}"), None)),
+            let root = &self.settings.projects_dir;
+            let manifest_path = root.join(name.as_str()).join(MANIFEST_FILE);
+            let uploaded = match &config {
+                None => None,
+                Some(text) => match Manifest::parse(&manifest_path, text) {
+                    Ok(manifest) => Some(manifest),
+                    Err(err) => {
+                        return Err(self.reject(&project, None, "read", err.to_string(), None));
+                    }
+                },
+            };
+            let source = discovery::deploy_target(root, name, uploaded)
+                .map_err(|err| self.reject(&project, None, "read", format!("{err:#}"), None))?;
+            let mut writes = vec![(source.component.clone(), bytes.clone())];
+            if let Some(text) = config {
+                writes.push((manifest_path, Arc::from(text.into_bytes())));
             }
+            self.install(&project, source, bytes, &writes, Origin::Deploy)
+                .await
         })
         .await
     }
@@ -293,13 +324,13 @@ impl Pipeline {
                 _ => return Err(ChangeError::NoRollback(name.to_string())),
             }
         };
-        let target = source.component.clone();
+        let writes = [(source.component.clone(), previous.bytes.clone())];
         let outcome = self
             .install(
                 &project,
                 source,
                 previous.bytes.clone(),
-                Some(&target),
+                &writes,
                 Origin::Rollback,
             )
             .await?;
@@ -348,6 +379,8 @@ impl Pipeline {
             }
         }
         tracing::info!(project = name.as_str(), "{name}: removed");
+        self.events
+            .emit("removed", name.as_str(), serde_json::json!({}));
         Ok(())
     }
 
@@ -373,7 +406,7 @@ impl Pipeline {
         project: &Arc<Project>,
         source: ProjectSource,
         bytes: Arc<[u8]>,
-        write_to: Option<&Path>,
+        writes: &[(PathBuf, Arc<[u8]>)],
         origin: Origin,
     ) -> Result<Outcome, ChangeError> {
         let digest = Compiler::digest(&bytes);
@@ -403,6 +436,11 @@ impl Pipeline {
                 project = project.name.as_str(),
                 "{}: change detected",
                 project.name
+            );
+            self.events.emit(
+                "change_detected",
+                project.name.as_str(),
+                serde_json::json!({ "digest": digest }),
             );
         }
         let reused = reusable.is_some();
@@ -445,6 +483,16 @@ impl Pipeline {
                         build.compile_time.as_millis()
                     );
                 }
+                self.events.emit(
+                    "compiled",
+                    name,
+                    serde_json::json!({
+                        "version": number,
+                        "digest": build.digest,
+                        "compile_ms": build.compile_time.as_secs_f64() * 1000.0,
+                        "cache_hit": build.cache_hit,
+                    }),
+                );
                 Arc::new(build)
             }
         };
@@ -454,6 +502,7 @@ impl Pipeline {
             build.clone(),
             self.run_config(&source),
             project.stats.clone(),
+            self.events.clone(),
         ));
         let health = source.manifest.health.clone().map(|path| HealthCheck {
             path,
@@ -466,10 +515,12 @@ impl Pipeline {
             candidate.force_stop();
             return Err(self.reject(project, Some(number), "validate", reason, Some(&digest)));
         }
-        let staged = match write_to {
-            Some(path) => Some(stage(path, &bytes).map_err(ChangeError::Failed)?),
-            None => None,
-        };
+        // Staged (written and fsynced) before the swap, renamed into place after it.
+        let staged = writes
+            .iter()
+            .map(|(path, contents)| stage(path, contents))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map_err(ChangeError::Failed)?;
 
         let swap_started = Instant::now();
         let routing_changed = {
@@ -492,9 +543,10 @@ impl Pipeline {
         }
         let swap = swap_started.elapsed();
 
-        if let Some((file, path)) = staged
-            && let Err(err) = file.persist(&path)
-        {
+        for (file, path) in staged {
+            let Err(err) = file.persist(&path) else {
+                continue;
+            };
             tracing::error!(
                 project = name,
                 "{name}: v{number} is live but could not be written to {}: {}",
@@ -520,18 +572,34 @@ impl Pipeline {
         }
         let swap_ms = swap.as_secs_f64() * 1000.0;
         match &old {
-            Some(old) => tracing::info!(
+            Some(old) if old.in_flight() > 0 => tracing::info!(
                 project = name,
-                "{name}: v{number} live (swap {swap_ms:.2} ms); v{} draining {} requests",
+                "{name}: v{number} live (swap {swap_ms:.3} ms); v{} draining {} requests",
                 old.number,
                 old.in_flight()
             ),
+            Some(old) => tracing::info!(
+                project = name,
+                "{name}: v{number} live (swap {swap_ms:.3} ms); v{} idle",
+                old.number
+            ),
             None => tracing::info!(
                 project = name,
-                "{name}: v{number} live (swap {swap_ms:.2} ms)"
+                "{name}: v{number} live (swap {swap_ms:.3} ms)"
             ),
         }
         let previous = old.as_ref().map(|old| old.number);
+        self.events.emit(
+            "live",
+            name,
+            serde_json::json!({
+                "version": number,
+                "digest": build.digest,
+                "previous": previous,
+                "compile_ms": build.compile_time.as_secs_f64() * 1000.0,
+                "swap_ms": swap_ms,
+            }),
+        );
         if let Some(old) = old {
             drain::retire(old);
         }
@@ -559,6 +627,11 @@ impl Pipeline {
         }
         let name = project.name.as_str();
         let label = number.map_or_else(|| "change".to_string(), |n| format!("v{n}"));
+        self.events.emit(
+            "rejected",
+            name,
+            serde_json::json!({ "version": number, "digest": digest, "step": step, "reason": reason }),
+        );
         match project.current.load().as_ref() {
             Some(current) => tracing::warn!(
                 project = name,

@@ -14,6 +14,7 @@ use crate::cache::CompileCache;
 use crate::compiler::Compiler;
 use crate::config::Config;
 use crate::discovery::Skipped;
+use crate::events::Events;
 use crate::pipeline::{Pipeline, Settings};
 use crate::registry::Registry;
 use crate::units::format_size;
@@ -74,6 +75,7 @@ pub async fn run(
         config.max_compiles,
     );
     let registry = Arc::new(Registry::default());
+    let events = Events::default();
     let pipeline = Pipeline::new(
         compiler,
         registry.clone(),
@@ -84,6 +86,7 @@ pub async fn run(
             health_timeout: config.health_timeout,
             keep_versions: config.keep_versions,
         },
+        events.clone(),
     );
     // Watch before loading: a change made while projects load is not missed
     // (at worst it is found unchanged).
@@ -130,6 +133,9 @@ pub async fn run(
             grace_ms = config.grace_period.as_millis() as u64,
             "{name} received: no new connections; letting in-flight requests finish"
         );
+        // Open event streams never end by themselves; end them so they do
+        // not hold the admin listener's drain for the whole grace period.
+        events.close();
         let _ = stop.send(true);
     };
     tokio::join!(http, signal);

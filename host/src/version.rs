@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 
 use crate::compiler::Build;
+use crate::events::Events;
 
 /// Per-project counters, shared by the project and all its versions.
 #[derive(Debug, Default)]
@@ -78,6 +79,8 @@ pub struct Version {
     pub run: RunConfig,
     /// Counters of the project this version belongs to.
     stats: Arc<Stats>,
+    /// Where `draining` and `released` are announced.
+    events: Events,
     in_flight: AtomicUsize,
     /// Woken whenever the in-flight count drops to zero.
     idle: Notify,
@@ -96,6 +99,7 @@ impl Version {
         build: Arc<Build>,
         run: RunConfig,
         stats: Arc<Stats>,
+        events: Events,
     ) -> Self {
         Self {
             project,
@@ -103,6 +107,7 @@ impl Version {
             build,
             run,
             stats,
+            events,
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             stop: watch::Sender::new(false),
@@ -157,6 +162,15 @@ impl Version {
         }
     }
 
+    /// Announces lifecycle event `kind` for this version.
+    pub fn announce(&self, kind: &str, fields: serde_json::Value) {
+        let mut event = serde_json::json!({ "version": self.number, "digest": self.build.digest });
+        if let (Some(event), serde_json::Value::Object(fields)) = (event.as_object_mut(), fields) {
+            event.extend(fields);
+        }
+        self.events.emit(kind, &self.project, event);
+    }
+
     /// Counts one request interrupted by a forced drain.
     pub fn count_forced_drain(&self) {
         Stats::bump(&self.stats.forced_drains);
@@ -173,6 +187,10 @@ impl Drop for Version {
             self.stats
                 .max_drain_us
                 .fetch_max(drained.as_micros() as u64, Ordering::Relaxed);
+            self.announce(
+                "released",
+                serde_json::json!({ "drain_ms": drained.as_secs_f64() * 1000.0 }),
+            );
             tracing::info!(
                 project = &*self.project,
                 version = self.number,

@@ -3,6 +3,8 @@
 //! 127.0.0.1:0 with its own temporary projects folder.
 
 mod admin;
+mod cli;
+mod events;
 mod harness;
 mod lifecycle;
 mod routing;

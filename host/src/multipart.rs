@@ -1,0 +1,140 @@
+//! Parsing of `multipart/form-data` deploy bodies (RFC 7578): a `component`
+//! part and an optional `config` part. Strict and bounded: anything
+//! malformed is an error that says what, never a panic.
+
+use std::collections::HashMap;
+
+/// Why a multipart body was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("malformed multipart body: {0}")]
+pub struct MultipartError(pub String);
+
+/// The `boundary` parameter of a `multipart/form-data` content type, if it is one.
+pub fn boundary(content_type: &str) -> Option<String> {
+    let mut pieces = content_type.split(';');
+    if !pieces
+        .next()?
+        .trim()
+        .eq_ignore_ascii_case("multipart/form-data")
+    {
+        return None;
+    }
+    pieces.find_map(|piece| {
+        let (key, value) = piece.split_once('=')?;
+        key.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| value.trim().trim_matches('"').to_string())
+    })
+}
+
+/// Splits `body` into its parts, by the `name` of each part's
+/// `Content-Disposition`. A name given twice is an error.
+pub fn parse(body: &[u8], boundary: &str) -> Result<HashMap<String, Vec<u8>>, MultipartError> {
+    let err = |what: &str| MultipartError(what.to_string());
+    if boundary.is_empty() || boundary.len() > 70 {
+        return Err(err("the boundary must be 1 to 70 characters"));
+    }
+    let delimiter = format!("--{boundary}").into_bytes();
+    let mut rest = body;
+    // Anything before the first delimiter is a preamble and ignored.
+    let start = find(rest, &delimiter).ok_or_else(|| err("no boundary delimiter found"))?;
+    rest = &rest[start + delimiter.len()..];
+    let mut parts = HashMap::new();
+    loop {
+        if rest.starts_with(b"--") {
+            return Ok(parts);
+        }
+        rest = rest
+            .strip_prefix(b"\r\n")
+            .ok_or_else(|| err("a delimiter must be followed by CRLF"))?;
+        let head_end =
+            find(rest, b"\r\n\r\n").ok_or_else(|| err("a part has no end of headers"))?;
+        let head = std::str::from_utf8(&rest[..head_end])
+            .map_err(|_| err("part headers are not UTF-8"))?;
+        let name = part_name(head).ok_or_else(|| err("a part has no Content-Disposition name"))?;
+        rest = &rest[head_end + 4..];
+        let mut closing = b"\r\n".to_vec();
+        closing.extend_from_slice(&delimiter);
+        let end =
+            find(rest, &closing).ok_or_else(|| err("a part is not closed by the boundary"))?;
+        if parts.insert(name.clone(), rest[..end].to_vec()).is_some() {
+            return Err(MultipartError(format!("part `{name}` appears twice")));
+        }
+        rest = &rest[end + closing.len()..];
+    }
+}
+
+fn part_name(head: &str) -> Option<String> {
+    let disposition = head.lines().find(|line| {
+        line.to_ascii_lowercase()
+            .starts_with("content-disposition:")
+    })?;
+    disposition.split(';').find_map(|piece| {
+        let (key, value) = piece.split_once('=')?;
+        (key.trim() == "name").then(|| value.trim().trim_matches('"').to_string())
+    })
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || haystack.len() < needle.len() {
+        return None;
+    }
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_with_the_client_encoder() {
+        let body = crate::client::multipart(
+            "XyZ",
+            &[
+                ("component", "application/wasm", b"\0asm\r\n--Xy-almost\r\n\r\n"),
+                ("config", "text/plain", b"route = \"/a\"\n"),
+            ],
+        );
+        let parts = parse(&body, "XyZ").expect("valid");
+        assert_eq!(parts["component"], b"\0asm\r\n--Xy-almost\r\n\r\n");
+        assert_eq!(parts["config"], b"route = \"/a\"\n");
+    }
+
+    #[test]
+    fn boundaries() {
+        assert_eq!(
+            boundary("multipart/form-data; boundary=abc").as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            boundary("Multipart/Form-Data; charset=x; boundary=\"a b\"").as_deref(),
+            Some("a b")
+        );
+        assert_eq!(boundary("application/wasm"), None);
+    }
+
+    #[test]
+    fn malformed_bodies_are_errors() {
+        for body in [
+            &b""[..],
+            b"no delimiter",
+            b"--b\r\nno end of headers",
+            b"--b\r\n\r\nunclosed",
+            b"--bX",
+        ] {
+            assert!(
+                parse(body, "b").is_err(),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let twice = b"--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n2\r\n--b--";
+        assert!(parse(twice, "b").expect_err("dup").0.contains("twice"));
+        assert!(parse(b"--b--", "").is_err());
+        // Senders must pick a boundary that is not in the content (RFC 2046).
+        let inside = b"--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n--bx\r\n--b--";
+        assert!(parse(inside, "b").is_err());
+    }
+}
