@@ -22,9 +22,11 @@ deploy GUEST *ARGS:
 test *ARGS:
     scripts/test {{ARGS}}
 
-# Run the benchmarks.
+# Run the benchmarks: criterion micro-benchmarks, then swap latency against the release host.
 bench:
     cargo bench -p wasmhost-benches
+    cargo build --release -p wasmhost -p wasmhost-benches
+    target/release/swap-latency 30
 
 # Formatting and lints, as CI checks them.
 lint:

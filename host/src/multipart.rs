@@ -93,7 +93,11 @@ mod tests {
         let body = crate::client::multipart(
             "XyZ",
             &[
-                ("component", "application/wasm", b"\0asm\r\n--Xy-almost\r\n\r\n"),
+                (
+                    "component",
+                    "application/wasm",
+                    b"\0asm\r\n--Xy-almost\r\n\r\n",
+                ),
                 ("config", "text/plain", b"route = \"/a\"\n"),
             ],
         );

@@ -629,3 +629,45 @@ async fn requests_are_served_while_a_large_component_compiles() {
         compile_time.as_millis()
     );
 }
+
+#[tokio::test]
+async fn overlapping_deploys_of_one_project_are_serialized() {
+    let host = TestHost::new().project("app", guests::SLOW).spawn();
+    let (hello, echo) = (read(guests::HELLO), read(guests::ECHO));
+    let admin = host.admin;
+    let put = |bytes: Vec<u8>| async move {
+        let mut put = request(
+            "PUT",
+            "localhost",
+            "/projects/app",
+            crate::harness::full(bytes),
+        );
+        put.headers_mut()
+            .insert("content-type", "application/wasm".parse().expect("valid"));
+        send(admin, put).await
+    };
+    let (first, second) = tokio::join!(put(hello.clone()), put(echo.clone()));
+    assert_eq!(
+        (first.status, second.status),
+        (StatusCode::OK, StatusCode::OK),
+        "{}\n{}",
+        first.text(),
+        second.text()
+    );
+    let (a, b) = (
+        first.json()["live_version"].as_u64(),
+        second.json()["live_version"].as_u64(),
+    );
+    let mut numbers = [a.expect("number"), b.expect("number")];
+    numbers.sort();
+    assert_eq!(numbers, [2, 3], "each caller gets its own version");
+    // The last writer wins, and what serves is what is on disk.
+    let last = if a == Some(3) { &hello } else { &echo };
+    let project = host.admin_project("app").await;
+    assert_eq!(project["version"], 3);
+    assert_eq!(
+        &std::fs::read(host.dir().join("app/app.wasm")).expect("on disk"),
+        last
+    );
+    assert_eq!(host.get("/app").await.header("wasmhost-version"), Some("3"));
+}
