@@ -163,16 +163,14 @@ impl Pipeline {
                     Project::new(name.clone(), source.entry.clone())
                 });
                 let _change = project.lifecycle.lock().await;
-                let result = match Compiler::read(&source.component).await {
+                // A failure is recorded on the project (and logged) by `reject`.
+                let _ = match Compiler::read(&source.component).await {
                     Ok(bytes) => {
                         this.install(&project, source, bytes.into(), &[], Origin::Load)
                             .await
                     }
                     Err(err) => Err(this.reject(&project, None, "read", err.to_string(), None)),
                 };
-                if let Err(err) = result {
-                    project.state().error = Some(err.to_string());
-                }
             });
         }
         while let Some(joined) = loads.join_next().await {
@@ -225,7 +223,7 @@ impl Pipeline {
         {
             return Err(ChangeError::NotFound(name.to_string()));
         }
-        self.with_project(name, |project| async move {
+        self.with_project(name, false, |project| async move {
             // Read under the project's lock, so the disk state is the latest.
             let source = match discovery::find(&self.settings.projects_dir, name) {
                 Ok(Some(source)) => source,
@@ -256,7 +254,7 @@ impl Pipeline {
         bytes: Arc<[u8]>,
         config: Option<String>,
     ) -> Result<Outcome, ChangeError> {
-        self.with_project(name, |project| async move {
+        self.with_project(name, true, |project| async move {
             let root = &self.settings.projects_dir;
             let manifest_path = root.join(name.as_str()).join(MANIFEST_FILE);
             let uploaded = match &config {
@@ -281,11 +279,13 @@ impl Pipeline {
     }
 
     /// Runs `change` on project `name` (created if new) under its lifecycle
-    /// lock. A project this call created that never went live is not kept: a
-    /// bad upload under a new name leaves nothing behind.
+    /// lock. With `forget_if_never_live`, a project this call created that
+    /// never went live is not kept: a bad upload under a new name leaves
+    /// nothing behind. (A broken project on disk stays, shown as failed.)
     async fn with_project<F, Fut>(
         &self,
         name: &ProjectName,
+        forget_if_never_live: bool,
         change: F,
     ) -> Result<Outcome, ChangeError>
     where
@@ -300,7 +300,7 @@ impl Pipeline {
         let _change = project.lifecycle.lock().await;
         let outcome = change(project.clone()).await;
         let never_live = project.current.load().is_none() && project.state().history.is_empty();
-        if created && never_live {
+        if forget_if_never_live && created && never_live {
             self.registry.forget_if_same(&project);
         }
         outcome

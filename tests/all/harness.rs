@@ -242,11 +242,7 @@ impl RunningHost {
 
     /// An admin request with a body.
     pub(crate) async fn admin(&self, method: &str, path: &str, body: Vec<u8>) -> Reply {
-        let mut request = request(method, "localhost", path, full(body));
-        request
-            .headers_mut()
-            .insert("content-type", "application/wasm".parse().expect("valid"));
-        send(self.admin, request).await
+        send(self.admin, admin_request(method, path, body)).await
     }
 
     /// Deploys `component` as project `name` through the admin API.
@@ -367,20 +363,20 @@ pub(crate) async fn send(addr: SocketAddr, request: Request<TestBody>) -> Reply 
 pub(crate) async fn try_send(
     addr: SocketAddr,
     request: Request<TestBody>,
-) -> Result<Reply, Box<dyn std::error::Error + Send + Sync>> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    let response = sender.send_request(request).await?;
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await?.to_bytes();
-    Ok(Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    })
+) -> Result<Reply, BoxError> {
+    Connection::try_open(addr).await?.send(request).await
 }
+
+/// A PUT/POST/DELETE to an admin API at `admin`, with a wasm body.
+pub(crate) fn admin_request(method: &str, path: &str, body: Vec<u8>) -> Request<TestBody> {
+    let mut request = request(method, "localhost", path, full(body));
+    request
+        .headers_mut()
+        .insert("content-type", "application/wasm".parse().expect("valid"));
+    request
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One keep-alive HTTP/1.1 connection, for tests that care which requests
 /// share a connection.
@@ -391,24 +387,26 @@ pub(crate) struct Connection {
 impl Connection {
     /// Opens a connection to `addr`.
     pub(crate) async fn open(addr: SocketAddr) -> Self {
-        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .expect("handshake");
+        Self::try_open(addr).await.expect("connect")
+    }
+
+    async fn try_open(addr: SocketAddr) -> Result<Self, BoxError> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(connection);
-        Self { sender }
+        Ok(Self { sender })
     }
 
     /// GET `path` on this connection and read the whole response.
-    pub(crate) async fn get(
-        &mut self,
-        path: &str,
-    ) -> Result<Reply, Box<dyn std::error::Error + Send + Sync>> {
+    pub(crate) async fn get(&mut self, path: &str) -> Result<Reply, BoxError> {
+        self.send(request("GET", "localhost", path, empty())).await
+    }
+
+    /// Sends `request` on this connection and reads the whole response.
+    async fn send(&mut self, request: Request<TestBody>) -> Result<Reply, BoxError> {
         self.sender.ready().await?;
-        let response = self
-            .sender
-            .send_request(request("GET", "localhost", path, empty()))
-            .await?;
+        let response = self.sender.send_request(request).await?;
         let (parts, body) = response.into_parts();
         let body = body.collect().await?.to_bytes();
         Ok(Reply {

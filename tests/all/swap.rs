@@ -6,7 +6,9 @@ use hyper::StatusCode;
 use serde_json::Value;
 use wasmhost_tests::guests;
 
-use crate::harness::{Connection, DEADLINE, RunningHost, TestHost, empty, request, send};
+use crate::harness::{
+    Connection, DEADLINE, RunningHost, TestHost, admin_request, empty, request, send,
+};
 
 /// Polls the admin object of `name` until `check` holds.
 async fn wait_for_project(
@@ -588,17 +590,7 @@ async fn requests_are_served_while_a_large_component_compiles() {
     let big = large_component(2000);
     let admin = host.admin;
     let started = Instant::now();
-    let deploy = tokio::spawn(async move {
-        let mut put = request(
-            "PUT",
-            "localhost",
-            "/projects/big",
-            crate::harness::full(big),
-        );
-        put.headers_mut()
-            .insert("content-type", "application/wasm".parse().expect("valid"));
-        send(admin, put).await
-    });
+    let deploy = tokio::spawn(send(admin, admin_request("PUT", "/projects/big", big)));
     let mut served = 0;
     while !deploy.is_finished() {
         let reply = host.get("/hello").await;
@@ -635,17 +627,7 @@ async fn overlapping_deploys_of_one_project_are_serialized() {
     let host = TestHost::new().project("app", guests::SLOW).spawn();
     let (hello, echo) = (read(guests::HELLO), read(guests::ECHO));
     let admin = host.admin;
-    let put = |bytes: Vec<u8>| async move {
-        let mut put = request(
-            "PUT",
-            "localhost",
-            "/projects/app",
-            crate::harness::full(bytes),
-        );
-        put.headers_mut()
-            .insert("content-type", "application/wasm".parse().expect("valid"));
-        send(admin, put).await
-    };
+    let put = |bytes: Vec<u8>| send(admin, admin_request("PUT", "/projects/app", bytes));
     let (first, second) = tokio::join!(put(hello.clone()), put(echo.clone()));
     assert_eq!(
         (first.status, second.status),

@@ -261,3 +261,35 @@ async fn polling_mode_picks_up_changes() {
     write_atomically(&host.dir().join("n.wasm"), &read(guests::HELLO));
     wait_until_served(&host, "/n", "served", |r| r.status == StatusCode::OK).await;
 }
+
+#[tokio::test]
+async fn a_broken_new_project_shows_as_failed_until_fixed() {
+    let host = TestHost::new().project("a", guests::HELLO).spawn();
+    std::fs::create_dir_all(host.dir().join("late")).expect("mkdir");
+    std::fs::write(host.dir().join("late/wasmhost.toml"), "route = 7\n").expect("write");
+    write_atomically(&host.dir().join("late/late.wasm"), &read(guests::ECHO));
+    let started = Instant::now();
+    loop {
+        let reply = host.admin_get("/projects/late").await;
+        if reply.status == StatusCode::OK && reply.json()["state"] == "failed" {
+            let error = reply.json()["last_error"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            assert!(error.contains("late/wasmhost.toml:1:"), "{error}");
+            break;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "late never showed as failed: {}",
+            reply.text()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    std::fs::write(host.dir().join("late/wasmhost.toml"), "route = \"/late\"\n").expect("write");
+    wait_until_served(&host, "/late", "served once fixed", |r| {
+        r.header("echo-path") == Some("/late")
+    })
+    .await;
+    assert_eq!(host.admin_project("late").await["state"], "active");
+}
