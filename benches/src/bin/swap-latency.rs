@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 
@@ -93,7 +93,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for swap in 0..swaps {
             let bytes = variant(&hello, 10_000 + swap);
             let started = Instant::now();
-            deploy(admin, bytes).await?;
+            wasmhost_benches::deploy(admin, "app", bytes)
+                .await
+                .map_err(|err| err.to_string())?;
             version += 1;
             wait_for_version(http, version).await?;
             from_deploy.push(started.elapsed());
@@ -182,26 +184,4 @@ async fn wait_for_version(
             return Err(format!("v{version} never served (last saw {seen:?})").into());
         }
     }
-}
-
-async fn deploy(admin: SocketAddr, bytes: Vec<u8>) -> Result<(), Box<dyn std::error::Error>> {
-    let stream = tokio::net::TcpStream::connect(admin).await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    let request = Request::put("/projects/app")
-        .header("host", "localhost")
-        .header("content-type", "application/wasm")
-        .body(Full::new(Bytes::from(bytes)))?;
-    let response = sender.send_request(request).await?;
-    let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
-    if !status.is_success() {
-        return Err(format!(
-            "deploy answered {status}: {}",
-            String::from_utf8_lossy(&body)
-        )
-        .into());
-    }
-    Ok(())
 }
