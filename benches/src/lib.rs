@@ -50,3 +50,45 @@ pub async fn deploy(
     }
     Ok(())
 }
+
+/// `base` with a component-level custom section holding `n`: a component that
+/// behaves the same but has a different digest, so it is a new version and a
+/// compile-cache miss.
+pub fn variant(base: &[u8], n: usize) -> Vec<u8> {
+    let name = b"wasmhost-bench";
+    let mut content = leb128(name.len());
+    content.extend_from_slice(name);
+    content.extend_from_slice(&n.to_le_bytes());
+    let mut bytes = base.to_vec();
+    bytes.push(0); // custom section id
+    bytes.extend(leb128(content.len()));
+    bytes.extend(content);
+    bytes
+}
+
+fn leb128(mut value: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// Resident memory of process `pid`, in KiB, from `/proc/PID/status`.
+pub fn rss_kib(pid: u32) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .ok_or("no VmRSS in /proc status")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .ok_or("malformed VmRSS")?
+        .parse()?)
+}

@@ -102,6 +102,7 @@ fn main() -> Result<(), Error> {
     let echo = std::fs::read(wasmhost_tests::guests::ECHO)?;
 
     let mut phases = Vec::new();
+    let memory;
     {
         let native = start_native()?;
         phases.push(runtime.block_on(load(
@@ -129,7 +130,9 @@ fn main() -> Result<(), Error> {
             connections,
             Some(swaps),
         ))?);
+        memory = runtime.block_on(swap_memory(&host, &hello, MANY_SWAPS))?;
     }
+    let (cold, warm, rss_many_projects) = startup(&hello, PROJECTS)?;
 
     let native_rps = phases[0].rps();
     let native_cpu = phases[0].cpu_per_request_us();
@@ -156,6 +159,20 @@ fn main() -> Result<(), Error> {
         phases[1].cpu_per_request_us() / native_cpu.max(1e-9),
         swap_p99_ratio
     ));
+    report.push_str(&format!(
+        "\n| measure | value |\n|---|---|\n\
+         | RSS after 1 swap | {:.1} MiB |\n\
+         | RSS after {MANY_SWAPS} more swaps | {:.1} MiB ({:.2}×) |\n\
+         | RSS with {PROJECTS} projects loaded | {:.1} MiB |\n\
+         | startup with {PROJECTS} projects, cold cache | {:.0} ms |\n\
+         | startup with {PROJECTS} projects, warm cache | {:.0} ms |\n",
+        memory.0 as f64 / 1024.0,
+        memory.1 as f64 / 1024.0,
+        memory.1 as f64 / memory.0.max(1) as f64,
+        rss_many_projects as f64 / 1024.0,
+        cold.as_secs_f64() * 1000.0,
+        warm.as_secs_f64() * 1000.0,
+    ));
     println!("{report}");
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&out)?;
@@ -173,6 +190,16 @@ fn main() -> Result<(), Error> {
             })
         })
         .collect();
+    let raw = json!({
+        "phases": raw,
+        "rss_kib_after_1_swap": memory.0,
+        "rss_kib_after_many_swaps": memory.1,
+        "many_swaps": MANY_SWAPS,
+        "rss_kib_with_projects": rss_many_projects,
+        "projects": PROJECTS,
+        "startup_ms_cold": cold.as_secs_f64() * 1000.0,
+        "startup_ms_warm": warm.as_secs_f64() * 1000.0,
+    });
     std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&raw)?)?;
 
     // Correctness only: never an absolute time.
@@ -187,7 +214,59 @@ fn main() -> Result<(), Error> {
         )
         .into());
     }
+    // Generous: allocator slack and caches may grow, a per-swap leak would not stop.
+    if memory.1 > memory.0 * 3 {
+        return Err(format!(
+            "RSS grew from {} KiB to {} KiB over {MANY_SWAPS} swaps",
+            memory.0, memory.1
+        )
+        .into());
+    }
     Ok(())
+}
+
+/// Swaps in the memory phase; a leak of even a few KiB per swap shows.
+const MANY_SWAPS: usize = 500;
+
+/// Projects in the many-projects phase.
+const PROJECTS: usize = 200;
+
+/// RSS (KiB) after one swap, then after `swaps` more, alternating two builds.
+async fn swap_memory(host: &Server, hello: &[u8], swaps: usize) -> Result<(u64, u64), Error> {
+    let admin = host.admin.ok_or("wasmhost printed no admin address")?;
+    let builds = [
+        wasmhost_benches::variant(hello, 1_000_001),
+        wasmhost_benches::variant(hello, 1_000_002),
+    ];
+    wasmhost_benches::deploy(admin, "hello", builds[0].clone()).await?;
+    let after_one = wasmhost_benches::rss_kib(host.child.id())?;
+    for swap in 0..swaps {
+        wasmhost_benches::deploy(admin, "hello", builds[(swap + 1) % 2].clone()).await?;
+    }
+    Ok((after_one, wasmhost_benches::rss_kib(host.child.id())?))
+}
+
+/// Startup time to readiness with `count` distinct projects, with a cold
+/// and then a warm compile cache, and the RSS once they are loaded.
+fn startup(hello: &[u8], count: usize) -> Result<(Duration, Duration, u64), Error> {
+    let projects = tempfile::tempdir()?;
+    let cache = tempfile::tempdir()?;
+    for index in 0..count {
+        std::fs::write(
+            projects.path().join(format!("p{index}.wasm")),
+            wasmhost_benches::variant(hello, index),
+        )?;
+    }
+    let started = Instant::now();
+    let host = start_wasmhost(projects.path(), cache.path())?;
+    let cold = started.elapsed();
+    let rss = wasmhost_benches::rss_kib(host.child.id())?;
+    drop(host);
+    let started = Instant::now();
+    let host = start_wasmhost(projects.path(), cache.path())?;
+    let warm = started.elapsed();
+    drop(host);
+    Ok((cold, warm, rss))
 }
 
 fn start_wasmhost(projects: &std::path::Path, cache: &std::path::Path) -> Result<Server, Error> {

@@ -39,7 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let hello = std::fs::read(wasmhost_tests::guests::HELLO)?;
     let component = projects.path().join("app/app.wasm");
     std::fs::create_dir_all(component.parent().ok_or("no parent")?)?;
-    std::fs::write(&component, variant(&hello, 0))?;
+    std::fs::write(&component, wasmhost_benches::variant(&hello, 0))?;
 
     let mut child = Command::new(&binary)
         .args(["serve", projects.path().to_str().ok_or("path")?, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
@@ -75,7 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for (label, offset) in [("cache miss", 1), ("cache hit", 1)] {
             let mut from_write = Vec::new();
             for swap in 0..swaps {
-                let bytes = variant(&hello, offset + swap);
+                let bytes = wasmhost_benches::variant(&hello, offset + swap);
                 let tmp = component.with_file_name(".app.wasm.tmp");
                 std::fs::write(&tmp, &bytes)?;
                 std::fs::rename(&tmp, &component)?;
@@ -91,7 +91,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let mut from_deploy = Vec::new();
         for swap in 0..swaps {
-            let bytes = variant(&hello, 10_000 + swap);
+            let bytes = wasmhost_benches::variant(&hello, 10_000 + swap);
             let started = Instant::now();
             wasmhost_benches::deploy(admin, "app", bytes)
                 .await
@@ -117,33 +117,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Ok::<_, Box<dyn std::error::Error>>(())
     })
-}
-
-/// `base` with a component-level custom section holding `n`.
-fn variant(base: &[u8], n: usize) -> Vec<u8> {
-    let name = b"wasmhost-bench";
-    let payload = n.to_le_bytes();
-    let mut content = leb128(name.len());
-    content.extend_from_slice(name);
-    content.extend_from_slice(&payload);
-    let mut bytes = base.to_vec();
-    bytes.push(0); // custom section id
-    bytes.extend(leb128(content.len()));
-    bytes.extend(content);
-    bytes
-}
-
-fn leb128(mut value: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let byte = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            out.push(byte);
-            return out;
-        }
-        out.push(byte | 0x80);
-    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
