@@ -89,11 +89,8 @@ async fn the_event_stream_shows_each_lifecycle_step() {
     let slow = tokio::spawn(async move {
         crate::harness::send(addr, request("GET", "localhost", "/app?ms=800", empty())).await
     });
-    let started = Instant::now();
-    while host.admin_project("app").await["in_flight"] != 1 {
-        assert!(started.elapsed() < DEADLINE);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    host.wait_for_project("app", "a request in flight", |p| p["in_flight"] == 1)
+        .await;
     host.deploy_guest("app", guests::HELLO).await;
     let compiled = events.next("compiled").await;
     assert_eq!(

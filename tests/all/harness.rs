@@ -149,6 +149,23 @@ impl TestHost {
     }
 }
 
+/// Polls `check` until it returns `Ok`, and returns that value. `Err` carries
+/// a description of what was seen last, printed if [`DEADLINE`] passes.
+pub(crate) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let started = Instant::now();
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(last) if started.elapsed() > DEADLINE => panic!("never {what}; last seen: {last}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
 /// The wasmhost binary with a quiet, uncoloured, info-level log and no stdin.
 pub(crate) fn wasmhost() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wasmhost-under-test"));
@@ -258,6 +275,24 @@ impl RunningHost {
             .await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
         reply.json()
+    }
+
+    /// Polls the admin object of `name` until `check` holds, and returns it.
+    pub(crate) async fn wait_for_project(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        eventually(&format!("{name}: {what}"), || async {
+            let project = self.admin_project(name).await;
+            if check(&project) {
+                Ok(project)
+            } else {
+                Err(format!("{project:#}\n{}", self.log()))
+            }
+        })
+        .await
     }
 
     /// The admin API's object for `name`.

@@ -1,7 +1,5 @@
 //! Starting, failing to start, bad projects at start-up, and shutting down.
 
-use std::time::Duration;
-
 use hyper::StatusCode;
 use wasmhost_tests::guests;
 
@@ -70,14 +68,8 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
         send(addr, request("GET", "localhost", "/slow?ms=1500", empty())).await
     });
     // Wait until the request is really running on the guest.
-    let started = std::time::Instant::now();
-    while host.admin_project("slow").await["in_flight"] != 1 {
-        assert!(
-            started.elapsed() < crate::harness::DEADLINE,
-            "request never started"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    host.wait_for_project("slow", "a request in flight", |p| p["in_flight"] == 1)
+        .await;
     host.terminate();
     let reply = in_flight.await.expect("task");
     assert_eq!(reply.status, StatusCode::OK);

@@ -6,31 +6,7 @@ use hyper::StatusCode;
 use serde_json::Value;
 use wasmhost_tests::guests;
 
-use crate::harness::{
-    Connection, DEADLINE, RunningHost, TestHost, admin_request, empty, request, send,
-};
-
-/// Polls the admin object of `name` until `check` holds.
-async fn wait_for_project(
-    host: &RunningHost,
-    name: &str,
-    what: &str,
-    check: impl Fn(&Value) -> bool,
-) -> Value {
-    let started = Instant::now();
-    loop {
-        let project = host.admin_project(name).await;
-        if check(&project) {
-            return project;
-        }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "{name} never got {what}: {project:#}\n{}",
-            host.log()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+use crate::harness::{Connection, TestHost, admin_request, empty, request, send};
 
 /// `tests/fixtures/start-trap.wat`, assembled.
 fn start_trap_component() -> Vec<u8> {
@@ -49,7 +25,8 @@ async fn a_slow_request_finishes_on_v1_while_new_ones_get_v2_then_v1_is_released
     let slow = tokio::spawn(async move {
         send(addr, request("GET", "localhost", "/app?ms=1500", empty())).await
     });
-    wait_for_project(&host, "app", "a request in flight", |p| p["in_flight"] == 1).await;
+    host.wait_for_project("app", "a request in flight", |p| p["in_flight"] == 1)
+        .await;
 
     let deployed = host.deploy_guest("app", guests::HELLO).await;
     assert_eq!(deployed["outcome"], "live");
@@ -83,8 +60,9 @@ async fn a_slow_request_finishes_on_v1_while_new_ones_get_v2_then_v1_is_released
     assert_eq!(old.header("wasmhost-version"), Some("1"));
     assert_eq!(old.text(), "slept 1500 ms\n");
     // v1 is dropped once its last request ends: the drop counter proves it.
-    let project =
-        wait_for_project(&host, "app", "v1 released", |p| p["stats"]["released"] == 1).await;
+    let project = host
+        .wait_for_project("app", "v1 released", |p| p["stats"]["released"] == 1)
+        .await;
     assert_eq!(project["state"], "active");
     assert_eq!(project["versions"].as_array().expect("versions").len(), 1);
     assert_eq!(project["stats"]["forced_drains"], 0);
@@ -343,7 +321,8 @@ async fn requests_past_the_drain_timeout_are_interrupted_with_503() {
             tokio::spawn(
                 async move { send(addr, request("GET", "localhost", &path, empty())).await },
             );
-        wait_for_project(&host, name, "a request in flight", |p| p["in_flight"] == 1).await;
+        host.wait_for_project(name, "a request in flight", |p| p["in_flight"] == 1)
+            .await;
         let started = Instant::now();
         host.deploy_guest(name, guests::HELLO).await;
         let reply = stuck.await.expect("task");
@@ -358,8 +337,9 @@ async fn requests_past_the_drain_timeout_are_interrupted_with_503() {
             started.elapsed() < Duration::from_secs(20),
             "{name}: not interrupted in time"
         );
-        let project =
-            wait_for_project(&host, name, "v1 released", |p| p["stats"]["released"] == 1).await;
+        let project = host
+            .wait_for_project(name, "v1 released", |p| p["stats"]["released"] == 1)
+            .await;
         assert_eq!(project["stats"]["forced_drains"], 1, "{name}");
         assert_eq!(
             host.get(&format!("/{name}")).await.text(),

@@ -3,13 +3,12 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use hyper::StatusCode;
 use serde_json::Value;
 use wasmhost_tests::guests;
 
-use crate::harness::{DEADLINE, RunningHost, TestHost};
+use crate::harness::{RunningHost, TestHost, eventually};
 
 fn read(path: &str) -> Vec<u8> {
     std::fs::read(path).expect("read guest")
@@ -22,19 +21,15 @@ async fn wait_until_served(
     what: &str,
     check: impl Fn(&crate::harness::Reply) -> bool,
 ) {
-    let started = Instant::now();
-    loop {
+    eventually(&format!("{path} {what}"), || async {
         let reply = host.get(path).await;
         if check(&reply) {
-            return;
+            Ok(())
+        } else {
+            Err(format!("{reply:?}\n{}", host.log()))
         }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "{path} never {what}; last: {reply:?}\n{}",
-            host.log()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await
 }
 
 /// Adds a fresh one-file project and waits until it serves. Its events come
@@ -90,20 +85,11 @@ async fn editing_a_component_goes_live_and_a_broken_write_keeps_the_old_version(
     let component = host.dir().join("a/a.wasm");
 
     std::fs::write(&component, b"\0asm but not really").expect("write garbage");
-    let started = Instant::now();
-    loop {
-        let a = host.admin_project("a").await;
-        if stat(&a, "rejected") == 1 {
-            assert_eq!(a["version"], 1);
-            assert_eq!(a["last_failure"]["step"], "prepare");
-            break;
-        }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "garbage never rejected: {a:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let a = host
+        .wait_for_project("a", "the garbage rejected", |a| stat(a, "rejected") == 1)
+        .await;
+    assert_eq!(a["version"], 1);
+    assert_eq!(a["last_failure"]["step"], "prepare");
     assert_eq!(host.get("/a").await.text(), "Hello, world!\n");
     host.wait_for_log("a: change detected").await;
     host.wait_for_log("still serving").await;
@@ -268,24 +254,16 @@ async fn a_broken_new_project_shows_as_failed_until_fixed() {
     std::fs::create_dir_all(host.dir().join("late")).expect("mkdir");
     std::fs::write(host.dir().join("late/wasmhost.toml"), "route = 7\n").expect("write");
     write_atomically(&host.dir().join("late/late.wasm"), &read(guests::ECHO));
-    let started = Instant::now();
-    loop {
+    let late = eventually("late shown as failed", || async {
         let reply = host.admin_get("/projects/late").await;
-        if reply.status == StatusCode::OK && reply.json()["state"] == "failed" {
-            let error = reply.json()["last_error"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            assert!(error.contains("late/wasmhost.toml:1:"), "{error}");
-            break;
+        match reply.status == StatusCode::OK && reply.json()["state"] == "failed" {
+            true => Ok(reply.json()),
+            false => Err(reply.text()),
         }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "late never showed as failed: {}",
-            reply.text()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
+    let error = late["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("late/wasmhost.toml:1:"), "{error}");
     std::fs::write(host.dir().join("late/wasmhost.toml"), "route = \"/late\"\n").expect("write");
     wait_until_served(&host, "/late", "served once fixed", |r| {
         r.header("echo-path") == Some("/late")
