@@ -515,12 +515,19 @@ impl Pipeline {
             candidate.force_stop();
             return Err(self.reject(project, Some(number), "validate", reason, Some(&digest)));
         }
-        // Staged (written and fsynced) before the swap, renamed into place after it.
-        let staged = writes
-            .iter()
-            .map(|(path, contents)| stage(path, contents))
-            .collect::<anyhow::Result<Vec<_>>>()
-            .map_err(ChangeError::Failed)?;
+        // Staged (written and fsynced) before the swap, renamed into place
+        // after it. An fsync can take tens of milliseconds: on the blocking
+        // pool, so it never stalls the thread serving requests.
+        let to_stage = writes.to_vec();
+        let staged = tokio::task::spawn_blocking(move || {
+            to_stage
+                .iter()
+                .map(|(path, contents)| stage(path, contents))
+                .collect::<anyhow::Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|err| ChangeError::Failed(anyhow::anyhow!("the file write task failed: {err}")))?
+        .map_err(ChangeError::Failed)?;
 
         let swap_started = Instant::now();
         let routing_changed = {
