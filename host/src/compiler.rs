@@ -107,11 +107,6 @@ impl Compiler {
         }
     }
 
-    /// The engine components are compiled for.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     /// The sha256 digest of `bytes`, as builds are identified.
     pub fn digest(bytes: &[u8]) -> String {
         hex(&Sha256::digest(bytes))

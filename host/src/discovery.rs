@@ -172,10 +172,9 @@ pub fn deploy_target(
     };
     let component = match &manifest.component {
         Some(relative) => folder.join(relative),
-        None if folder.is_dir() => match single_wasm(&folder) {
-            Ok(existing) => existing,
-            Err(_) if !has_wasm(&folder) => folder.join(format!("{name}.wasm")),
-            Err(err) => return Err(err),
+        None if folder.is_dir() => match wasm_files(&folder)? {
+            found if found.is_empty() => folder.join(format!("{name}.wasm")),
+            found => one_of(&folder, found)?,
         },
         None => folder.join(format!("{name}.wasm")),
     };
@@ -185,14 +184,6 @@ pub fn deploy_target(
         entry: folder,
         component,
         manifest,
-    })
-}
-
-fn has_wasm(dir: &Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|entries| {
-        entries
-            .flatten()
-            .any(|e| e.path().extension().is_some_and(|ext| ext == "wasm"))
     })
 }
 
@@ -228,7 +219,7 @@ fn load_folder(name: ProjectName, dir: &Path) -> anyhow::Result<ProjectSource> {
             }
             path
         }
-        None => single_wasm(dir)?,
+        None => one_of(dir, wasm_files(dir)?)?,
     };
     Ok(ProjectSource {
         route: manifest.route.clone().unwrap_or_else(|| format!("/{name}")),
@@ -239,8 +230,9 @@ fn load_folder(name: ProjectName, dir: &Path) -> anyhow::Result<ProjectSource> {
     })
 }
 
-/// The one `*.wasm` file in `dir`; zero or several is an error that says how to fix it.
-fn single_wasm(dir: &Path) -> anyhow::Result<PathBuf> {
+/// The visible `*.wasm` files in `dir`, sorted. Hidden files (editor and
+/// deploy temp files) are never components.
+fn wasm_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir)
         .with_context(|| format!("failed to read project folder {}", dir.display()))?
@@ -257,6 +249,12 @@ fn single_wasm(dir: &Path) -> anyhow::Result<PathBuf> {
         }
     }
     found.sort();
+    Ok(found)
+}
+
+/// The one component among `found` (the `*.wasm` files of `dir`); zero or
+/// several is an error that says how to fix it.
+fn one_of(dir: &Path, mut found: Vec<PathBuf>) -> anyhow::Result<PathBuf> {
     match found.len() {
         1 => Ok(found.remove(0)),
         0 => bail!("{}: no .wasm component in the folder", dir.display()),
@@ -401,6 +399,12 @@ mod tests {
         assert_eq!(
             (m.component, m.route.as_str()),
             (root.join("m/app.wasm"), "/mm")
+        );
+        // A hidden leftover is not a component: the deploy target is NAME.wasm.
+        write(&root.join("h/.old.wasm"), "");
+        assert_eq!(
+            deploy_target(root, &name("h"), None).expect("ok").component,
+            root.join("h/h.wasm")
         );
         let new = deploy_target(root, &name("new"), None).expect("ok");
         assert_eq!(

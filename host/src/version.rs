@@ -130,11 +130,6 @@ impl Version {
         self.stop.send_replace(true);
     }
 
-    /// Whether this version was told to stop.
-    pub fn is_stopped(&self) -> bool {
-        *self.stop.borrow()
-    }
-
     /// Marks the version as retired now (only the first call counts).
     pub fn retire(&self) {
         let _ = self.retired_at.set(Instant::now());
