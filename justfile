@@ -22,12 +22,12 @@ deploy GUEST *ARGS:
 test *ARGS:
     scripts/test {{ARGS}}
 
-# Run the benchmarks: criterion micro-benchmarks, then load and swap latency against the release host.
+# Run the benchmarks: criterion micro-benchmarks, then the load harness
+# (10 s phases, wasmtime serve side by side) against the release host.
 bench:
     cargo bench -p wasmhost-benches
     cargo build --release -p wasmhost -p wasmhost-benches
-    target/release/load 10 32
-    target/release/swap-latency 30
+    WASMTIME="$(scripts/wasmtime-baseline)" target/release/load 10 32
 
 # The short load run CI does (correctness checks only).
 bench-ci:

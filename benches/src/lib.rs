@@ -1,6 +1,8 @@
-//! Shared set-up for wasmhost's benchmarks.
+//! Shared set-up for wasmhost's benchmarks: the servers under test, the
+//! swap-latency measurement, and the helpers every benchmark uses.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -8,6 +10,21 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 
 use wasmhost::router::{Router, RouterBuilder};
+
+pub mod process;
+pub mod swap_latency;
+
+/// The error type of the benchmark binaries: anything, with its message.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The `p` quantile (0.0–1.0) of `sorted`, nearest-rank; zero when empty.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (sorted.len() as f64 * p).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
 
 /// A router with `count` projects named `p0`, `p1`, … on routes `/p0`, `/p1`, …,
 /// plus one nested route, as a many-project host would have.
@@ -23,13 +40,13 @@ pub fn many_projects(count: usize) -> Router {
     builder.build()
 }
 
-/// Deploys `bytes` as `project` through the admin API at `admin`, and fails
-/// unless the answer is a success.
-pub async fn deploy(
+/// Sends `bytes` as `project` to the admin API at `admin` (`PUT
+/// /projects/NAME`) and returns the status and body of the answer.
+pub async fn put(
     admin: SocketAddr,
     project: &str,
     bytes: Vec<u8>,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<(hyper::StatusCode, Bytes), Error> {
     let stream = tokio::net::TcpStream::connect(admin).await?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -40,7 +57,13 @@ pub async fn deploy(
         .body(Full::new(Bytes::from(bytes)))?;
     let response = sender.send_request(request).await?;
     let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, response.into_body().collect().await?.to_bytes()))
+}
+
+/// Deploys `bytes` as `project` through the admin API at `admin`, and fails
+/// unless the answer is a success.
+pub async fn deploy(admin: SocketAddr, project: &str, bytes: Vec<u8>) -> Result<(), Error> {
+    let (status, body) = put(admin, project, bytes).await?;
     if !status.is_success() {
         return Err(format!(
             "deploy answered {status}: {}",
@@ -80,7 +103,7 @@ fn leb128(mut value: usize) -> Vec<u8> {
 }
 
 /// Resident memory of process `pid`, in KiB, from `/proc/PID/status`.
-pub fn rss_kib(pid: u32) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+pub fn rss_kib(pid: u32) -> Result<u64, Error> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status
         .lines()

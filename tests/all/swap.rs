@@ -544,30 +544,10 @@ async fn a_restart_with_a_warm_cache_compiles_nothing_and_distrusts_bad_entries(
     }
 }
 
-/// A component whose one core module has `functions` arithmetic-heavy
-/// functions: valid, slow to compile, and not a proxy (so it is refused at
-/// link time, after the compile).
-fn large_component(functions: usize) -> Vec<u8> {
-    let mut text = String::from("(component (core module\n");
-    for f in 0..functions {
-        text.push_str(&format!(
-            "(func (export \"f{f}\") (param i32) (result i32) local.get 0\n"
-        ));
-        for k in 0..60 {
-            text.push_str(&format!(
-                "local.get 0 i32.const {k} i32.add i32.mul i32.const {f} i32.xor\n"
-            ));
-        }
-        text.push_str(")\n");
-    }
-    text.push_str("))");
-    wat::parse_str(&text).expect("valid component text")
-}
-
 #[tokio::test]
 async fn requests_are_served_while_a_large_component_compiles() {
     let host = TestHost::new().project("hello", guests::HELLO).spawn();
-    let big = large_component(2000);
+    let big = wasmhost_tests::large_component(2000);
     let admin = host.admin;
     let started = Instant::now();
     let deploy = tokio::spawn(send(admin, admin_request("PUT", "/projects/big", big)));

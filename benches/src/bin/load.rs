@@ -1,19 +1,33 @@
-//! The load harness: requests/s, latency percentiles and server CPU per
-//! request for `wasmhost serve` on the hello component, steady and while a
-//! new version is deployed every 100 ms, with a native hyper hello server as
-//! the baseline in the same run (same load, same client, same machine).
+//! The load harness: what users judge wasmhost by, measured the same way every
+//! time, with the baselines in the same run so a noisy machine cannot fool us.
 //!
-//! Everything runs on 127.0.0.1. Server CPU comes from `/proc/PID/stat`
-//! (user + system ticks of the server process only).
+//! Phases, each bounded in time, all on 127.0.0.1:
+//! - native hyper hello server (the machine's HTTP limit) and, when a
+//!   `wasmtime` binary is found (`WASMTIME` or PATH), `wasmtime serve -Scli`
+//!   on the same hello component: the baselines;
+//! - wasmhost steady: requests/s, p50/p99/p99.9, server CPU per request;
+//! - wasmhost swapping: the same load while a new version is deployed every
+//!   100 ms (two builds, alternating): failed requests, versions observed;
+//! - compile interference: the same load while a component of several MB is
+//!   deployed (and compiled) over and over;
+//! - swap latency: file write / deploy call → first response from the new
+//!   version, cache miss and hit;
+//! - memory: RSS after 1 swap and after 500 more; RSS with 200 projects;
+//!   startup with 200 projects, cold and warm compile cache.
+//!
+//! Server CPU comes from `/proc/PID/stat` (user + system of the server
+//! process only). The client runs in this process, on the same 2 cores, so
+//! it is part of every phase's cost alike.
 //!
 //! Usage: `cargo run --release -p wasmhost-benches --bin load [SECONDS] [CONNECTIONS]`
 //! (default 5 s per phase, 32 connections). Writes `target/bench/report.md`
 //! and `target/bench/report.json`. Exits non-zero on a correctness failure
-//! (a failed request, or a deployed version never observed), never on a time.
+//! (a failed request to wasmhost, a deployed version never observed, memory
+//! growing over swaps), never on a time.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -22,35 +36,36 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use serde_json::json;
+use serde_json::{Value, json};
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
+use wasmhost_benches::process::{self, Server};
+use wasmhost_benches::{Error, percentile, swap_latency};
 
-/// A child process killed on drop.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    admin: Option<SocketAddr>,
-}
+/// The flag that makes this executable serve the native baseline instead.
+const NATIVE_FLAG: &str = "--native-server";
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// Swaps in the memory phase; a leak of even a few KiB per swap shows.
+const MANY_SWAPS: usize = 500;
 
-impl Server {
-    /// CPU time (user + system) the server process has used so far.
-    fn cpu(&self) -> Result<Duration, Error> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        // Fields after the `(comm)`: state is 3rd; utime and stime are the 14th and 15th.
-        let after = stat.rsplit_once(')').ok_or("bad /proc stat")?.1;
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-        // The kernel's USER_HZ is 100 on every Linux this runs on.
-        Ok(Duration::from_millis(ticks * 10))
-    }
+/// Projects in the many-projects phase.
+const PROJECTS: usize = 200;
+
+/// Swaps per kind in the swap-latency phase.
+const LATENCY_SWAPS: usize = 20;
+
+/// Functions in the compile-interference component: about 4 MB of wasm,
+/// a few seconds of Cranelift time.
+const LARGE_FUNCTIONS: usize = 6000;
+
+/// What runs beside the load in a phase.
+enum Background {
+    /// Nothing: steady state.
+    Idle,
+    /// Deploy these two builds alternately every 100 ms.
+    Swap(Vec<u8>, Vec<u8>),
+    /// Deploy (and so compile) this large component over and over, as a new
+    /// project, each time with a new digest so the cache cannot answer.
+    Compile(Vec<u8>),
 }
 
 /// What one phase measured.
@@ -59,32 +74,48 @@ struct Phase {
     requests: u64,
     failed: u64,
     elapsed: Duration,
+    /// Every successful request's latency, sorted.
     latencies: Vec<Duration>,
     cpu: Duration,
     versions: usize,
+    /// What ran beside the load, for the report.
+    note: String,
 }
 
 impl Phase {
     fn rps(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64()
     }
-    fn percentile(&self, p: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let index =
-            ((self.latencies.len() as f64 * p).ceil() as usize).clamp(1, self.latencies.len()) - 1;
-        self.latencies[index]
+    fn us(&self, p: f64) -> f64 {
+        percentile(&self.latencies, p).as_secs_f64() * 1e6
     }
     fn cpu_per_request_us(&self) -> f64 {
         self.cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64
     }
+    fn json(&self) -> Value {
+        json!({
+            "phase": self.name, "requests": self.requests, "failed": self.failed,
+            "seconds": self.elapsed.as_secs_f64(), "rps": self.rps(),
+            "p50_us": self.us(0.5), "p99_us": self.us(0.99), "p999_us": self.us(0.999),
+            "cpu_per_request_us": self.cpu_per_request_us(), "versions_seen": self.versions,
+            "note": self.note,
+        })
+    }
+}
+
+/// Memory and start-up figures.
+struct Memory {
+    after_one_swap_kib: u64,
+    after_many_swaps_kib: u64,
+    many_projects_kib: u64,
+    startup_cold: Duration,
+    startup_warm: Duration,
 }
 
 fn main() -> Result<(), Error> {
     let mut args = std::env::args().skip(1);
     let first = args.next();
-    if first.as_deref() == Some("--native-server") {
+    if first.as_deref() == Some(NATIVE_FLAG) {
         return native_server();
     }
     let seconds: u64 = first.map_or(Ok(5), |s| s.parse())?;
@@ -97,139 +128,244 @@ fn main() -> Result<(), Error> {
 
     let projects = tempfile::tempdir()?;
     let cache = tempfile::tempdir()?;
-    let hello = std::fs::read(wasmhost_tests::guests::HELLO)?;
+    let hello_path = Path::new(wasmhost_tests::guests::HELLO);
+    let hello = std::fs::read(hello_path)?;
     std::fs::write(projects.path().join("hello.wasm"), &hello)?;
     let echo = std::fs::read(wasmhost_tests::guests::ECHO)?;
+    let large = wasmhost_tests::large_component(LARGE_FUNCTIONS);
+    let run = |name: &str, server: &Server, background: Background| {
+        runtime.block_on(load(name, server, duration, connections, background))
+    };
 
     let mut phases = Vec::new();
-    let memory;
     {
-        let native = start_native()?;
-        phases.push(runtime.block_on(load(
-            "native hyper (baseline)",
-            &native,
-            duration,
-            connections,
-            None,
-        ))?);
+        let native = process::start_native(NATIVE_FLAG)?;
+        phases.push(run("native hyper (baseline)", &native, Background::Idle)?);
     }
+    let wasmtime = process::find_wasmtime();
+    let mut wasmtime_version = None;
+    if let Some(binary) = &wasmtime {
+        wasmtime_version = Some(process::wasmtime_version(binary)?);
+        let server = process::start_wasmtime(binary, hello_path)?;
+        phases.push(run(
+            "wasmtime serve -Scli (baseline)",
+            &server,
+            Background::Idle,
+        )?);
+    } else {
+        eprintln!(
+            "no wasmtime binary (set WASMTIME or put it on PATH): skipping the wasmtime serve baseline"
+        );
+    }
+    let after_many_swaps;
+    let after_one_swap;
     {
-        let host = start_wasmhost(projects.path(), cache.path())?;
-        phases.push(runtime.block_on(load(
-            "wasmhost steady",
-            &host,
-            duration,
-            connections,
-            None,
-        ))?);
-        let swaps = (hello.clone(), echo);
-        phases.push(runtime.block_on(load(
+        let host = process::start_wasmhost(projects.path(), cache.path(), &["--no-watch"])?;
+        phases.push(run("wasmhost steady", &host, Background::Idle)?);
+        phases.push(run(
             "wasmhost swapping every 100 ms",
             &host,
-            duration,
-            connections,
-            Some(swaps),
-        ))?);
-        memory = runtime.block_on(swap_memory(&host, &hello, MANY_SWAPS))?;
+            Background::Swap(hello.clone(), echo),
+        )?);
+        // Before the compile phase, whose compiler memory would blur a leak.
+        (after_one_swap, after_many_swaps) =
+            runtime.block_on(swap_memory(&host, &hello, MANY_SWAPS))?;
+        phases.push(run(
+            "wasmhost while a large component compiles",
+            &host,
+            Background::Compile(large),
+        )?);
     }
-    let (cold, warm, rss_many_projects) = startup(&hello, PROJECTS)?;
+    let swap_rows = runtime.block_on(swap_latency::measure(&hello, LATENCY_SWAPS))?;
+    let (startup_cold, startup_warm, many_projects_kib) = startup(&hello, PROJECTS)?;
+    let memory = Memory {
+        after_one_swap_kib: after_one_swap,
+        after_many_swaps_kib: after_many_swaps,
+        many_projects_kib,
+        startup_cold,
+        startup_warm,
+    };
 
-    let native_rps = phases[0].rps();
-    let native_cpu = phases[0].cpu_per_request_us();
-    let steady_p99 = phases[1].percentile(0.99);
-    let mut report = "| phase | requests/s | p50 | p99 | p99.9 | server CPU/request | failed | versions seen |\n|---|---|---|---|---|---|---|---|\n".to_string();
-    for phase in &phases {
-        report.push_str(&format!(
-            "| {} | {:.0} | {:.0} µs | {:.0} µs | {:.0} µs | {:.1} µs | {} | {} |\n",
-            phase.name,
-            phase.rps(),
-            phase.percentile(0.50).as_secs_f64() * 1e6,
-            phase.percentile(0.99).as_secs_f64() * 1e6,
-            phase.percentile(0.999).as_secs_f64() * 1e6,
-            phase.cpu_per_request_us(),
-            phase.failed,
-            phase.versions
+    let find = |prefix: &str| phases.iter().find(|p| p.name.starts_with(prefix));
+    let native = find("native").ok_or("no native phase")?;
+    let steady = find("wasmhost steady").ok_or("no steady phase")?;
+    let swapping = find("wasmhost swapping").ok_or("no swapping phase")?;
+    let compiling = find("wasmhost while").ok_or("no compile phase")?;
+    let baseline = find("wasmtime");
+
+    let mut ratios = vec![
+        (
+            "wasmhost / native: requests/s".to_string(),
+            steady.rps() / native.rps(),
+        ),
+        (
+            "wasmhost / native: CPU per request".into(),
+            steady.cpu_per_request_us() / native.cpu_per_request_us().max(1e-9),
+        ),
+    ];
+    if let Some(wasmtime) = baseline {
+        ratios.push((
+            "wasmhost / wasmtime serve: requests/s".into(),
+            steady.rps() / wasmtime.rps(),
+        ));
+        ratios.push((
+            "wasmhost / wasmtime serve: CPU per request".into(),
+            steady.cpu_per_request_us() / wasmtime.cpu_per_request_us().max(1e-9),
+        ));
+        ratios.push((
+            "wasmhost / wasmtime serve: p99".into(),
+            steady.us(0.99) / wasmtime.us(0.99).max(1e-9),
         ));
     }
-    let swap_p99_ratio =
-        phases[2].percentile(0.99).as_secs_f64() / steady_p99.as_secs_f64().max(1e-9);
-    report.push_str(&format!(
-        "\nwasmhost/native: requests/s {:.2}×, CPU per request {:.1}×; p99 swapping/steady {:.2}×\n",
-        phases[1].rps() / native_rps,
-        phases[1].cpu_per_request_us() / native_cpu.max(1e-9),
-        swap_p99_ratio
+    ratios.push((
+        "p99 swapping / steady".into(),
+        swapping.us(0.99) / steady.us(0.99).max(1e-9),
     ));
-    report.push_str(&format!(
-        "\n| measure | value |\n|---|---|\n\
-         | RSS after 1 swap | {:.1} MiB |\n\
-         | RSS after {MANY_SWAPS} more swaps | {:.1} MiB ({:.2}×) |\n\
-         | RSS with {PROJECTS} projects loaded | {:.1} MiB |\n\
-         | startup with {PROJECTS} projects, cold cache | {:.0} ms |\n\
-         | startup with {PROJECTS} projects, warm cache | {:.0} ms |\n",
-        memory.0 as f64 / 1024.0,
-        memory.1 as f64 / 1024.0,
-        memory.1 as f64 / memory.0.max(1) as f64,
-        rss_many_projects as f64 / 1024.0,
-        cold.as_secs_f64() * 1000.0,
-        warm.as_secs_f64() * 1000.0,
+    ratios.push((
+        "p99 while compiling / steady".into(),
+        compiling.us(0.99) / steady.us(0.99).max(1e-9),
     ));
+
+    let report = render(
+        &phases,
+        &ratios,
+        &swap_rows,
+        &memory,
+        wasmtime_version.as_deref(),
+        seconds,
+        connections,
+    );
     println!("{report}");
-    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&out)?;
     std::fs::write(out.join("report.md"), &report)?;
-    let raw: Vec<_> = phases
-        .iter()
-        .map(|p| {
-            json!({
-                "phase": p.name, "requests": p.requests, "failed": p.failed,
-                "seconds": p.elapsed.as_secs_f64(), "rps": p.rps(),
-                "p50_us": p.percentile(0.5).as_secs_f64() * 1e6,
-                "p99_us": p.percentile(0.99).as_secs_f64() * 1e6,
-                "p999_us": p.percentile(0.999).as_secs_f64() * 1e6,
-                "cpu_per_request_us": p.cpu_per_request_us(), "versions_seen": p.versions,
-            })
-        })
-        .collect();
     let raw = json!({
-        "phases": raw,
-        "rss_kib_after_1_swap": memory.0,
-        "rss_kib_after_many_swaps": memory.1,
+        "machine": machine(),
+        "seconds_per_phase": seconds,
+        "connections": connections,
+        "wasmtime": wasmtime_version,
+        "phases": phases.iter().map(Phase::json).collect::<Vec<_>>(),
+        "ratios": ratios.iter().map(|(name, value)| json!({"ratio": name, "value": value})).collect::<Vec<_>>(),
+        "swap_latency_ms": swap_rows.iter().map(|row| json!({
+            "path": row.label, "swaps": row.samples.len(),
+            "p50": percentile(&row.samples, 0.5).as_secs_f64() * 1e3,
+            "p99": percentile(&row.samples, 0.99).as_secs_f64() * 1e3,
+        })).collect::<Vec<_>>(),
+        "rss_kib_after_1_swap": memory.after_one_swap_kib,
+        "rss_kib_after_many_swaps": memory.after_many_swaps_kib,
         "many_swaps": MANY_SWAPS,
-        "rss_kib_with_projects": rss_many_projects,
+        "rss_kib_with_projects": memory.many_projects_kib,
         "projects": PROJECTS,
-        "startup_ms_cold": cold.as_secs_f64() * 1000.0,
-        "startup_ms_warm": warm.as_secs_f64() * 1000.0,
+        "startup_ms_cold": memory.startup_cold.as_secs_f64() * 1e3,
+        "startup_ms_warm": memory.startup_warm.as_secs_f64() * 1e3,
     });
     std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&raw)?)?;
 
     // Correctness only: never an absolute time.
-    let failed: u64 = phases.iter().map(|p| p.failed).sum();
+    let failed: u64 = phases
+        .iter()
+        .filter(|p| p.name.starts_with("wasmhost"))
+        .map(|p| p.failed)
+        .sum();
     if failed > 0 {
-        return Err(format!("{failed} requests failed").into());
+        return Err(format!("{failed} requests to wasmhost failed").into());
     }
-    if phases[2].versions < 3 {
+    if swapping.versions < 3 {
         return Err(format!(
             "swapping phase observed only {} versions",
-            phases[2].versions
+            swapping.versions
         )
         .into());
     }
     // Generous: allocator slack and caches may grow, a per-swap leak would not stop.
-    if memory.1 > memory.0 * 3 {
+    if memory.after_many_swaps_kib > memory.after_one_swap_kib * 3 {
         return Err(format!(
             "RSS grew from {} KiB to {} KiB over {MANY_SWAPS} swaps",
-            memory.0, memory.1
+            memory.after_one_swap_kib, memory.after_many_swaps_kib
         )
         .into());
     }
     Ok(())
 }
 
-/// Swaps in the memory phase; a leak of even a few KiB per swap shows.
-const MANY_SWAPS: usize = 500;
+/// The markdown report.
+fn render(
+    phases: &[Phase],
+    ratios: &[(String, f64)],
+    swap_rows: &[swap_latency::Row],
+    memory: &Memory,
+    wasmtime: Option<&str>,
+    seconds: u64,
+    connections: usize,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Machine: {}. {seconds} s per phase, {connections} keep-alive connections, client in-process on the same cores. Baseline: {}.\n",
+        machine(),
+        wasmtime.unwrap_or("no wasmtime binary found")
+    );
+    out.push_str("| phase | requests/s | p50 | p99 | p99.9 | server CPU/request | failed | versions seen | beside the load |\n|---|---|---|---|---|---|---|---|---|\n");
+    for phase in phases {
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {:.0} µs | {:.0} µs | {:.0} µs | {:.1} µs | {} | {} | {} |",
+            phase.name,
+            phase.rps(),
+            phase.us(0.50),
+            phase.us(0.99),
+            phase.us(0.999),
+            phase.cpu_per_request_us(),
+            phase.failed,
+            phase.versions,
+            phase.note,
+        );
+    }
+    out.push_str("\n| ratio | value |\n|---|---|\n");
+    for (name, value) in ratios {
+        let _ = writeln!(out, "| {name} | {value:.2}× |");
+    }
+    out.push_str("\n| swap path | swaps | p50 | p99 |\n|---|---|---|---|\n");
+    for row in swap_rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.1} ms | {:.1} ms |",
+            row.label,
+            row.samples.len(),
+            percentile(&row.samples, 0.50).as_secs_f64() * 1e3,
+            percentile(&row.samples, 0.99).as_secs_f64() * 1e3,
+        );
+    }
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let _ = write!(
+        out,
+        "\n| measure | value |\n|---|---|\n\
+         | RSS after 1 swap | {:.1} MiB |\n\
+         | RSS after {MANY_SWAPS} more swaps | {:.1} MiB ({:.2}×) |\n\
+         | RSS with {PROJECTS} projects loaded | {:.1} MiB |\n\
+         | startup with {PROJECTS} projects, cold cache | {:.0} ms |\n\
+         | startup with {PROJECTS} projects, warm cache | {:.0} ms |\n",
+        mib(memory.after_one_swap_kib),
+        mib(memory.after_many_swaps_kib),
+        memory.after_many_swaps_kib as f64 / memory.after_one_swap_kib.max(1) as f64,
+        mib(memory.many_projects_kib),
+        memory.startup_cold.as_secs_f64() * 1e3,
+        memory.startup_warm.as_secs_f64() * 1e3,
+    );
+    out
+}
 
-/// Projects in the many-projects phase.
-const PROJECTS: usize = 200;
+/// The CPU model and core count, from /proc/cpuinfo.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .and_then(|rest| rest.split_once(':'))
+        .map_or("unknown CPU", |(_, model)| model.trim());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{model}, {cores} cores")
+}
 
 /// RSS (KiB) after one swap, then after `swaps` more, alternating two builds.
 async fn swap_memory(host: &Server, hello: &[u8], swaps: usize) -> Result<(u64, u64), Error> {
@@ -239,11 +375,11 @@ async fn swap_memory(host: &Server, hello: &[u8], swaps: usize) -> Result<(u64, 
         wasmhost_benches::variant(hello, 1_000_002),
     ];
     wasmhost_benches::deploy(admin, "hello", builds[0].clone()).await?;
-    let after_one = wasmhost_benches::rss_kib(host.child.id())?;
+    let after_one = host.rss_kib()?;
     for swap in 0..swaps {
         wasmhost_benches::deploy(admin, "hello", builds[(swap + 1) % 2].clone()).await?;
     }
-    Ok((after_one, wasmhost_benches::rss_kib(host.child.id())?))
+    Ok((after_one, host.rss_kib()?))
 }
 
 /// Startup time to readiness with `count` distinct projects, with a cold
@@ -258,74 +394,15 @@ fn startup(hello: &[u8], count: usize) -> Result<(Duration, Duration, u64), Erro
         )?;
     }
     let started = Instant::now();
-    let host = start_wasmhost(projects.path(), cache.path())?;
+    let host = process::start_wasmhost(projects.path(), cache.path(), &["--no-watch"])?;
     let cold = started.elapsed();
-    let rss = wasmhost_benches::rss_kib(host.child.id())?;
+    let rss = host.rss_kib()?;
     drop(host);
     let started = Instant::now();
-    let host = start_wasmhost(projects.path(), cache.path())?;
+    let host = process::start_wasmhost(projects.path(), cache.path(), &["--no-watch"])?;
     let warm = started.elapsed();
     drop(host);
     Ok((cold, warm, rss))
-}
-
-fn start_wasmhost(projects: &std::path::Path, cache: &std::path::Path) -> Result<Server, Error> {
-    let binary = std::env::var("WASMHOST").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/wasmhost").into()
-    });
-    let child = Command::new(&binary)
-        .arg("serve")
-        .arg(projects)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--no-watch",
-            "--cache-dir",
-        ])
-        .arg(cache)
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|err| {
-            format!("failed to start {binary}: {err} (cargo build --release -p wasmhost)")
-        })?;
-    ready(child)
-}
-
-fn start_native() -> Result<Server, Error> {
-    let child = Command::new(std::env::current_exe()?)
-        .arg("--native-server")
-        .stderr(Stdio::piped())
-        .spawn()?;
-    ready(child)
-}
-
-/// Waits for the readiness lines every server here prints on stderr.
-fn ready(mut child: Child) -> Result<Server, Error> {
-    let stderr = child.stderr.take().ok_or("no stderr")?;
-    let mut lines = BufReader::new(stderr).lines();
-    let (mut addr, mut admin) = (None, None);
-    for line in lines.by_ref() {
-        let line = line?;
-        if let Some(a) = line.strip_prefix("listening on http://") {
-            addr = Some(a.trim().parse()?);
-        }
-        if let Some(a) = line.strip_prefix("admin on http://") {
-            admin = Some(a.trim().parse()?);
-        }
-        if line.starts_with("ready") || admin.is_some() {
-            break;
-        }
-    }
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    Ok(Server {
-        child,
-        addr: addr.ok_or("server printed no address")?,
-        admin,
-    })
 }
 
 /// A native hyper server answering "Hello, world!\n" on a current_thread
@@ -355,14 +432,14 @@ fn native_server() -> Result<(), Error> {
     })
 }
 
-/// Runs `connections` keep-alive clients against `server` for `duration`;
-/// with `swaps`, deploys the two builds alternately every 100 ms meanwhile.
+/// Runs `connections` keep-alive clients against `server` for `duration`,
+/// with `background` going on meanwhile.
 async fn load(
     name: &str,
     server: &Server,
     duration: Duration,
     connections: usize,
-    swaps: Option<(Vec<u8>, Vec<u8>)>,
+    background: Background,
 ) -> Result<Phase, Error> {
     let stop = Arc::new(AtomicBool::new(false));
     let failed = Arc::new(AtomicU64::new(0));
@@ -373,7 +450,7 @@ async fn load(
         let (addr, stop, failed) = (server.addr, stop.clone(), failed.clone());
         clients.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
-            let mut versions = std::collections::BTreeSet::new();
+            let mut versions = BTreeSet::new();
             let stream = tokio::net::TcpStream::connect(addr).await?;
             let _ = stream.set_nodelay(true);
             let (mut sender, connection) =
@@ -411,24 +488,10 @@ async fn load(
             Ok::<_, Error>((latencies, versions))
         }));
     }
-    if let (Some((a, b)), Some(admin)) = (&swaps, server.admin) {
-        let mut turn = 0usize;
-        while started.elapsed() < duration {
-            let bytes = if turn.is_multiple_of(2) {
-                b.clone()
-            } else {
-                a.clone()
-            };
-            wasmhost_benches::deploy(admin, "hello", bytes).await?;
-            turn += 1;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    } else {
-        tokio::time::sleep(duration).await;
-    }
+    let note = run_background(server, background, started, duration).await?;
     stop.store(true, Ordering::Relaxed);
     let mut latencies = Vec::new();
-    let mut versions = std::collections::BTreeSet::new();
+    let mut versions = BTreeSet::new();
     for client in clients {
         let (mut l, v) = client.await??;
         latencies.append(&mut l);
@@ -444,5 +507,59 @@ async fn load(
         cpu: server.cpu()?.saturating_sub(cpu_before),
         versions: versions.len(),
         latencies,
+        note,
     })
+}
+
+/// Runs `background` until `duration` has passed since `started` (and, for
+/// compiles, at least one compile has finished); returns what it did.
+async fn run_background(
+    server: &Server,
+    background: Background,
+    started: Instant,
+    duration: Duration,
+) -> Result<String, Error> {
+    let admin = || server.admin.ok_or("this server has no admin API");
+    match background {
+        Background::Idle => {
+            tokio::time::sleep(duration).await;
+            Ok(String::new())
+        }
+        Background::Swap(a, b) => {
+            let admin = admin()?;
+            let mut deploys = 0usize;
+            while started.elapsed() < duration {
+                let bytes = if deploys.is_multiple_of(2) { &b } else { &a };
+                wasmhost_benches::deploy(admin, "hello", bytes.clone()).await?;
+                deploys += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok(format!("{deploys} deploys"))
+        }
+        Background::Compile(large) => {
+            let admin = admin()?;
+            let mut compiles = 0usize;
+            let mut compile_time = Duration::ZERO;
+            while compiles == 0 || started.elapsed() < duration {
+                let bytes = wasmhost_benches::variant(&large, compiles);
+                let sent = Instant::now();
+                let (status, body) = wasmhost_benches::put(admin, "big", bytes).await?;
+                // Not a proxy: refused at link time, after the full compile.
+                if status != hyper::StatusCode::UNPROCESSABLE_ENTITY {
+                    return Err(format!(
+                        "deploying the large component answered {status}: {}",
+                        String::from_utf8_lossy(&body)
+                    )
+                    .into());
+                }
+                compile_time += sent.elapsed();
+                compiles += 1;
+            }
+            Ok(format!(
+                "{compiles} compiles of a {:.1} MB component, {:.0} ms each",
+                large.len() as f64 / 1e6,
+                compile_time.as_secs_f64() * 1e3 / compiles as f64
+            ))
+        }
+    }
 }
