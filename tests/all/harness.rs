@@ -202,6 +202,11 @@ impl RunningHost {
         self.log.lock().expect("log lock").clone()
     }
 
+    /// The host's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The projects folder.
     pub(crate) fn dir(&self) -> &Path {
         self.dir.path()

@@ -6,7 +6,7 @@ use hyper::StatusCode;
 use serde_json::Value;
 use wasmhost_tests::guests;
 
-use crate::harness::{Connection, TestHost, admin_request, empty, request, send};
+use crate::harness::{Connection, TestHost, admin_request, empty, eventually, request, send};
 
 /// `tests/fixtures/start-trap.wat`, assembled.
 fn start_trap_component() -> Vec<u8> {
@@ -580,6 +580,57 @@ async fn requests_are_served_while_a_large_component_compiles() {
         "only {served} requests served during a {} ms compile",
         compile_time.as_millis()
     );
+}
+
+/// The nice value of every thread of `pid` whose name is `name` (Linux
+/// truncates thread names to 15 bytes).
+fn nice_of_threads(pid: u32, name: &str) -> Vec<i64> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim() == name)
+        })
+        .filter_map(|task| thread_nice(pid, task.file_name().to_str()?.parse().ok()?))
+        .collect()
+}
+
+/// The nice value of thread `tid` of process `pid`, from /proc.
+fn thread_nice(pid: u32, tid: u32) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    // After `(comm)` comes the state, field 3 of the line; nice is field 19.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    fields.get(16)?.parse().ok()
+}
+
+#[tokio::test]
+async fn compiles_run_at_the_lowest_cpu_priority() {
+    let host = TestHost::new().project("hello", guests::HELLO).spawn();
+    let admin = host.admin;
+    let big = wasmhost_tests::large_component(2000);
+    let deploy = tokio::spawn(send(admin, admin_request("PUT", "/projects/big", big)));
+    // The compile takes seconds; its thread shows up in /proc meanwhile.
+    let nice = eventually("saw a compile thread", || {
+        let nice = nice_of_threads(host.pid(), "wasmhost-compil");
+        async move {
+            if nice.is_empty() {
+                Err("no thread named wasmhost-compile".to_string())
+            } else {
+                Ok(nice)
+            }
+        }
+    })
+    .await;
+    assert!(
+        nice.iter().all(|&n| n == 19),
+        "compile threads' nice: {nice:?}"
+    );
+    // The main thread, which serves requests, keeps the default priority.
+    assert_eq!(thread_nice(host.pid(), host.pid()), Some(0));
+    let reply = deploy.await.expect("deploy task");
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
 #[tokio::test]
