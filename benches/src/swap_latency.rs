@@ -21,6 +21,12 @@ use crate::process::start_wasmhost;
 /// since it is a setting (`--debounce`), not work.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
 
+/// Pause between polls for the new version: the resolution of the figures.
+/// Polling back to back would be a load of its own, and compiles run at the
+/// lowest CPU priority, so it would measure how long the compile waits for
+/// that load rather than how long a change takes to go live.
+const POLL: Duration = Duration::from_millis(1);
+
 /// One way of swapping, and how long each swap took, sorted.
 pub struct Row {
     /// What was measured.
@@ -108,5 +114,6 @@ async fn wait_for_version(addr: SocketAddr, version: u64) -> Result<(), Error> {
         if Instant::now() > deadline {
             return Err(format!("v{version} never served (last saw {seen:?})").into());
         }
+        tokio::time::sleep(POLL).await;
     }
 }

@@ -5,8 +5,16 @@
 //! server CPU per request against about 49 µs here: most of the difference is
 //! cross-core TLB-shootdown interrupts, because the pooling allocator's
 //! instance slots get touched (and decommitted) from several cores. Compiles
-//! still run in parallel on tokio's blocking pool, off this thread, and a busy
-//! guest yields back every epoch tick, so one thread does not mean one request.
+//! run on their own low-priority threads (`compiler.rs`), off this thread, and
+//! a busy guest yields back every epoch tick, so one thread does not mean one
+//! request.
+//!
+//! Not tried yet: one current_thread runtime per core behind SO_REUSEPORT
+//! listeners. With pages now reset in place (`engine.rs`) the cross-core cost
+//! that made the multi-thread runtime slow should be smaller; the load harness
+//! on a machine with more cores than its client needs is where to try it. On
+//! the 2-core development machine the request thread already uses one core at
+//! saturation and the benchmark client the other.
 
 use std::io;
 
