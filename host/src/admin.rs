@@ -28,7 +28,7 @@
 //! `version`, `digest`, `state`, `in_flight`), `history` (version numbers of the
 //! builds kept for rollback) and `stats` (`swaps`, `changes`, `rejected`, `rollbacks`,
 //! `forced_drains`, `released`, `last_compile_ms`, `last_swap_ms`,
-//! `max_drain_ms`, `cache_hits`, `cache_misses`). Change endpoints answer the
+//! `max_drain_ms`, `cache_hits`, `cache_misses`, `active`, `overloaded`). Change endpoints answer the
 //! same object with an `outcome` field (`live` or `unchanged`) and, when live,
 //! `compile_ms_this`, `swap_ms` and `cache_hit`; a rejection answers
 //! `{"outcome": "rejected", "step", "reason", "message"}`.
@@ -37,6 +37,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::UNIX_EPOCH;
 
 use http_body_util::{BodyExt, Limited};
+use std::sync::Arc;
+
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 use serde::Serialize;
@@ -49,8 +51,67 @@ use crate::pipeline::{ChangeError, Outcome, Pipeline};
 use crate::project::Project;
 use crate::responses::{json_response, text_response};
 
-/// Largest deploy body accepted.
-pub const MAX_DEPLOY_BYTES: usize = 64 << 20;
+/// Who may use the admin API, and how much they may upload.
+#[derive(Clone, Debug)]
+pub struct Access {
+    /// When set, every request needs `Authorization: Bearer TOKEN`. When not,
+    /// the listener is loopback-only (the config refuses anything else) and
+    /// changes are refused from any non-loopback peer.
+    pub token: Option<String>,
+    /// Largest deploy body accepted, in bytes (413 beyond).
+    pub max_deploy_size: u64,
+}
+
+impl Access {
+    /// Why `request` may not proceed, as the response to send; `None` when it may.
+    fn refuse(&self, request: &Request<Incoming>) -> Option<Response<HyperOutgoingBody>> {
+        let unauthorized = |text: &str| {
+            let mut response = text_response(StatusCode::UNAUTHORIZED, text);
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"wasmhost\""),
+            );
+            Some(response)
+        };
+        match &self.token {
+            Some(token) => {
+                let offered = request
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.strip_prefix("Bearer "));
+                match offered {
+                    Some(offered) if same_secret(offered.trim(), token) => None,
+                    Some(_) => unauthorized("wrong admin token"),
+                    None => unauthorized("this admin API needs Authorization: Bearer TOKEN"),
+                }
+            }
+            None => {
+                let mutating = request.method() != Method::GET && request.method() != Method::HEAD;
+                let remote = request
+                    .extensions()
+                    .get::<crate::server::Peer>()
+                    .is_some_and(|peer| !peer.0.ip().is_loopback());
+                if mutating && remote {
+                    unauthorized("changes from other hosts need an admin token (--admin-token)")
+                } else {
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// Compares two secrets in time independent of where they differ (and of
+/// their lengths: both are hashed first), so timing cannot reveal a prefix.
+fn same_secret(offered: &str, expected: &str) -> bool {
+    use sha2::{Digest as _, Sha256};
+    let (a, b) = (Sha256::digest(offered), Sha256::digest(expected));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |diff, (x, y)| diff | (x ^ y))
+        == 0
+}
 
 /// A version as the admin API shows it.
 #[derive(Serialize)]
@@ -152,13 +213,22 @@ impl ProjectView {
                 "max_drain_ms": ms(&stats.max_drain_us),
                 "cache_hits": count(&stats.cache_hits),
                 "cache_misses": count(&stats.cache_misses),
+                "active": count(&stats.active),
+                "overloaded": count(&stats.overloaded),
             }),
         }
     }
 }
 
 /// Answers one admin request.
-pub async fn handle(pipeline: Pipeline, request: Request<Incoming>) -> Response<HyperOutgoingBody> {
+pub async fn handle(
+    pipeline: Pipeline,
+    access: Arc<Access>,
+    request: Request<Incoming>,
+) -> Response<HyperOutgoingBody> {
+    if let Some(refused) = access.refuse(&request) {
+        return refused;
+    }
     let path = request.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = request.method().clone();
@@ -185,7 +255,7 @@ pub async fn handle(pipeline: Pipeline, request: Request<Incoming>) -> Response<
             project_response(&pipeline, &name, StatusCode::OK)
         }
         (&Method::PUT, ["projects", _], Some(name)) => {
-            let (bytes, config) = match read_deploy(request).await {
+            let (bytes, config) = match read_deploy(request, access.max_deploy_size).await {
                 Ok(upload) => upload,
                 Err(response) => return *response,
             };
@@ -219,9 +289,10 @@ pub async fn handle(pipeline: Pipeline, request: Request<Incoming>) -> Response<
 }
 
 /// Reads a deploy body: the component bytes, and the config when the body is
-/// multipart. At most [`MAX_DEPLOY_BYTES`].
+/// multipart. At most `max_size` bytes.
 async fn read_deploy(
     request: Request<Incoming>,
+    max_size: u64,
 ) -> Result<(Vec<u8>, Option<String>), Box<Response<HyperOutgoingBody>>> {
     let refuse = |status: StatusCode, text: &str| Box::new(text_response(status, text));
     let content_type = request
@@ -248,20 +319,32 @@ async fn read_deploy(
             ),
         ));
     }
-    let body = match Limited::new(request.into_body(), MAX_DEPLOY_BYTES)
-        .collect()
-        .await
-    {
+    let too_large = || {
+        refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "the upload is larger than {} (--max-deploy-size)",
+                crate::units::format_size(max_size)
+            ),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > max_size) {
+        return Err(too_large());
+    }
+    let limit = usize::try_from(max_size).unwrap_or(usize::MAX);
+    let body = match Limited::new(request.into_body(), limit).collect().await {
         Ok(collected) => collected.to_bytes().to_vec(),
         Err(err)
             if err
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            return Err(refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("the upload is larger than {MAX_DEPLOY_BYTES} bytes"),
-            ));
+            return Err(too_large());
         }
         Err(err) => {
             return Err(refuse(

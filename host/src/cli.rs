@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::commands;
 use crate::config::Config;
-use crate::units::parse_duration;
+use crate::units::{parse_duration, parse_size};
 
 /// Serve a folder of WebAssembly HTTP components (wasi:http/proxy) from one host.
 #[derive(Parser, Debug)]
@@ -44,6 +44,9 @@ pub struct AdminArgs {
     /// URL of the admin API.
     #[arg(long, env = "WASMHOST_ADMIN", default_value = "http://127.0.0.1:8081")]
     pub admin: String,
+    /// Token for an admin API started with --admin-token.
+    #[arg(long, env = "WASMHOST_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
 /// A command on one project.
@@ -96,6 +99,31 @@ pub struct ServeArgs {
     /// running longer is interrupted and answered 504.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+
+    /// Largest linear memory one instance may grow to, for projects whose
+    /// wasmhost.toml sets no `limits.memory`; growing past it traps (500).
+    #[arg(long, default_value = "128MiB", value_parser = parse_size)]
+    pub memory: u64,
+
+    /// Largest request body accepted, for projects whose wasmhost.toml sets
+    /// no `limits.max_body`; a bigger one is answered 413.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    pub max_body: u64,
+
+    /// Most requests one project runs at once, for projects whose
+    /// wasmhost.toml sets no `limits.max_concurrency`; more are answered 503
+    /// with Retry-After.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrency: u32,
+
+    /// Largest component or deploy upload the admin API accepts (413 beyond).
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    pub max_deploy_size: u64,
+
+    /// Token the admin API requires as `Authorization: Bearer TOKEN`.
+    /// Required when --admin-listen is not a loopback address.
+    #[arg(long, env = "WASMHOST_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 
     /// Most components compiled at the same time. Compiles run off the
     /// request path; this bounds how many cores they can take from it.

@@ -11,6 +11,8 @@ use hyper_util::rt::TokioIo;
 #[derive(Clone, Debug)]
 pub struct AdminClient {
     authority: String,
+    /// Sent as `Authorization: Bearer TOKEN` when set.
+    token: Option<String>,
 }
 
 /// A complete admin answer.
@@ -47,7 +49,16 @@ impl AdminClient {
         } else {
             format!("{authority}:80")
         };
-        Ok(Self { authority })
+        Ok(Self {
+            authority,
+            token: None,
+        })
+    }
+
+    /// Sends `token` as a bearer token with every request.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token.filter(|token| !token.is_empty());
+        self
     }
 
     /// Sends one request and reads the whole answer.
@@ -76,6 +87,9 @@ impl AdminClient {
             .header(hyper::header::HOST, &self.authority);
         if let Some(content_type) = content_type {
             request = request.header(hyper::header::CONTENT_TYPE, content_type);
+        }
+        if let Some(token) = &self.token {
+            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let request = request
             .body(Full::new(Bytes::from(body)))

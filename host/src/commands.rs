@@ -21,7 +21,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let name = name_of(&args.name)?;
     let component = std::fs::read(&args.path)
         .with_context(|| format!("failed to read {}", args.path.display()))?;
-    let client = AdminClient::new(&args.admin.admin)?;
+    let client = client(&args.admin)?;
     let path = format!("/projects/{name}");
     let answer = match &args.config {
         None => {
@@ -54,7 +54,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
 /// `wasmhost reload NAME` and `wasmhost rollback NAME`.
 pub async fn change(args: ProjectArgs, action: &str) -> anyhow::Result<()> {
     let name = name_of(&args.name)?;
-    let client = AdminClient::new(&args.admin.admin)?;
+    let client = client(&args.admin)?;
     let answer = client
         .send(
             "POST",
@@ -69,7 +69,7 @@ pub async fn change(args: ProjectArgs, action: &str) -> anyhow::Result<()> {
 /// `wasmhost rm NAME`.
 pub async fn remove(args: ProjectArgs) -> anyhow::Result<()> {
     let name = name_of(&args.name)?;
-    let client = AdminClient::new(&args.admin.admin)?;
+    let client = client(&args.admin)?;
     let answer = client
         .send("DELETE", &format!("/projects/{name}"), None, Vec::new())
         .await?;
@@ -82,7 +82,7 @@ pub async fn remove(args: ProjectArgs) -> anyhow::Result<()> {
 
 /// `wasmhost status`.
 pub async fn status(args: AdminArgs) -> anyhow::Result<()> {
-    let answer = AdminClient::new(&args.admin)?
+    let answer = client(&args)?
         .send("GET", "/projects", None, Vec::new())
         .await?;
     if answer.status != StatusCode::OK {
@@ -169,4 +169,9 @@ fn status_table(projects: &Value) -> String {
         );
     }
     table
+}
+
+/// A client for the admin API the arguments name, with their token.
+fn client(args: &crate::cli::AdminArgs) -> anyhow::Result<AdminClient> {
+    Ok(AdminClient::new(&args.admin)?.with_token(args.admin_token.clone()))
 }

@@ -22,6 +22,12 @@ pub struct Config {
     pub grace_period: Duration,
     /// Request timeout for projects that do not set `limits.request_timeout`.
     pub request_timeout: Duration,
+    /// Defaults for projects whose wasmhost.toml sets no `[limits]`.
+    pub limits: DefaultLimits,
+    /// Largest upload the admin API accepts, in bytes.
+    pub max_deploy_size: u64,
+    /// The bearer token the admin API requires; `None` only on loopback.
+    pub admin_token: Option<String>,
     /// Most components compiled at once.
     pub max_compiles: usize,
     /// Drain timeout for projects that do not set `drain_timeout`.
@@ -34,6 +40,17 @@ pub struct Config {
     pub cache_dir: Option<PathBuf>,
     /// How to watch the projects folder; `None` when not watching.
     pub watch: Option<crate::watcher::WatchSettings>,
+}
+
+/// Host-wide limits, applied to every project that does not set its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DefaultLimits {
+    /// Largest linear memory per instance, in bytes.
+    pub memory: u64,
+    /// Largest request body, in bytes.
+    pub max_body: u64,
+    /// Most requests one project runs at once.
+    pub max_concurrency: u32,
 }
 
 impl Config {
@@ -51,6 +68,16 @@ impl Config {
         if args.max_compiles == 0 {
             bail!("--max-compiles must be at least 1");
         }
+        if args.memory == 0 {
+            bail!("--memory must be more than 0");
+        }
+        let admin_token = args.admin_token.clone().filter(|token| !token.is_empty());
+        if admin_token.is_none() && !args.admin_listen.ip().is_loopback() {
+            bail!(
+                "--admin-listen {} is not a loopback address: set --admin-token (or WASMHOST_ADMIN_TOKEN) so that only you can deploy",
+                args.admin_listen
+            );
+        }
         if args.listen == args.admin_listen && args.listen.port() != 0 {
             bail!(
                 "--listen and --admin-listen are both {}: the admin API needs its own address",
@@ -63,6 +90,13 @@ impl Config {
             admin_listen: args.admin_listen,
             grace_period: args.grace_period,
             request_timeout: args.request_timeout,
+            limits: DefaultLimits {
+                memory: args.memory,
+                max_body: args.max_body,
+                max_concurrency: args.max_concurrency,
+            },
+            max_deploy_size: args.max_deploy_size,
+            admin_token,
             max_compiles: args.max_compiles,
             drain_timeout: args.drain_timeout,
             health_timeout: args.health_timeout,

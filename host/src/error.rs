@@ -8,6 +8,10 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::responses::text_response;
 
+/// What a 503 for a full project tells the client: requests are short, so a
+/// second is plenty to find a free slot.
+const RETRY_AFTER_SECONDS: &str = "1";
+
 /// Why a request routed to a project got no response from its guest.
 #[derive(Debug, thiserror::Error)]
 pub enum InvokeError {
@@ -29,6 +33,12 @@ pub enum InvokeError {
     /// The request could not be handed to the guest as it was (e.g. an unparseable path).
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The project already runs its `max_concurrency` requests.
+    #[error("too many concurrent requests (limit {0})")]
+    Overloaded(u32),
+    /// The request body is larger than the project's `max_body`.
+    #[error("request body larger than {0} bytes")]
+    BodyTooLarge(u64),
     /// The host failed to set up the request; not the guest's fault.
     #[error("host failed to run the request: {0}")]
     Host(String),
@@ -40,7 +50,8 @@ impl InvokeError {
         match self {
             InvokeError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             InvokeError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            InvokeError::Drained => StatusCode::SERVICE_UNAVAILABLE,
+            InvokeError::Drained | InvokeError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            InvokeError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             InvokeError::Trap(_)
             | InvokeError::Guest(_)
             | InvokeError::NoResponse
@@ -58,8 +69,17 @@ impl InvokeError {
             InvokeError::Drained => {
                 "the project was replaced and this request ran past the drain deadline"
             }
+            InvokeError::Overloaded(_) => "the project is busy; retry shortly",
+            InvokeError::BodyTooLarge(_) => "the request body is too large for this project",
             _ => "the project failed to handle the request",
         };
-        text_response(status, text)
+        let mut response = text_response(status, text);
+        if let InvokeError::Overloaded(_) = self {
+            response.headers_mut().insert(
+                hyper::header::RETRY_AFTER,
+                hyper::header::HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+        }
+        response
     }
 }

@@ -6,19 +6,22 @@
 use std::time::Instant;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
+use http_body_util::BodyExt as _;
 use hyper::body::Body;
 use hyper::http::uri::{PathAndQuery, Uri};
 use hyper::{Request, Response, header};
 use tokio::sync::watch;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, UpdateDeadline};
+use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::body_limit::LimitedBody;
 use crate::error::InvokeError;
 use crate::guest_log::{GuestLog, Stream};
 use crate::version::{InFlight, Version};
@@ -33,6 +36,52 @@ pub struct RequestState {
     deadline: Instant,
     /// Turns true when the version outlived its drain deadline; checked on every epoch tick.
     stop: watch::Receiver<bool>,
+    /// Caps linear memory growth at the project's `limits.memory`.
+    limits: MemoryLimit,
+}
+
+/// The project's `limits.memory` for every linear memory of one instance.
+struct MemoryLimit {
+    bytes: u64,
+}
+
+/// Raised when a guest tries to grow a memory past its project's limit; it
+/// traps the guest, and its message is what the log line says.
+#[derive(Debug, thiserror::Error)]
+#[error("grew past its memory limit of {} (asked for {wanted} bytes)", crate::units::format_size(*.limit))]
+struct MemoryLimitExceeded {
+    limit: u64,
+    wanted: usize,
+}
+
+impl ResourceLimiter for MemoryLimit {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.bytes {
+            // An error, not `Ok(false)`: the guest traps with a message that
+            // names the limit, instead of seeing `memory.grow` fail and
+            // aborting with a generic trap.
+            return Err(MemoryLimitExceeded {
+                limit: self.bytes,
+                wanted: desired,
+            }
+            .into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(true)
+    }
 }
 
 impl RequestState {
@@ -53,6 +102,9 @@ impl RequestState {
             table: ResourceTable::new(),
             deadline,
             stop: version.stop_signal(),
+            limits: MemoryLimit {
+                bytes: version.run.memory,
+            },
         }
     }
 }
@@ -93,6 +145,7 @@ fn new_store(version: &Version) -> Store<RequestState> {
         version.build.pre.engine(),
         RequestState::new(version, deadline),
     );
+    store.limiter(|state| &mut state.limits);
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|context| {
         let state = context.data();
@@ -130,13 +183,33 @@ pub async fn trial_instantiate(version: &Version) -> Result<(), String> {
 /// counted (and alive) until the guest is really done, not when the head is sent.
 pub async fn invoke<B>(
     version: Arc<Version>,
-    mut request: Request<B>,
+    request: Request<B>,
     guest_path: &str,
 ) -> Result<Response<HyperOutgoingBody>, InvokeError>
 where
-    B: Body<Data = Bytes> + Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<wasmtime_wasi_http::Error>,
 {
+    let Some(in_flight) = InFlight::admit(version.clone()) else {
+        tracing::debug!(
+            project = &*version.project,
+            version = version.number,
+            "refused: {} requests already running",
+            version.run.max_concurrency
+        );
+        return Err(InvokeError::Overloaded(version.run.max_concurrency));
+    };
+    let max_body = version.run.max_body;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > max_body) {
+        return Err(InvokeError::BodyTooLarge(max_body));
+    }
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let mut request = request.map(|body| LimitedBody::new(body, max_body, exceeded.clone()));
     let path: PathAndQuery = guest_path
         .parse()
         .map_err(|err| InvokeError::BadRequest(format!("path `{guest_path}`: {err}")))?;
@@ -168,7 +241,6 @@ where
         .new_response_outparam(sender)
         .map_err(host_error)?;
 
-    let in_flight = InFlight::new(version.clone());
     let task = tokio::spawn(async move {
         let version = in_flight.version();
         let run = async {
@@ -215,7 +287,48 @@ where
         result
     });
 
-    match receiver.await {
+    let answer = answer(&version, receiver.await, task).await;
+    match answer {
+        // The guest failed because its body was cut off at the limit: that
+        // is the client's doing, and the client should hear why.
+        Err(_) if exceeded.load(Ordering::Acquire) => Err(InvokeError::BodyTooLarge(max_body)),
+        Ok(response) => {
+            let (project, number) = (version.project.clone(), version.number);
+            Ok(response.map(|body| report_cut_off(body, project, number)))
+        }
+        failed => failed,
+    }
+}
+
+/// Logs, naming project and version, when a response body ends in an error
+/// instead of its end: the guest stopped writing (trapped, timed out, or
+/// returned without finishing it). The client sees the connection cut, which
+/// is the only honest signal once the status line is sent.
+fn report_cut_off(body: HyperOutgoingBody, project: Arc<str>, number: u64) -> HyperOutgoingBody {
+    body.map_err(move |err| {
+        tracing::warn!(
+            project = &*project,
+            version = number,
+            "response body cut off: {err}"
+        );
+        err
+    })
+    .boxed_unsync()
+}
+
+/// What the client gets: the response the guest set, or why there is none.
+async fn answer(
+    version: &Version,
+    received: Result<
+        Result<
+            Response<HyperOutgoingBody>,
+            wasmtime_wasi_http::p2::bindings::http::types::ErrorCode,
+        >,
+        tokio::sync::oneshot::error::RecvError,
+    >,
+    task: tokio::task::JoinHandle<Result<(), InvokeError>>,
+) -> Result<Response<HyperOutgoingBody>, InvokeError> {
+    match received {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(code)) => {
             let err = InvokeError::Guest(code);

@@ -32,6 +32,7 @@
 //! and [`responses`] (the host's own small responses).
 
 pub mod admin;
+pub mod body_limit;
 pub mod cache;
 pub mod cli;
 pub mod client;

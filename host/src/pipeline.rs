@@ -41,6 +41,8 @@ pub struct Settings {
     pub health_timeout: Duration,
     /// Good builds kept per project for rollback (the current one included).
     pub keep_versions: usize,
+    /// Limits for projects that set none.
+    pub limits: crate::config::DefaultLimits,
 }
 
 /// Where a change came from; decides what is logged and counted.
@@ -387,6 +389,7 @@ impl Pipeline {
     /// The version's runtime settings from its project config and host defaults.
     fn run_config(&self, source: &ProjectSource) -> RunConfig {
         let manifest = &source.manifest;
+        let defaults = self.settings.limits;
         RunConfig {
             env: manifest.env.clone(),
             request_timeout: manifest
@@ -396,7 +399,27 @@ impl Pipeline {
             drain_timeout: manifest
                 .drain_timeout
                 .unwrap_or(self.settings.drain_timeout),
+            memory: manifest.limits.memory.unwrap_or(defaults.memory),
+            max_body: manifest.limits.max_body.unwrap_or(defaults.max_body),
+            max_concurrency: manifest
+                .limits
+                .max_concurrency
+                .unwrap_or(defaults.max_concurrency),
         }
+    }
+
+    /// The folders whose entries changed when `paths` were renamed into
+    /// place: each file's folder, and the projects folder when a project
+    /// folder may have just been created in it.
+    fn folders_to_sync(&self, paths: &[PathBuf]) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = paths
+            .iter()
+            .filter_map(|path| path.parent().map(Path::to_path_buf))
+            .collect();
+        dirs.push(self.settings.projects_dir.clone());
+        dirs.sort();
+        dirs.dedup();
+        dirs
     }
 
     /// prepare → validate → swap → drain for one new candidate. The caller
@@ -550,16 +573,30 @@ impl Pipeline {
         }
         let swap = swap_started.elapsed();
 
+        let mut renamed = Vec::new();
         for (file, path) in staged {
-            let Err(err) = file.persist(&path) else {
-                continue;
-            };
-            tracing::error!(
-                project = name,
-                "{name}: v{number} is live but could not be written to {}: {}",
-                path.display(),
-                err.error
-            );
+            match file.persist(&path) {
+                Ok(_) => renamed.push(path),
+                Err(err) => tracing::error!(
+                    project = name,
+                    "{name}: v{number} is live but could not be written to {}: {}",
+                    path.display(),
+                    err.error
+                ),
+            }
+        }
+        if !renamed.is_empty() {
+            let dirs = self.folders_to_sync(&renamed);
+            let synced = tokio::task::spawn_blocking(move || sync_folders(&dirs)).await;
+            if let Err(err) = synced
+                .map_err(anyhow::Error::from)
+                .and_then(|synced| synced)
+            {
+                tracing::error!(
+                    project = name,
+                    "{name}: v{number} is live but its files may not survive a power loss: {err:#}"
+                );
+            }
         }
         let stats = &project.stats;
         Stats::bump(&stats.swaps);
@@ -676,6 +713,17 @@ impl Drop for Preparing<'_> {
     fn drop(&mut self) {
         self.0.state().preparing = false;
     }
+}
+
+/// fsyncs each folder in `dirs`, so the renames in them are on disk: a
+/// rename is only durable once its directory is.
+fn sync_folders(dirs: &[PathBuf]) -> anyhow::Result<()> {
+    for dir in dirs {
+        std::fs::File::open(dir)
+            .and_then(|folder| folder.sync_all())
+            .with_context(|| format!("failed to sync folder {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to a hidden temp file next to `path` and fsyncs it, ready

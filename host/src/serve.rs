@@ -85,6 +85,7 @@ pub async fn run(
             drain_timeout: config.drain_timeout,
             health_timeout: config.health_timeout,
             keep_versions: config.keep_versions,
+            limits: config.limits,
         },
         events.clone(),
     );
@@ -115,9 +116,13 @@ pub async fn run(
             let _ = stopped.wait_for(|stop| *stop).await;
         }
     };
+    let access = Arc::new(admin::Access {
+        token: config.admin_token.clone(),
+        max_deploy_size: config.max_deploy_size,
+    });
     let admin_task = tokio::spawn(server::serve(
         listeners.admin,
-        move |request| admin::handle(pipeline.clone(), request),
+        move |request| admin::handle(pipeline.clone(), access.clone(), request),
         wait_stop(),
         config.grace_period,
     ));

@@ -25,6 +25,11 @@ use crate::responses::text_response;
 /// does not spin while the condition lasts.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
+/// The remote address of the connection a request came on, in the request's
+/// extensions, for handlers that decide by it (the admin API).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub std::net::SocketAddr);
+
 /// Serves HTTP/1.1 on `listener` with `handler` until `shutdown` resolves,
 /// then stops accepting, lets in-flight requests finish for up to `grace`,
 /// and returns. Used for both the project listener and the admin listener.
@@ -54,7 +59,8 @@ pub async fn serve<H, F>(
         // Responses are small and latency matters more than packet count.
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let service = service_fn(move |request| {
+        let service = service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(Peer(peer));
             let response = handler(request);
             async move { Ok::<_, Infallible>(response.await) }
         });

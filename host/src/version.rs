@@ -42,6 +42,11 @@ pub struct Stats {
     pub cache_hits: AtomicU64,
     /// Builds compiled because the cache had no usable entry.
     pub cache_misses: AtomicU64,
+    /// Requests running right now, across all versions: what
+    /// `max_concurrency` bounds.
+    pub active: AtomicU64,
+    /// Requests answered 503 because `max_concurrency` were already running.
+    pub overloaded: AtomicU64,
 }
 
 impl Stats {
@@ -65,6 +70,12 @@ pub struct RunConfig {
     pub request_timeout: Duration,
     /// How long requests may keep running on this version once it is retired.
     pub drain_timeout: Duration,
+    /// Largest linear memory one instance may grow to, in bytes.
+    pub memory: u64,
+    /// Largest request body, in bytes.
+    pub max_body: u64,
+    /// Most requests the project runs at once, across its versions.
+    pub max_concurrency: u32,
 }
 
 /// A compiled build, with the settings it runs with, that can serve requests.
@@ -203,10 +214,26 @@ impl Drop for Version {
 pub struct InFlight(Arc<Version>);
 
 impl InFlight {
-    /// Counts a request on `version`.
+    /// Counts a request on `version`, whatever the project's limit.
     pub fn new(version: Arc<Version>) -> Self {
+        version.stats.active.fetch_add(1, Ordering::AcqRel);
         version.in_flight.fetch_add(1, Ordering::AcqRel);
         Self(version)
+    }
+
+    /// Counts a request on `version` if fewer than its project's
+    /// `max_concurrency` are running (old versions' requests included, so a
+    /// swap cannot double the limit); `None` when the project is full.
+    pub fn admit(version: Arc<Version>) -> Option<Self> {
+        let limit = u64::from(version.run.max_concurrency);
+        let before = version.stats.active.fetch_add(1, Ordering::AcqRel);
+        if before >= limit {
+            version.stats.active.fetch_sub(1, Ordering::AcqRel);
+            Stats::bump(&version.stats.overloaded);
+            return None;
+        }
+        version.in_flight.fetch_add(1, Ordering::AcqRel);
+        Some(Self(version))
     }
 
     /// The version this request runs on.
@@ -217,6 +244,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        self.0.stats.active.fetch_sub(1, Ordering::AcqRel);
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle.notify_waiters();
         }

@@ -1,0 +1,183 @@
+//! Per-project limits and hostile guests: memory, concurrency, body size, and
+//! guests that run out of memory, stop writing, or never answer. Each gets a
+//! clear status and a log line naming project and version, and the host (and
+//! every other project) keeps serving.
+
+use std::time::Duration;
+
+use hyper::StatusCode;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use wasmhost_tests::guests;
+
+use crate::harness::{Connection, TestHost, empty, eventually, full, request, send, try_send};
+
+#[tokio::test]
+async fn a_guest_growing_past_its_memory_limit_traps_and_the_host_keeps_serving() {
+    let host = TestHost::new()
+        .project("hostile", guests::HOSTILE)
+        .manifest("hostile", "[limits]\nmemory = \"16MiB\"\n")
+        .project("hello", guests::HELLO)
+        .spawn();
+    let reply = host.get("/hostile?oom").await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let log = host.wait_for_log("project=\"hostile\"").await;
+    let line = log
+        .lines()
+        .find(|line| line.contains("hostile") && line.contains("memory"))
+        .unwrap_or_else(|| panic!("no memory line naming the project:\n{log}"));
+    assert!(line.contains("version=1"), "{line}");
+    // The same guest, within its limit, and its neighbour still answer.
+    assert_eq!(host.get("/hostile").await.status, StatusCode::OK);
+    assert_eq!(host.get("/hello").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_memory_flag_is_the_default_for_projects_without_a_limit() {
+    let host = TestHost::new()
+        .project("hostile", guests::HOSTILE)
+        .arg("--memory")
+        .arg("8MiB")
+        .spawn();
+    let reply = host.get("/hostile?oom").await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    host.wait_for_log("memory limit of 8.0 MiB").await;
+    assert_eq!(host.get("/hostile").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn requests_beyond_max_concurrency_get_503_with_retry_after() {
+    let host = TestHost::new()
+        .project("slow", guests::SLOW)
+        .manifest("slow", "[limits]\nmax_concurrency = 1\n")
+        .spawn();
+    let addr = host.addr;
+    let first = tokio::spawn(async move {
+        send(addr, request("GET", "localhost", "/slow?ms=3000", empty())).await
+    });
+    eventually("saw the first request running", || async {
+        let project = host.admin_project("slow").await;
+        match project["stats"]["active"].as_u64() {
+            Some(1) => Ok(()),
+            other => Err(format!("active {other:?}")),
+        }
+    })
+    .await;
+    let refused = host.get("/slow?ms=1").await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(refused.header("wasmhost-project"), Some("slow"));
+    assert_eq!(first.await.expect("task").status, StatusCode::OK);
+    // The slot is free again.
+    assert_eq!(host.get("/slow?ms=1").await.status, StatusCode::OK);
+    let project = host.admin_project("slow").await;
+    assert_eq!(project["stats"]["overloaded"], 1);
+    assert_eq!(project["stats"]["active"], 0);
+}
+
+/// Sends a chunked POST of `chunks` × `size` bytes over a raw socket and
+/// returns the status code of the answer.
+async fn chunked_post(addr: std::net::SocketAddr, path: &str, chunks: usize, size: usize) -> u16 {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    for _ in 0..chunks {
+        let chunk = format!("{size:x}\r\n{}\r\n", "x".repeat(size));
+        if stream.write_all(chunk.as_bytes()).await.is_err() {
+            break; // the host may answer and close before the body ends
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"))
+}
+
+#[tokio::test]
+async fn request_bodies_over_max_body_get_413() {
+    let host = TestHost::new()
+        .project("echo", guests::ECHO)
+        .manifest("echo", "[limits]\nmax_body = \"4KiB\"\n")
+        .spawn();
+    // Declared length over the limit: refused before the guest runs.
+    let reply = send(
+        host.addr,
+        request("POST", "localhost", "/echo", full(vec![b'x'; 5000])),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    // At the limit: echoed whole.
+    let reply = send(
+        host.addr,
+        request("POST", "localhost", "/echo", full(vec![b'y'; 4096])),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body.len(), 4096);
+    assert_eq!(host.get("/echo").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn chunked_bodies_are_cut_off_at_max_body() {
+    let host = TestHost::new()
+        .project("hostile", guests::HOSTILE)
+        .manifest("hostile", "[limits]\nmax_body = \"4KiB\"\n")
+        .spawn();
+    // No length up front: the guest's read fails once 4 KiB have passed, it
+    // traps before answering, and the client hears why.
+    assert_eq!(chunked_post(host.addr, "/hostile?read", 8, 1024).await, 413);
+    assert_eq!(chunked_post(host.addr, "/hostile?read", 2, 1024).await, 200);
+}
+
+#[tokio::test]
+async fn a_guest_that_stops_writing_its_body_is_cut_off_and_logged() {
+    let host = TestHost::new()
+        .project("hostile", guests::HOSTILE)
+        .manifest("hostile", "[limits]\nrequest_timeout = \"1s\"\n")
+        .project("hello", guests::HELLO)
+        .spawn();
+    for query in ["half", "cut"] {
+        let outcome = try_send(
+            host.addr,
+            request("GET", "localhost", &format!("/hostile?{query}"), empty()),
+        )
+        .await;
+        // The head was 200 with a 1 MiB length; the body never completes.
+        assert!(outcome.is_err(), "{query}: a cut body read as whole");
+    }
+    host.wait_for_log("request timed out after 1s").await;
+    let log = host.wait_for_log("response body cut off").await;
+    assert!(
+        log.lines()
+            .any(|line| line.contains("response body cut off") && line.contains("hostile")),
+        "{log}"
+    );
+    assert_eq!(host.get("/hello").await.status, StatusCode::OK);
+    assert_eq!(host.get("/hostile").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_guest_that_never_sets_a_response_gets_500_and_a_log_line() {
+    let host = TestHost::new().project("hostile", guests::HOSTILE).spawn();
+    let mut connection = Connection::open(host.addr).await;
+    let reply = connection.get("/hostile?none").await.expect("answered");
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let log = host
+        .wait_for_log("guest returned without setting a response")
+        .await;
+    assert!(
+        log.lines()
+            .any(|line| line.contains("without setting a response")
+                && line.contains("hostile")
+                && line.contains("version=1")),
+        "{log}"
+    );
+    // Same connection, next request: fine.
+    let reply = connection.get("/hostile").await.expect("answered");
+    assert_eq!(reply.status, StatusCode::OK);
+}
