@@ -10,6 +10,8 @@
 //!   100 ms (two builds, alternating): failed requests, versions observed;
 //! - compile interference: the same load while a component of several MB is
 //!   deployed (and compiled) over and over;
+//! - hostile neighbour: the same load while another project's guest spins in
+//!   a loop until its request timeout, two requests at a time;
 //! - swap latency: file write / deploy call → first response from the new
 //!   version, cache miss and hit;
 //! - memory: RSS after 1 swap and after 500 more; RSS with 200 projects;
@@ -57,6 +59,9 @@ const LATENCY_SWAPS: usize = 20;
 /// a few seconds of Cranelift time.
 const LARGE_FUNCTIONS: usize = 6000;
 
+/// Requests to the spinning guest kept running at once in the hostile phase.
+const HOSTILE_REQUESTS: usize = 2;
+
 /// What runs beside the load in a phase.
 enum Background {
     /// Nothing: steady state.
@@ -66,6 +71,9 @@ enum Background {
     /// Deploy (and so compile) this large component over and over, as a new
     /// project, each time with a new digest so the cache cannot answer.
     Compile(Vec<u8>),
+    /// Keep this many requests to the `busy` project spinning (each until its
+    /// 1 s request timeout): a neighbour stuck in an infinite loop.
+    Hostile(usize),
 }
 
 /// What one phase measured.
@@ -131,6 +139,14 @@ fn main() -> Result<(), Error> {
     let hello_path = Path::new(wasmhost_tests::guests::HELLO);
     let hello = std::fs::read(hello_path)?;
     std::fs::write(projects.path().join("hello.wasm"), &hello)?;
+    // The hostile neighbour: spins until its request timeout interrupts it.
+    let busy = projects.path().join("busy");
+    std::fs::create_dir_all(&busy)?;
+    std::fs::copy(wasmhost_tests::guests::BUSY, busy.join("busy.wasm"))?;
+    std::fs::write(
+        busy.join("wasmhost.toml"),
+        "[limits]\nrequest_timeout = \"1s\"\n",
+    )?;
     let echo = std::fs::read(wasmhost_tests::guests::ECHO)?;
     let large = wasmhost_tests::large_component(LARGE_FUNCTIONS);
     let run = |name: &str, server: &Server, background: Background| {
@@ -175,6 +191,11 @@ fn main() -> Result<(), Error> {
             &host,
             Background::Compile(large),
         )?);
+        phases.push(run(
+            "wasmhost beside a guest stuck in a loop",
+            &host,
+            Background::Hostile(HOSTILE_REQUESTS),
+        )?);
     }
     let swap_rows = runtime.block_on(swap_latency::measure(&hello, LATENCY_SWAPS))?;
     let (startup_cold, startup_warm, many_projects_kib) = startup(&hello, PROJECTS)?;
@@ -191,6 +212,7 @@ fn main() -> Result<(), Error> {
     let steady = find("wasmhost steady").ok_or("no steady phase")?;
     let swapping = find("wasmhost swapping").ok_or("no swapping phase")?;
     let compiling = find("wasmhost while").ok_or("no compile phase")?;
+    let hostile = find("wasmhost beside").ok_or("no hostile phase")?;
     let baseline = find("wasmtime");
 
     let mut ratios = vec![
@@ -224,6 +246,10 @@ fn main() -> Result<(), Error> {
     ratios.push((
         "p99 while compiling / steady".into(),
         compiling.us(0.99) / steady.us(0.99).max(1e-9),
+    ));
+    ratios.push((
+        "p99 beside a looping guest / steady".into(),
+        hostile.us(0.99) / steady.us(0.99).max(1e-9),
     ));
 
     let report = render(
@@ -536,6 +562,33 @@ async fn run_background(
             }
             Ok(format!("{deploys} deploys"))
         }
+        Background::Hostile(count) => {
+            let addr = server.addr;
+            let spinners: Vec<_> = (0..count)
+                .map(|_| {
+                    tokio::spawn(async move {
+                        let mut interrupted = 0usize;
+                        while started.elapsed() < duration {
+                            let status = get_status(addr, "/busy").await?;
+                            if status != hyper::StatusCode::GATEWAY_TIMEOUT {
+                                return Err::<usize, Error>(
+                                    format!("the looping guest answered {status}, not 504").into(),
+                                );
+                            }
+                            interrupted += 1;
+                        }
+                        Ok(interrupted)
+                    })
+                })
+                .collect();
+            let mut interrupted = 0;
+            for spinner in spinners {
+                interrupted += spinner.await??;
+            }
+            Ok(format!(
+                "{count} requests spinning at a time; {interrupted} interrupted at their 1 s timeout (504)"
+            ))
+        }
         Background::Compile(large) => {
             let admin = admin()?;
             let mut compiles = 0usize;
@@ -562,4 +615,19 @@ async fn run_background(
             ))
         }
     }
+}
+
+/// GET `path` on a new connection; the status.
+async fn get_status(addr: std::net::SocketAddr, path: &str) -> Result<hyper::StatusCode, Error> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let request = Request::get(path)
+        .header("host", "localhost")
+        .body(Empty::<Bytes>::new())?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    response.into_body().collect().await?;
+    Ok(status)
 }
