@@ -470,3 +470,38 @@ max_concurrency = 8
         }
     }
 }
+
+/// Property tests: the fuzz targets' checks, run on every `cargo test`.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any text at all: an answer, never a panic, and an error names the
+        /// file and a line inside the text.
+        #[test]
+        fn any_text_parses_or_names_file_and_line(text in ".{0,400}") {
+            let path = Path::new("/p/app/wasmhost.toml");
+            if let Err(err) = Manifest::parse(path, &text) {
+                let message = err.to_string();
+                prop_assert!(message.starts_with("/p/app/wasmhost.toml"), "{message}");
+                if let Some(line) = err.line {
+                    prop_assert!(line >= 1 && line <= text.lines().count().max(1), "{message}");
+                }
+            }
+        }
+
+        /// Text shaped like a manifest (known keys, arbitrary values).
+        #[test]
+        fn manifest_shaped_text_never_panics(
+            key in prop::sample::select(vec!["component", "route", "hosts", "strip_prefix", "health", "drain_timeout", "health_timeout", "unknown"]),
+            value in "[\\[\\]\"a-z0-9/._ =-]{0,40}",
+            limit in prop::sample::select(vec!["request_timeout", "max_body", "memory", "max_concurrency"]),
+            limit_value in "[\"0-9a-zA-Z. -]{0,20}",
+        ) {
+            let text = format!("{key} = {value}\n[limits]\n{limit} = {limit_value}\n");
+            let _ = Manifest::parse(Path::new("wasmhost.toml"), &text);
+        }
+    }
+}

@@ -142,3 +142,34 @@ mod tests {
         assert!(parse(inside, "b").is_err());
     }
 }
+
+/// Property tests: the fuzz targets' checks, run on every `cargo test`.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any bytes, any boundary: an answer, never a panic.
+        #[test]
+        fn any_body_parses_or_errors(body in prop::collection::vec(any::<u8>(), 0..600), boundary in "[a-zA-Z0-9'()+_,./:=?-]{1,30}") {
+            let _ = parse(&body, &boundary);
+        }
+
+        /// Whatever the client encodes, the parser gives back byte for byte.
+        #[test]
+        fn what_the_client_encodes_parses_back(
+            component in prop::collection::vec(any::<u8>(), 0..300),
+            config in "[ -~\n]{0,100}",
+        ) {
+            let boundary = "wasmhost-test-boundary-7f3a";
+            let body = crate::client::multipart(boundary, &[
+                ("component", "application/wasm", &component),
+                ("config", "application/toml", config.as_bytes()),
+            ]);
+            let parts = parse(&body, boundary).map_err(|err| TestCaseError::fail(err.to_string()))?;
+            prop_assert_eq!(parts.get("component"), Some(&component));
+            prop_assert_eq!(parts.get("config"), Some(&config.into_bytes()));
+        }
+    }
+}

@@ -341,3 +341,47 @@ mod tests {
         }
     }
 }
+
+/// Property tests: the fuzz targets' checks, run on every `cargo test`.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary routes and requests: no panic; a match without
+        /// `strip_prefix` hands the guest the request's own path, and one with
+        /// it a path that starts with `/` and ends with the request's query.
+        #[test]
+        fn routing_keeps_or_strips_the_path(
+            routes in prop::collection::vec(("/[a-z]{1,3}(/[a-z]{1,3}){0,2}", any::<bool>()), 1..6),
+            path in "/[a-z/]{0,12}",
+            query in prop::option::of("[a-z=&]{0,8}"),
+            host in prop::option::of("[a-zA-Z0-9.:\\[\\]-]{0,20}"),
+        ) {
+            let mut builder = RouterBuilder::default();
+            for (index, (route, strip)) in routes.iter().enumerate() {
+                let _ = builder.add(index, &format!("p{index}"), route, &[], *strip);
+            }
+            let router = builder.build();
+            let request = match &query {
+                Some(query) => format!("{path}?{query}"),
+                None => path.clone(),
+            };
+            let _ = router.route(host.as_deref(), &request);
+            if let Some(found) = router.route(None, &request) {
+                let (route, strip) = &routes[found.project];
+                prop_assert!(on_boundary(&path, &normalize_route(route).unwrap_or_default()));
+                if *strip {
+                    prop_assert!(found.guest_path.starts_with('/'), "{found:?}");
+                    if let Some(query) = &query {
+                        let expected_query = format!("?{query}");
+                        prop_assert!(found.guest_path.ends_with(&expected_query), "{found:?}");
+                    }
+                } else {
+                    prop_assert_eq!(&found.guest_path, &request);
+                }
+            }
+        }
+    }
+}
