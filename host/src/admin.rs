@@ -328,12 +328,8 @@ async fn read_deploy(
             ),
         )
     };
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > max_size) {
+    if crate::body_limit::declared_length(request.headers()).is_some_and(|length| length > max_size)
+    {
         return Err(too_large());
     }
     let limit = usize::try_from(max_size).unwrap_or(usize::MAX);

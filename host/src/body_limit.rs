@@ -10,6 +10,18 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
+/// The body length a request declares in `Content-Length`, if it declares
+/// one that parses; a body longer than its limit can be refused before any
+/// of it is read.
+pub fn declared_length(headers: &hyper::HeaderMap) -> Option<u64> {
+    headers
+        .get(hyper::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// Wraps `B`, counting data bytes; past `limit` it yields
 /// `HttpRequestBodySize` to the guest and sets the shared `exceeded` flag, so
 /// the host can answer 413 if the guest fails because of it.

@@ -21,7 +21,8 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::body_limit::LimitedBody;
+use crate::body_limit::{LimitedBody, declared_length};
+use crate::engine::GuestRunning;
 use crate::error::InvokeError;
 use crate::guest_log::{GuestLog, Stream};
 use crate::version::{InFlight, Version};
@@ -179,13 +180,14 @@ const GRACE_TICKS: u32 = 3;
 /// (a short request needs several rounds: read, run, write) runs before it
 /// continues, and the runtime polls for I/O in each.
 ///
-/// Measured with the load harness, hello beside two guests spinning until
-/// their timeout (1 ms ticks): wasmtime's plain `Yield` left hello at 106–565
-/// requests/s with p50 60–290 ms, because the spinning tasks never let the
-/// runtime reach its I/O driver; one `yield_now` per tick gave 28× the steady
-/// p99, 8 rounds 1.4–8.9×, 32 rounds 1.3–1.5×, 64 rounds 1.6×. Without the
-/// grace ticks, short requests caught by a tick stepped aside too and the
-/// steady p99 itself doubled.
+/// Measured with the load harness: hello p99 beside two guests spinning
+/// until their timeout, over its steady p99. With 10 ms ticks: wasmtime's
+/// plain `Yield` 288× (106 requests/s: the spinning tasks kept the runtime
+/// from reaching its I/O driver), one `yield_now` 28×, 8 rounds 8.9×, 32
+/// rounds 3.2×. With 1 ms ticks and no grace ticks, 8 rounds 1.4× and 32
+/// rounds 1.0×, but short requests caught by a tick stepped aside too and the
+/// steady p99 itself rose to 5–10 ms. With 1 ms ticks and 3 grace ticks: 16
+/// rounds 1.6–1.7×, 32 rounds 1.2–1.6× over five runs, 64 rounds 1.6×.
 const HOG_ROUNDS: usize = 32;
 
 /// Steps aside for other requests `rounds` times with
@@ -200,6 +202,7 @@ async fn step_aside(rounds: usize) {
 /// Instantiates `version` once without calling it, so a component that traps
 /// while instantiating is caught before it serves anything.
 pub async fn trial_instantiate(version: &Version) -> Result<(), String> {
+    let _running = GuestRunning::start();
     let mut store = new_store(version);
     let run = version.build.pre.instantiate_async(&mut store);
     match tokio::time::timeout(version.run.request_timeout, run).await {
@@ -236,12 +239,7 @@ where
         return Err(InvokeError::Overloaded(version.run.max_concurrency));
     };
     let max_body = version.run.max_body;
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > max_body) {
+    if declared_length(request.headers()).is_some_and(|length| length > max_body) {
         return Err(InvokeError::BodyTooLarge(max_body));
     }
     let exceeded = Arc::new(AtomicBool::new(false));
@@ -280,6 +278,7 @@ where
     let task = tokio::spawn(async move {
         let version = in_flight.version();
         let run = async {
+            let _running = GuestRunning::start();
             let proxy = version.build.pre.instantiate_async(&mut store).await?;
             proxy
                 .wasi_http_incoming_handler()

@@ -215,42 +215,45 @@ fn main() -> Result<(), Error> {
     let hostile = find("wasmhost beside").ok_or("no hostile phase")?;
     let baseline = find("wasmtime");
 
-    let mut ratios = vec![
-        (
-            "wasmhost / native: requests/s".to_string(),
-            steady.rps() / native.rps(),
-        ),
-        (
-            "wasmhost / native: CPU per request".into(),
-            steady.cpu_per_request_us() / native.cpu_per_request_us().max(1e-9),
-        ),
-    ];
+    let mut ratios = Vec::new();
+    let mut ratio = |name: &str, value: f64, baseline: f64| {
+        ratios.push((name.to_string(), value / baseline.max(1e-9)));
+    };
+    ratio("wasmhost / native: requests/s", steady.rps(), native.rps());
+    ratio(
+        "wasmhost / native: CPU per request",
+        steady.cpu_per_request_us(),
+        native.cpu_per_request_us(),
+    );
     if let Some(wasmtime) = baseline {
-        ratios.push((
-            "wasmhost / wasmtime serve: requests/s".into(),
-            steady.rps() / wasmtime.rps(),
-        ));
-        ratios.push((
-            "wasmhost / wasmtime serve: CPU per request".into(),
-            steady.cpu_per_request_us() / wasmtime.cpu_per_request_us().max(1e-9),
-        ));
-        ratios.push((
-            "wasmhost / wasmtime serve: p99".into(),
-            steady.us(0.99) / wasmtime.us(0.99).max(1e-9),
-        ));
+        ratio(
+            "wasmhost / wasmtime serve: requests/s",
+            steady.rps(),
+            wasmtime.rps(),
+        );
+        ratio(
+            "wasmhost / wasmtime serve: CPU per request",
+            steady.cpu_per_request_us(),
+            wasmtime.cpu_per_request_us(),
+        );
+        ratio(
+            "wasmhost / wasmtime serve: p99",
+            steady.us(0.99),
+            wasmtime.us(0.99),
+        );
     }
-    ratios.push((
-        "p99 swapping / steady".into(),
-        swapping.us(0.99) / steady.us(0.99).max(1e-9),
-    ));
-    ratios.push((
-        "p99 while compiling / steady".into(),
-        compiling.us(0.99) / steady.us(0.99).max(1e-9),
-    ));
-    ratios.push((
-        "p99 beside a looping guest / steady".into(),
-        hostile.us(0.99) / steady.us(0.99).max(1e-9),
-    ));
+    let steady_p99 = steady.us(0.99);
+    ratio("p99 swapping / steady", swapping.us(0.99), steady_p99);
+    ratio(
+        "p99 while compiling / steady",
+        compiling.us(0.99),
+        steady_p99,
+    );
+    ratio(
+        "p99 beside a looping guest / steady",
+        hostile.us(0.99),
+        steady_p99,
+    );
 
     let report = render(
         &phases,
