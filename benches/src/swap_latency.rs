@@ -35,6 +35,21 @@ pub struct Row {
     pub samples: Vec<Duration>,
 }
 
+/// The rows as a markdown table: path, swaps, p50, p99.
+pub fn table(rows: &[Row]) -> String {
+    let mut out = String::from("| swap path | swaps | p50 | p99 |\n|---|---|---|---|\n");
+    for row in rows {
+        out.push_str(&format!(
+            "| {} | {} | {:.1} ms | {:.1} ms |\n",
+            row.label,
+            row.samples.len(),
+            crate::percentile(&row.samples, 0.50).as_secs_f64() * 1e3,
+            crate::percentile(&row.samples, 0.99).as_secs_f64() * 1e3,
+        ));
+    }
+    out
+}
+
 /// Starts a watching host on a temp folder and measures `swaps` swaps each
 /// way: file write with a cache miss, the same writes again (cache hits:
 /// `--keep-versions 1` leaves only the cache), and deploy calls.

@@ -354,17 +354,8 @@ fn render(
     for (name, value) in ratios {
         let _ = writeln!(out, "| {name} | {value:.2}× |");
     }
-    out.push_str("\n| swap path | swaps | p50 | p99 |\n|---|---|---|---|\n");
-    for row in swap_rows {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {:.1} ms | {:.1} ms |",
-            row.label,
-            row.samples.len(),
-            percentile(&row.samples, 0.50).as_secs_f64() * 1e3,
-            percentile(&row.samples, 0.99).as_secs_f64() * 1e3,
-        );
-    }
+    out.push('\n');
+    out.push_str(&swap_latency::table(swap_rows));
     let mib = |kib: u64| kib as f64 / 1024.0;
     let _ = write!(
         out,

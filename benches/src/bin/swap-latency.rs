@@ -7,7 +7,7 @@
 //!
 //! Usage: `cargo run --release -p wasmhost-benches --bin swap-latency [SWAPS]`
 
-use wasmhost_benches::{Error, percentile, swap_latency};
+use wasmhost_benches::{Error, swap_latency};
 
 fn main() -> Result<(), Error> {
     let swaps: usize = std::env::args().nth(1).map_or(Ok(20), |n| n.parse())?;
@@ -16,15 +16,6 @@ fn main() -> Result<(), Error> {
         .enable_all()
         .build()?;
     let rows = runtime.block_on(swap_latency::measure(&hello, swaps))?;
-    println!("| swap path | swaps | p50 | p99 |\n|---|---|---|---|");
-    for row in rows {
-        println!(
-            "| {} | {} | {:.1} ms | {:.1} ms |",
-            row.label,
-            row.samples.len(),
-            percentile(&row.samples, 0.50).as_secs_f64() * 1e3,
-            percentile(&row.samples, 0.99).as_secs_f64() * 1e3,
-        );
-    }
+    print!("{}", swap_latency::table(&rows));
     Ok(())
 }
