@@ -20,7 +20,7 @@ use crate::invoke::RequestState;
 /// 1 ms, not 10: a guest stuck in a loop holds the request thread for up to
 /// one tick at a time, and with 10 ms ticks the hello p99 beside two such
 /// guests was 11× its steady p99 in the load harness (with the same
-/// step-aside in `invoke.rs`); with 1 ms 1.2–1.6×. Ticking that fast costs
+/// step-aside in `invoke.rs`); with 1 ms 1.2–2.0×. Ticking that fast costs
 /// CPU, so the ticker only does it while guests run ([`GuestRunning`]).
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 

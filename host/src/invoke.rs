@@ -187,7 +187,7 @@ const GRACE_TICKS: u32 = 3;
 /// rounds 3.2×. With 1 ms ticks and no grace ticks, 8 rounds 1.4× and 32
 /// rounds 1.0×, but short requests caught by a tick stepped aside too and the
 /// steady p99 itself rose to 5–10 ms. With 1 ms ticks and 3 grace ticks: 16
-/// rounds 1.6–1.7×, 32 rounds 1.2–1.6× over five runs, 64 rounds 1.6×.
+/// rounds 1.6–1.7×, 32 rounds 1.2–2.0× over six runs, 64 rounds 1.6×.
 const HOG_ROUNDS: usize = 32;
 
 /// Steps aside for other requests `rounds` times with
