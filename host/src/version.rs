@@ -214,13 +214,6 @@ impl Drop for Version {
 pub struct InFlight(Arc<Version>);
 
 impl InFlight {
-    /// Counts a request on `version`, whatever the project's limit.
-    pub fn new(version: Arc<Version>) -> Self {
-        version.stats.active.fetch_add(1, Ordering::AcqRel);
-        version.in_flight.fetch_add(1, Ordering::AcqRel);
-        Self(version)
-    }
-
     /// Counts a request on `version` if fewer than its project's
     /// `max_concurrency` are running (old versions' requests included, so a
     /// swap cannot double the limit); `None` when the project is full.
