@@ -11,7 +11,11 @@
 //! - compile interference: the same load while a component of several MB is
 //!   deployed (and compiled) over and over;
 //! - hostile neighbour: the same load while another project's guest spins in
-//!   a loop until its request timeout, two requests at a time;
+//!   a loop until its request timeout, two requests at a time, in turns with
+//!   quiet windows of the same length. Requests are sorted by window, so the
+//!   p99 beside the loop and the p99 alone come from the same seconds of the
+//!   same run: on a shared 2-core machine, separate phases differed by up to
+//!   2.5× in steady p99 alone;
 //! - swap latency: file write / deploy call → first response from the new
 //!   version, cache miss and hit;
 //! - memory: RSS after 1 swap and after 500 more; RSS with 200 projects;
@@ -62,6 +66,15 @@ const LARGE_FUNCTIONS: usize = 6000;
 /// Requests to the spinning guest kept running at once in the hostile phase.
 const HOSTILE_REQUESTS: usize = 2;
 
+/// Length of each quiet window in the hostile phase; each hostile window
+/// lasts as long as the spinning requests (their 1 s timeout).
+const QUIET_WINDOW: Duration = Duration::from_secs(1);
+
+/// How long a hostile window stays open after the spinning requests are
+/// answered: an interrupted guest stops at its next epoch tick (1 ms), so
+/// requests in this margin still count as beside it.
+const SETTLE: Duration = Duration::from_millis(20);
+
 /// What runs beside the load in a phase.
 enum Background {
     /// Nothing: steady state.
@@ -71,8 +84,10 @@ enum Background {
     /// Deploy (and so compile) this large component over and over, as a new
     /// project, each time with a new digest so the cache cannot answer.
     Compile(Vec<u8>),
-    /// Keep this many requests to the `busy` project spinning (each until its
-    /// 1 s request timeout): a neighbour stuck in an infinite loop.
+    /// Alternately wait [`QUIET_WINDOW`] and keep this many requests to the
+    /// `busy` project spinning (each until its 1 s request timeout): a
+    /// neighbour stuck in an infinite loop. Runs for twice the phase length,
+    /// so each kind of window gets about one phase length.
     Hostile(usize),
 }
 
@@ -84,6 +99,7 @@ struct Phase {
     elapsed: Duration,
     /// Every successful request's latency, sorted.
     latencies: Vec<Duration>,
+    /// Server CPU (user + system) while the phase ran.
     cpu: Duration,
     versions: usize,
     /// What ran beside the load, for the report.
@@ -156,14 +172,14 @@ fn main() -> Result<(), Error> {
     let mut phases = Vec::new();
     {
         let native = process::start_native(NATIVE_FLAG)?;
-        phases.push(run("native hyper (baseline)", &native, Background::Idle)?);
+        phases.extend(run("native hyper (baseline)", &native, Background::Idle)?);
     }
     let wasmtime = process::find_wasmtime();
     let mut wasmtime_version = None;
     if let Some(binary) = &wasmtime {
         wasmtime_version = Some(process::wasmtime_version(binary)?);
         let server = process::start_wasmtime(binary, hello_path)?;
-        phases.push(run(
+        phases.extend(run(
             "wasmtime serve -Scli (baseline)",
             &server,
             Background::Idle,
@@ -177,8 +193,8 @@ fn main() -> Result<(), Error> {
     let after_one_swap;
     {
         let host = process::start_wasmhost(projects.path(), cache.path(), &["--no-watch"])?;
-        phases.push(run("wasmhost steady", &host, Background::Idle)?);
-        phases.push(run(
+        phases.extend(run("wasmhost steady", &host, Background::Idle)?);
+        phases.extend(run(
             "wasmhost swapping every 100 ms",
             &host,
             Background::Swap(hello.clone(), echo),
@@ -186,12 +202,12 @@ fn main() -> Result<(), Error> {
         // Before the compile phase, whose compiler memory would blur a leak.
         (after_one_swap, after_many_swaps) =
             runtime.block_on(swap_memory(&host, &hello, MANY_SWAPS))?;
-        phases.push(run(
+        phases.extend(run(
             "wasmhost while a large component compiles",
             &host,
             Background::Compile(large),
         )?);
-        phases.push(run(
+        phases.extend(run(
             "wasmhost beside a guest stuck in a loop",
             &host,
             Background::Hostile(HOSTILE_REQUESTS),
@@ -213,6 +229,7 @@ fn main() -> Result<(), Error> {
     let swapping = find("wasmhost swapping").ok_or("no swapping phase")?;
     let compiling = find("wasmhost while").ok_or("no compile phase")?;
     let hostile = find("wasmhost beside").ok_or("no hostile phase")?;
+    let alone = find("wasmhost alone").ok_or("no quiet windows in the hostile phase")?;
     let baseline = find("wasmtime");
 
     let mut ratios = Vec::new();
@@ -250,9 +267,9 @@ fn main() -> Result<(), Error> {
         steady_p99,
     );
     ratio(
-        "p99 beside a looping guest / steady",
+        "p99 beside a looping guest / alone in the same phase",
         hostile.us(0.99),
-        steady_p99,
+        alone.us(0.99),
     );
 
     let report = render(
@@ -452,22 +469,50 @@ fn native_server() -> Result<(), Error> {
     })
 }
 
+/// What the background did: a note for the report and, for the hostile
+/// phase, its quiet and hostile windows.
+struct Outcome {
+    note: String,
+    windows: Option<Windows>,
+}
+
+/// Time and server CPU spent in each kind of window of the hostile phase.
+#[derive(Default)]
+struct Windows {
+    quiet: (Duration, Duration),
+    hostile: (Duration, Duration),
+}
+
+impl Outcome {
+    fn note(note: String) -> Self {
+        Self {
+            note,
+            windows: None,
+        }
+    }
+}
+
 /// Runs `connections` keep-alive clients against `server` for `duration`,
-/// with `background` going on meanwhile.
+/// with `background` going on meanwhile. One phase; two for the hostile
+/// background, whose requests are split by the window they ran in (a request
+/// that started or ended while the neighbour spun counts as beside it).
 async fn load(
     name: &str,
     server: &Server,
     duration: Duration,
     connections: usize,
     background: Background,
-) -> Result<Phase, Error> {
+) -> Result<Vec<Phase>, Error> {
     let stop = Arc::new(AtomicBool::new(false));
-    let failed = Arc::new(AtomicU64::new(0));
+    let hostile = Arc::new(AtomicBool::new(false));
+    // Failed requests: alone, and beside the hostile neighbour.
+    let failed = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     let cpu_before = server.cpu()?;
     let started = Instant::now();
     let mut clients = Vec::new();
     for _ in 0..connections {
         let (addr, stop, failed) = (server.addr, stop.clone(), failed.clone());
+        let hostile = hostile.clone();
         clients.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut versions = BTreeSet::new();
@@ -478,6 +523,7 @@ async fn load(
             tokio::spawn(connection);
             while !stop.load(Ordering::Relaxed) {
                 let sent = Instant::now();
+                let beside_at_start = hostile.load(Ordering::Relaxed);
                 let request = Request::get("/hello")
                     .header("host", "localhost")
                     .body(Empty::<Bytes>::new())?;
@@ -498,17 +544,19 @@ async fn load(
                     },
                     Err(_) => false,
                 };
+                let latency = sent.elapsed();
+                let beside = beside_at_start || hostile.load(Ordering::Relaxed);
                 if ok {
-                    latencies.push(sent.elapsed());
+                    latencies.push((latency, beside));
                 } else {
-                    failed.fetch_add(1, Ordering::Relaxed);
+                    failed[usize::from(beside)].fetch_add(1, Ordering::Relaxed);
                     break;
                 }
             }
             Ok::<_, Error>((latencies, versions))
         }));
     }
-    let note = run_background(server, background, started, duration).await?;
+    let outcome = run_background(server, background, started, duration, &hostile).await?;
     stop.store(true, Ordering::Relaxed);
     let mut latencies = Vec::new();
     let mut versions = BTreeSet::new();
@@ -518,16 +566,44 @@ async fn load(
         versions.extend(v);
     }
     let elapsed = started.elapsed();
-    latencies.sort();
-    Ok(Phase {
-        name: name.to_string(),
-        requests: latencies.len() as u64,
-        failed: failed.load(Ordering::Relaxed),
-        elapsed,
-        cpu: server.cpu()?.saturating_sub(cpu_before),
-        versions: versions.len(),
-        latencies,
-        note,
+    let cpu = server.cpu()?.saturating_sub(cpu_before);
+    let phase = |name: String, elapsed, cpu, beside: Option<bool>| {
+        let mut latencies: Vec<Duration> = latencies
+            .iter()
+            .filter(|(_, b)| beside.is_none_or(|beside| *b == beside))
+            .map(|(latency, _)| *latency)
+            .collect();
+        latencies.sort();
+        Phase {
+            name,
+            requests: latencies.len() as u64,
+            failed: match beside {
+                None => failed.iter().map(|f| f.load(Ordering::Relaxed)).sum(),
+                Some(beside) => failed[usize::from(beside)].load(Ordering::Relaxed),
+            },
+            elapsed,
+            cpu,
+            versions: versions.len(),
+            latencies,
+            note: outcome.note.clone(),
+        }
+    };
+    Ok(match &outcome.windows {
+        None => vec![phase(name.to_string(), elapsed, cpu, None)],
+        Some(windows) => vec![
+            phase(
+                "wasmhost alone, between the loop's turns".to_string(),
+                windows.quiet.0,
+                windows.quiet.1,
+                Some(false),
+            ),
+            phase(
+                name.to_string(),
+                windows.hostile.0,
+                windows.hostile.1,
+                Some(true),
+            ),
+        ],
     })
 }
 
@@ -538,12 +614,13 @@ async fn run_background(
     background: Background,
     started: Instant,
     duration: Duration,
-) -> Result<String, Error> {
+    hostile: &AtomicBool,
+) -> Result<Outcome, Error> {
     let admin = || server.admin.ok_or("this server has no admin API");
     match background {
         Background::Idle => {
             tokio::time::sleep(duration).await;
-            Ok(String::new())
+            Ok(Outcome::note(String::new()))
         }
         Background::Swap(a, b) => {
             let admin = admin()?;
@@ -554,34 +631,42 @@ async fn run_background(
                 deploys += 1;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Ok(format!("{deploys} deploys"))
+            Ok(Outcome::note(format!("{deploys} deploys")))
         }
         Background::Hostile(count) => {
             let addr = server.addr;
-            let spinners: Vec<_> = (0..count)
-                .map(|_| {
-                    tokio::spawn(async move {
-                        let mut interrupted = 0usize;
-                        while started.elapsed() < duration {
-                            let status = get_status(addr, "/busy").await?;
-                            if status != hyper::StatusCode::GATEWAY_TIMEOUT {
-                                return Err::<usize, Error>(
-                                    format!("the looping guest answered {status}, not 504").into(),
-                                );
-                            }
-                            interrupted += 1;
-                        }
-                        Ok(interrupted)
-                    })
-                })
-                .collect();
-            let mut interrupted = 0;
-            for spinner in spinners {
-                interrupted += spinner.await??;
+            let mut windows = Windows::default();
+            let mut interrupted = 0usize;
+            while started.elapsed() < 2 * duration {
+                let (opened, cpu) = (Instant::now(), server.cpu()?);
+                tokio::time::sleep(QUIET_WINDOW).await;
+                windows.quiet.0 += opened.elapsed();
+                windows.quiet.1 += server.cpu()?.saturating_sub(cpu);
+
+                let (opened, cpu) = (Instant::now(), server.cpu()?);
+                hostile.store(true, Ordering::Relaxed);
+                let spinners: Vec<_> = (0..count)
+                    .map(|_| tokio::spawn(get_status(addr, "/busy")))
+                    .collect();
+                for spinner in spinners {
+                    let status = spinner.await??;
+                    if status != hyper::StatusCode::GATEWAY_TIMEOUT {
+                        return Err(format!("the looping guest answered {status}, not 504").into());
+                    }
+                    interrupted += 1;
+                }
+                tokio::time::sleep(SETTLE).await;
+                hostile.store(false, Ordering::Relaxed);
+                windows.hostile.0 += opened.elapsed();
+                windows.hostile.1 += server.cpu()?.saturating_sub(cpu);
             }
-            Ok(format!(
-                "{count} requests spinning at a time; {interrupted} interrupted at their 1 s timeout (504)"
-            ))
+            Ok(Outcome {
+                note: format!(
+                    "{count} requests spinning at a time, in turns with {} ms quiet windows; {interrupted} interrupted at their 1 s timeout (504)",
+                    QUIET_WINDOW.as_millis()
+                ),
+                windows: Some(windows),
+            })
         }
         Background::Compile(large) => {
             let admin = admin()?;
@@ -602,11 +687,11 @@ async fn run_background(
                 compile_time += sent.elapsed();
                 compiles += 1;
             }
-            Ok(format!(
+            Ok(Outcome::note(format!(
                 "{compiles} compiles of a {:.1} MB component, {:.0} ms each",
                 large.len() as f64 / 1e6,
                 compile_time.as_secs_f64() * 1e3 / compiles as f64
-            ))
+            )))
         }
     }
 }
