@@ -18,6 +18,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::cache::{CompileCache, Lookup, hex};
 use crate::invoke::RequestState;
+use crate::priority;
 
 /// A component compiled and linked, ready to instantiate per request. Shared
 /// by every version made from the same bytes, and kept by the project's
@@ -197,21 +198,11 @@ async fn in_background<T: Send + 'static>(
     std::thread::Builder::new()
         .name("wasmhost-compile".into())
         .spawn(move || {
-            lower_priority();
+            priority::lower_this_thread(COMPILE_NICE, "compile");
             let _ = sender.send(work());
         })
         .map_err(|err| format!("failed to start a compile thread: {err}"))?;
     receiver
         .await
         .map_err(|_| "the compile thread panicked".to_string())
-}
-
-/// Makes the calling thread (only it: on Linux, priority is per thread) as
-/// nice as [`COMPILE_NICE`]. Failing is harmless: the compile just competes
-/// with requests as an ordinary thread would.
-fn lower_priority() {
-    let thread = rustix::thread::gettid();
-    if let Err(err) = rustix::process::setpriority_process(Some(thread), COMPILE_NICE) {
-        tracing::debug!(cause = %err, "failed to lower the compile thread's priority");
-    }
 }

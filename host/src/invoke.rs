@@ -25,6 +25,7 @@ use crate::body_limit::{LimitedBody, declared_length};
 use crate::engine::GuestRunning;
 use crate::error::InvokeError;
 use crate::guest_log::{GuestLog, Stream};
+use crate::slow_lane;
 use crate::version::{InFlight, Version};
 
 /// Everything a guest instance can reach: its WASI context, HTTP context and
@@ -39,8 +40,6 @@ pub struct RequestState {
     stop: watch::Receiver<bool>,
     /// Caps linear memory growth at the project's `limits.memory`.
     limits: MemoryLimit,
-    /// Epoch ticks this request has been caught computing at.
-    ticks: u32,
 }
 
 /// The project's `limits.memory` for every linear memory of one instance.
@@ -108,7 +107,6 @@ impl RequestState {
             limits: MemoryLimit {
                 bytes: version.run.memory,
             },
-            ticks: 0,
         }
     }
 }
@@ -151,60 +149,37 @@ fn new_store(version: &Version) -> Store<RequestState> {
     );
     store.limiter(|state| &mut state.limits);
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|mut context| {
-        let state = context.data_mut();
+    store.epoch_deadline_callback(|context| {
+        let state = context.data();
         if *state.stop.borrow() {
             Err(DrainDeadlineExceeded.into())
         } else if Instant::now() >= state.deadline {
             Err(DeadlineExceeded.into())
         } else {
-            // Yield so a busy guest shares the thread with other requests.
-            state.ticks = state.ticks.saturating_add(1);
-            let rounds = if state.ticks <= GRACE_TICKS {
-                1
-            } else {
-                HOG_ROUNDS
-            };
-            Ok(UpdateDeadline::YieldCustom(1, Box::pin(step_aside(rounds))))
+            // Let every other ready task on this thread run, and the runtime
+            // poll for I/O, before the guest goes on. wasmtime's own
+            // `UpdateDeadline::Yield` re-polls at once, so a spinning guest
+            // kept the runtime from its I/O driver: 288× the hello p99 beside
+            // two of them. A guest that keeps computing moves to the slow
+            // lane (`slow_lane.rs`) after a few ticks and yields there.
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
         }
     });
     store
 }
 
-/// Epoch ticks a request may be caught computing at before it counts as a
-/// CPU hog. Ordinary requests finish within a tick or two; only those past
-/// this get the long step-aside.
-const GRACE_TICKS: u32 = 3;
-
-/// Scheduler rounds a CPU hog lets pass at each tick: every other ready task
-/// (a short request needs several rounds: read, run, write) runs before it
-/// continues, and the runtime polls for I/O in each.
-///
-/// Measured with the load harness: hello p99 beside two guests spinning
-/// until their timeout, over its steady p99. With 10 ms ticks: wasmtime's
-/// plain `Yield` 288× (106 requests/s: the spinning tasks kept the runtime
-/// from reaching its I/O driver), one `yield_now` 28×, 8 rounds 8.9×, 32
-/// rounds 3.2×. With 1 ms ticks and no grace ticks, 8 rounds 1.4× and 32
-/// rounds 1.0×, but short requests caught by a tick stepped aside too and the
-/// steady p99 itself rose to 5–10 ms. With 1 ms ticks and 3 grace ticks: 16
-/// rounds 1.6–1.7×, 32 rounds 1.2–2.0× over six runs, 64 rounds 1.6×.
-const HOG_ROUNDS: usize = 32;
-
-/// Steps aside for other requests `rounds` times with
-/// [`tokio::task::yield_now`], which re-queues the task behind every ready one
-/// and lets the runtime poll for I/O first.
-async fn step_aside(rounds: usize) {
-    for _ in 0..rounds {
-        tokio::task::yield_now().await;
-    }
-}
-
 /// Instantiates `version` once without calling it, so a component that traps
 /// while instantiating is caught before it serves anything.
 pub async fn trial_instantiate(version: &Version) -> Result<(), String> {
-    let _running = GuestRunning::start();
+    let pre = version.build.pre.clone();
     let mut store = new_store(version);
-    let run = version.build.pre.instantiate_async(&mut store);
+    let run = slow_lane::run(async move {
+        let _running = GuestRunning::start();
+        pre.instantiate_async(&mut store).await.map(drop)
+    });
     match tokio::time::timeout(version.run.request_timeout, run).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(err)) => Err(describe_trap(err)),
@@ -275,16 +250,17 @@ where
         .new_response_outparam(sender)
         .map_err(host_error)?;
 
+    let pre = version.build.pre.clone();
     let task = tokio::spawn(async move {
         let version = in_flight.version();
-        let run = async {
+        let run = slow_lane::run(async move {
             let _running = GuestRunning::start();
-            let proxy = version.build.pre.instantiate_async(&mut store).await?;
+            let proxy = pre.instantiate_async(&mut store).await?;
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, guest_request, out)
                 .await
-        };
+        });
         // The epoch callback stops guests that compute; this timeout and the
         // stop signal stop guests that wait (on a timer, on a body that never comes).
         let outcome = tokio::select! {

@@ -19,7 +19,8 @@
 //! - [`drain`]: retired versions finish their requests, or are interrupted at the drain deadline.
 //! - [`registry`]: every project, and the routing snapshot built from them.
 //! - [`router`]: pure host/path → project matching; no I/O.
-//! - [`invoke`]: one request into one fresh instance of a project's current version.
+//! - [`invoke`]: one request into one fresh instance of a project's current version;
+//!   guests that keep computing finish on the [`slow_lane`].
 //! - [`server`]: the HTTP accept loop, one task per connection, graceful drain.
 //! - [`admin`]: the admin API on its own listener ([`multipart`] parses its uploads;
 //!   [`events`] streams lifecycle events).
@@ -27,7 +28,7 @@
 //! - [`serve`]: wires the stages together for `wasmhost serve`.
 //!
 //! Around them: [`runtime`] (the one place the tokio runtime flavour is chosen),
-//! [`shutdown`] (signals → one future), [`telemetry`] (tracing set-up),
+//! [`shutdown`] (signals → one future), [`priority`] (nice values for background threads), [`telemetry`] (tracing set-up),
 //! [`guest_log`] (guest stdout/stderr → host log) [`error`] (errors callers branch on)
 //! and [`responses`] (the host's own small responses).
 
@@ -49,6 +50,7 @@ pub mod invoke;
 pub mod manifest;
 pub mod multipart;
 pub mod pipeline;
+pub mod priority;
 pub mod project;
 pub mod registry;
 pub mod responses;
@@ -57,6 +59,7 @@ pub mod runtime;
 pub mod serve;
 pub mod server;
 pub mod shutdown;
+pub mod slow_lane;
 pub mod telemetry;
 pub mod units;
 pub mod validate;

@@ -18,7 +18,7 @@ use crate::events::Events;
 use crate::pipeline::{Pipeline, Settings};
 use crate::registry::Registry;
 use crate::units::format_size;
-use crate::{admin, engine, server};
+use crate::{admin, engine, server, slow_lane};
 
 /// The two sockets, bound before anything slow happens so that a port in use
 /// fails at once with the address in the message.
@@ -60,6 +60,7 @@ pub async fn run(
     })?;
     let engine = engine::new_engine()?;
     engine::start_epoch_ticker(&engine)?;
+    slow_lane::start()?;
     let cache = match &config.cache_dir {
         Some(dir) => CompileCache::new(Some(dir), &engine),
         None => CompileCache::disabled(),

@@ -166,6 +166,47 @@ where
     }
 }
 
+/// What /proc says about one thread of a wasmhost process.
+#[derive(Debug)]
+pub(crate) struct ThreadStat {
+    pub(crate) nice: i64,
+    /// Scheduling policy: 0 is SCHED_OTHER, [`SCHED_IDLE`] the idle one.
+    pub(crate) policy: u64,
+    /// User plus system CPU time, in clock ticks (1/100 s on Linux).
+    pub(crate) cpu_ticks: u64,
+}
+
+/// Linux's number for the `SCHED_IDLE` scheduling policy.
+pub(crate) const SCHED_IDLE: u64 = 5;
+
+/// Every thread of `pid` whose name is `name` (Linux truncates thread names
+/// to 15 bytes).
+pub(crate) fn threads_named(pid: u32, name: &str) -> Vec<ThreadStat> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim() == name)
+        })
+        .filter_map(|task| thread_stat(pid, task.file_name().to_str()?.parse().ok()?))
+        .collect()
+}
+
+/// Thread `tid` of process `pid`, from /proc.
+pub(crate) fn thread_stat(pid: u32, tid: u32) -> Option<ThreadStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    // After `(comm)` comes the state, field 3 of the line (`man 5 proc`).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let field = |number: usize| -> Option<u64> { fields.get(number - 3)?.parse().ok() };
+    Some(ThreadStat {
+        nice: fields.get(19 - 3)?.parse().ok()?,
+        policy: field(41)?,
+        cpu_ticks: field(14)? + field(15)?,
+    })
+}
+
 /// The wasmhost binary with a quiet, uncoloured, info-level log and no stdin.
 pub(crate) fn wasmhost() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wasmhost-under-test"));

@@ -9,7 +9,10 @@ use hyper::StatusCode;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use wasmhost_tests::guests;
 
-use crate::harness::{Connection, TestHost, empty, eventually, full, request, send, try_send};
+use crate::harness::{
+    Connection, SCHED_IDLE, TestHost, empty, eventually, full, request, send, thread_stat,
+    threads_named, try_send,
+};
 
 #[tokio::test]
 async fn a_guest_growing_past_its_memory_limit_traps_and_the_host_keeps_serving() {
@@ -180,4 +183,44 @@ async fn a_guest_that_never_sets_a_response_gets_500_and_a_log_line() {
     // Same connection, next request: fine.
     let reply = connection.get("/hostile").await.expect("answered");
     assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_guest_that_keeps_computing_finishes_on_the_idle_priority_slow_lane() {
+    let host = TestHost::new()
+        .project("busy", guests::BUSY)
+        .manifest("busy", "[limits]\nrequest_timeout = \"1s\"\n")
+        .project("hello", guests::HELLO)
+        .spawn();
+    let pid = host.pid();
+    // Started with the host, under SCHED_IDLE; the request thread is ordinary.
+    let lane = threads_named(pid, "wasmhost-slow");
+    assert_eq!(lane.len(), 1, "slow lane threads: {lane:?}");
+    assert_eq!(lane[0].policy, SCHED_IDLE);
+    assert_eq!(thread_stat(pid, pid).map(|main| main.policy), Some(0));
+    let before = lane[0].cpu_ticks;
+
+    // Loops, one after another, until the slow lane has visibly computed. At
+    // idle priority on a busy machine, one 1 s loop may get little CPU there.
+    let addr = host.addr;
+    let spinning = tokio::spawn(async move {
+        loop {
+            let reply = send(addr, request("GET", "localhost", "/busy", empty())).await;
+            assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
+        }
+    });
+    eventually("saw the slow lane compute", || async {
+        let ticks = threads_named(pid, "wasmhost-slow")
+            .first()
+            .map_or(0, |lane| lane.cpu_ticks);
+        if ticks >= before + 20 {
+            Ok(())
+        } else {
+            Err(format!("{} ticks of CPU", ticks.saturating_sub(before)))
+        }
+    })
+    .await;
+    assert_eq!(host.get("/hello").await.status, StatusCode::OK);
+    assert!(!spinning.is_finished(), "a loop was not answered 504");
+    spinning.abort();
 }

@@ -190,7 +190,7 @@ async fn a_spinning_guest_is_interrupted_by_its_epoch_deadline() {
         }
     });
     // While the guest spins, the other project still answers: the busy guest
-    // yields every epoch tick.
+    // yields every epoch tick, and moves to the slow lane after 2 ms.
     for _ in 0..5 {
         assert_eq!(host.get("/hello").await.status, StatusCode::OK);
     }

@@ -6,7 +6,10 @@ use hyper::StatusCode;
 use serde_json::Value;
 use wasmhost_tests::guests;
 
-use crate::harness::{Connection, TestHost, admin_request, empty, eventually, request, send};
+use crate::harness::{
+    Connection, TestHost, admin_request, empty, eventually, request, send, thread_stat,
+    threads_named,
+};
 
 /// `tests/fixtures/start-trap.wat`, assembled.
 fn start_trap_component() -> Vec<u8> {
@@ -582,29 +585,6 @@ async fn requests_are_served_while_a_large_component_compiles() {
     );
 }
 
-/// The nice value of every thread of `pid` whose name is `name` (Linux
-/// truncates thread names to 15 bytes).
-fn nice_of_threads(pid: u32, name: &str) -> Vec<i64> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter(|task| {
-            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim() == name)
-        })
-        .filter_map(|task| thread_nice(pid, task.file_name().to_str()?.parse().ok()?))
-        .collect()
-}
-
-/// The nice value of thread `tid` of process `pid`, from /proc.
-fn thread_nice(pid: u32, tid: u32) -> Option<i64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
-    // After `(comm)` comes the state, field 3 of the line; nice is field 19.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    fields.get(16)?.parse().ok()
-}
-
 #[tokio::test]
 async fn compiles_run_at_the_lowest_cpu_priority() {
     let host = TestHost::new().project("hello", guests::HELLO).spawn();
@@ -613,7 +593,10 @@ async fn compiles_run_at_the_lowest_cpu_priority() {
     let deploy = tokio::spawn(send(admin, admin_request("PUT", "/projects/big", big)));
     // The compile takes seconds; its thread shows up in /proc meanwhile.
     let nice = eventually("saw a compile thread", || {
-        let nice = nice_of_threads(host.pid(), "wasmhost-compil");
+        let nice: Vec<i64> = threads_named(host.pid(), "wasmhost-compil")
+            .iter()
+            .map(|thread| thread.nice)
+            .collect();
         async move {
             if nice.is_empty() {
                 Err("no thread named wasmhost-compile".to_string())
@@ -628,7 +611,10 @@ async fn compiles_run_at_the_lowest_cpu_priority() {
         "compile threads' nice: {nice:?}"
     );
     // The main thread, which serves requests, keeps the default priority.
-    assert_eq!(thread_nice(host.pid(), host.pid()), Some(0));
+    assert_eq!(
+        thread_stat(host.pid(), host.pid()).map(|main| main.nice),
+        Some(0)
+    );
     let reply = deploy.await.expect("deploy task");
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
