@@ -64,7 +64,7 @@ pub struct Access {
 
 impl Access {
     /// Why `request` may not proceed, as the response to send; `None` when it may.
-    fn refuse(&self, request: &Request<Incoming>) -> Option<Response<HyperOutgoingBody>> {
+    fn refuse<B>(&self, request: &Request<B>) -> Option<Response<HyperOutgoingBody>> {
         let unauthorized = |text: &str| {
             let mut response = text_response(StatusCode::UNAUTHORIZED, text);
             response.headers_mut().insert(
@@ -449,4 +449,78 @@ fn method_not_allowed(allow: &'static str) -> Response<HyperOutgoingBody> {
         .headers_mut()
         .insert(header::ALLOW, header::HeaderValue::from_static(allow));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::Peer;
+
+    fn from(peer: &str, method: Method, authorization: Option<&str>) -> Request<()> {
+        let mut request = Request::builder().method(method).uri("/projects/app");
+        if let Some(value) = authorization {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        let mut request = request.body(()).expect("request");
+        let peer = peer.parse().expect("socket address");
+        request.extensions_mut().insert(Peer(peer));
+        request
+    }
+
+    fn status(access: &Access, request: &Request<()>) -> Option<StatusCode> {
+        access.refuse(request).map(|response| response.status())
+    }
+
+    /// Without a token the listener is loopback-only, so no real socket can
+    /// bring a remote peer here; this guards the check behind that rule.
+    #[test]
+    fn without_a_token_only_reads_are_allowed_from_other_hosts() {
+        let access = Access {
+            token: None,
+            max_deploy_size: 1,
+        };
+        let remote = "192.0.2.7:40000";
+        assert_eq!(
+            status(&access, &from(remote, Method::PUT, None)),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(
+            status(&access, &from(remote, Method::DELETE, None)),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(status(&access, &from(remote, Method::GET, None)), None);
+        assert_eq!(
+            status(&access, &from("127.0.0.1:40000", Method::PUT, None)),
+            None
+        );
+        assert_eq!(
+            status(&access, &from("[::1]:40000", Method::POST, None)),
+            None
+        );
+    }
+
+    #[test]
+    fn with_a_token_every_request_needs_it() {
+        let access = Access {
+            token: Some("s3cret".into()),
+            max_deploy_size: 1,
+        };
+        let local = "127.0.0.1:40000";
+        assert_eq!(
+            status(&access, &from(local, Method::GET, None)),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(
+            status(&access, &from(local, Method::GET, Some("Bearer wrong"))),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(
+            status(
+                &access,
+                &from("192.0.2.7:1", Method::PUT, Some("Bearer s3cret"))
+            ),
+            None
+        );
+        assert!(same_secret("s3cret", "s3cret") && !same_secret("s3cre", "s3cret"));
+    }
 }
