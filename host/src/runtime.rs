@@ -5,9 +5,10 @@
 //! server CPU per request against about 49 µs here: most of the difference is
 //! cross-core TLB-shootdown interrupts, because the pooling allocator's
 //! instance slots get touched (and decommitted) from several cores. Compiles
-//! run on their own low-priority threads (`compiler.rs`), off this thread, and
-//! a busy guest yields back every epoch tick, so one thread does not mean one
-//! request.
+//! run on their own low-priority threads (`compiler.rs`), off this thread; a
+//! busy guest yields back every epoch tick, and one that keeps computing
+//! moves to the slow lane (`slow_lane.rs`), so one thread does not mean one
+//! request at a time.
 //!
 //! Not tried yet: one current_thread runtime per core behind SO_REUSEPORT
 //! listeners. With pages now reset in place (`engine.rs`) the cross-core cost
