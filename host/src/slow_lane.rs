@@ -111,8 +111,9 @@ where
     let lane = match lane() {
         Ok(lane) => lane,
         Err(reason) => {
-            // Only a library user that never called `start` gets here; the
-            // guest keeps sharing the request thread at every epoch tick.
+            // The thread could not be started. `wasmhost serve` refuses to
+            // run then, so only a library user gets here; the guest keeps
+            // sharing the request thread, yielding at every epoch tick.
             tracing::debug!("no slow lane ({reason}); the guest stays on the request thread");
             return guest.await;
         }

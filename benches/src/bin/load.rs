@@ -12,7 +12,7 @@
 //!   deployed (and compiled) over and over;
 //! - hostile neighbour: the same load while another project's guest spins in
 //!   a loop until its request timeout, two requests at a time, in turns with
-//!   quiet windows of the same length. Requests are sorted by window, so the
+//!   quiet windows of the same length. Requests are filed by window, so the
 //!   p99 beside the loop and the p99 alone come from the same seconds of the
 //!   same run: on a shared 2-core machine, separate phases differed by up to
 //!   2.5× in steady p99 alone;
