@@ -28,7 +28,8 @@
 //! - [`serve`]: wires the stages together for `wasmhost serve`.
 //!
 //! Around them: [`runtime`] (the one place the tokio runtime flavour is chosen),
-//! [`shutdown`] (signals → one future), [`priority`] (nice values for background threads), [`telemetry`] (tracing set-up),
+//! [`shutdown`] (signals → one future), [`priority`] (CPU priority of
+//! background threads), [`telemetry`] (tracing set-up),
 //! [`guest_log`] (guest stdout/stderr → host log) [`error`] (errors callers branch on)
 //! and [`responses`] (the host's own small responses).
 
