@@ -13,7 +13,7 @@
 //!
 //! Measured with the load harness's hostile phase (2 cores, 32 connections to
 //! hello, two requests to another project spinning until their 1 s timeout,
-//! p99 beside them over p99 alone in the same phase): 0.6–1.56× over 13 runs
+//! p99 beside them over p99 alone in the same phase): 0.6–1.56× over 14 runs
 //! with the slow lane; 1.67–1.75× when hogs stayed on the request thread and
 //! stepped aside 32 scheduler rounds at each tick.
 //!
