@@ -16,14 +16,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_main};
-use wasmhost::cache::{CompileCache, Lookup};
-use wasmhost::compiler::{Build, Compiler};
-use wasmhost::events::Events;
-use wasmhost::manifest::ProjectName;
-use wasmhost::project::Project;
-use wasmhost::registry::Registry;
-use wasmhost::version::{RunConfig, Stats, Version};
-use wasmhost::{engine, invoke};
+use wasmhost::engine;
+use wasmhost::front::invoke;
+use wasmhost::model::build::Build;
+use wasmhost::model::events::Events;
+use wasmhost::model::manifest::ProjectName;
+use wasmhost::model::project::Project;
+use wasmhost::model::registry::Registry;
+use wasmhost::model::version::{RunConfig, Stats, Version};
+use wasmhost::swap::cache::{CompileCache, Lookup};
+use wasmhost::swap::compiler::Compiler;
 
 /// The real engine and a compiler with a cache in a temp dir.
 struct Setup {

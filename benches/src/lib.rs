@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 
-use wasmhost::router::{Router, RouterBuilder};
+use wasmhost::model::router::{Router, RouterBuilder};
 
 pub mod process;
 pub mod swap_latency;

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wasmhost::multipart;
+use wasmhost::admin::multipart;
 
 fuzz_target!(|input: (String, Vec<u8>)| {
     let (content_type, body) = input;

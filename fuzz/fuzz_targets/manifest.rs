@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use wasmhost::manifest::Manifest;
+use wasmhost::model::manifest::Manifest;
 
 fuzz_target!(|text: &str| {
     let path = Path::new("/projects/app/wasmhost.toml");

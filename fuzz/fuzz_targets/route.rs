@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wasmhost::router::RouterBuilder;
+use wasmhost::model::router::RouterBuilder;
 
 fuzz_target!(|input: (Vec<(String, bool)>, Option<String>, String)| {
     let (routes, host, path) = input;

@@ -39,7 +39,7 @@ pub struct Config {
     /// Root of the compile cache; `None` when caching is off.
     pub cache_dir: Option<PathBuf>,
     /// How to watch the projects folder; `None` when not watching.
-    pub watch: Option<crate::watcher::WatchSettings>,
+    pub watch: Option<crate::watch::WatchSettings>,
 }
 
 /// Host-wide limits, applied to every project that does not set its own.
@@ -104,9 +104,11 @@ impl Config {
             cache_dir: if args.no_cache {
                 None
             } else {
-                args.cache_dir.clone().or_else(crate::cache::default_dir)
+                args.cache_dir
+                    .clone()
+                    .or_else(crate::swap::cache::default_dir)
             },
-            watch: (!args.no_watch).then_some(crate::watcher::WatchSettings {
+            watch: (!args.no_watch).then_some(crate::watch::WatchSettings {
                 debounce: args.debounce,
                 poll: args.poll,
                 poll_interval: args.poll_interval,

@@ -10,15 +10,16 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::cache::CompileCache;
-use crate::compiler::Compiler;
 use crate::config::Config;
-use crate::discovery::Skipped;
-use crate::events::Events;
-use crate::pipeline::{Pipeline, Settings};
-use crate::registry::Registry;
+use crate::front::{handler, listener, slow_lane};
+use crate::model::discovery::Skipped;
+use crate::model::events::Events;
+use crate::model::registry::Registry;
+use crate::swap::cache::CompileCache;
+use crate::swap::compiler::Compiler;
+use crate::swap::pipeline::{Pipeline, Settings};
 use crate::units::format_size;
-use crate::{admin, engine, server, slow_lane};
+use crate::{admin, engine};
 
 /// The two sockets, bound before anything slow happens so that a port in use
 /// fails at once with the address in the message.
@@ -59,7 +60,7 @@ pub async fn run(
         )
     })?;
     let engine = engine::new_engine()?;
-    engine::start_epoch_ticker(&engine)?;
+    engine::ticker::start_epoch_ticker(&engine)?;
     slow_lane::start()?;
     let cache = match &config.cache_dir {
         Some(dir) => CompileCache::new(Some(dir), &engine),
@@ -93,7 +94,7 @@ pub async fn run(
     // Watch before loading: a change made while projects load is not missed
     // (at worst it is found unchanged).
     if let Some(watch) = &config.watch {
-        crate::watcher::start(&config.projects_dir, pipeline.clone(), watch.clone())?;
+        crate::watch::start(&config.projects_dir, pipeline.clone(), watch.clone())?;
     }
     let skipped = pipeline.load_all().await?;
     log_startup(&registry, &skipped);
@@ -121,15 +122,15 @@ pub async fn run(
         token: config.admin_token.clone(),
         max_deploy_size: config.max_deploy_size,
     });
-    let admin_task = tokio::spawn(server::serve(
+    let admin_task = tokio::spawn(listener::serve(
         listeners.admin,
         move |request| admin::handle(pipeline.clone(), access.clone(), request),
         wait_stop(),
         config.grace_period,
     ));
-    let http = server::serve(
+    let http = listener::serve(
         listeners.http,
-        move |request| server::handle(registry.clone(), request),
+        move |request| handler::handle(registry.clone(), request),
         wait_stop(),
         config.grace_period,
     );

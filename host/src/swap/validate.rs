@@ -11,8 +11,8 @@ use http_body_util::Empty;
 use hyper::Request;
 use hyper::header::HOST;
 
-use crate::invoke::{invoke, trial_instantiate};
-use crate::version::Version;
+use crate::front::invoke::{invoke, trial_instantiate};
+use crate::model::version::Version;
 
 /// The health check a project configured.
 #[derive(Clone, Debug)]

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sha2::{Digest as _, Sha256};
 use tokio::sync::Semaphore;
@@ -16,32 +16,10 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use crate::cache::{CompileCache, Lookup, hex};
-use crate::invoke::RequestState;
+use crate::engine::store::RequestState;
+use crate::model::build::Build;
 use crate::priority;
-
-/// A component compiled and linked, ready to instantiate per request. Shared
-/// by every version made from the same bytes, and kept by the project's
-/// history for rollback.
-pub struct Build {
-    /// Pre-instantiated proxy: per-request instantiation skips all import resolution.
-    pub pre: ProxyPre<RequestState>,
-    /// Lowercase hex sha256 of the component bytes: the build's identity.
-    pub digest: String,
-    /// The component bytes, so a rollback can write them back to disk.
-    pub bytes: Arc<[u8]>,
-    /// Wall time spent compiling (or loading from cache) and linking.
-    pub compile_time: Duration,
-    /// Whether the compiled code came from the cache.
-    pub cache_hit: bool,
-}
-
-impl Build {
-    /// Size of the component in bytes.
-    pub fn size(&self) -> u64 {
-        self.bytes.len() as u64
-    }
-}
+use crate::swap::cache::{CompileCache, Lookup, hex};
 
 /// Why component bytes could not be turned into a build. Callers branch on
 /// the kind: a read failure is about the file, the rest about its contents.

@@ -3,8 +3,6 @@
 //! `wasi:http/incoming-handler.handle`, and hand back the response head as soon
 //! as the guest sets it while the body keeps streaming.
 
-use std::time::Instant;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -13,162 +11,32 @@ use http_body_util::BodyExt as _;
 use hyper::body::Body;
 use hyper::http::uri::{PathAndQuery, Uri};
 use hyper::{Request, Response, header};
-use tokio::sync::watch;
-use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::Store;
+use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::body_limit::{LimitedBody, declared_length};
-use crate::engine::GuestRunning;
-use crate::error::InvokeError;
-use crate::guest_log::{GuestLog, Stream};
-use crate::slow_lane;
-use crate::version::{InFlight, Version};
+use crate::engine::store::{self, DeadlineExceeded, DrainDeadlineExceeded, Guest, RequestState};
+use crate::engine::ticker::GuestRunning;
+use crate::front::body_limit::{LimitedBody, declared_length};
+use crate::front::error::InvokeError;
+use crate::front::slow_lane;
+use crate::model::version::{InFlight, Version};
 
-/// Everything a guest instance can reach: its WASI context, HTTP context and
-/// resource table, plus what its epoch callback checks.
-pub struct RequestState {
-    wasi: WasiCtx,
-    http: WasiHttpCtx,
-    table: ResourceTable,
-    /// When this request must be done; checked on every epoch tick.
-    deadline: Instant,
-    /// Turns true when the version outlived its drain deadline; checked on every epoch tick.
-    stop: watch::Receiver<bool>,
-    /// Caps linear memory growth at the project's `limits.memory`.
-    limits: MemoryLimit,
-}
-
-/// The project's `limits.memory` for every linear memory of one instance.
-struct MemoryLimit {
-    bytes: u64,
-}
-
-/// Raised when a guest tries to grow a memory past its project's limit; it
-/// traps the guest, and its message is what the log line says.
-#[derive(Debug, thiserror::Error)]
-#[error("grew past its memory limit of {} (asked for {wanted} bytes)", crate::units::format_size(*.limit))]
-struct MemoryLimitExceeded {
-    limit: u64,
-    wanted: usize,
-}
-
-impl ResourceLimiter for MemoryLimit {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired as u64 > self.bytes {
-            // An error, not `Ok(false)`: the guest traps with a message that
-            // names the limit, instead of seeing `memory.grow` fail and
-            // aborting with a generic trap.
-            return Err(MemoryLimitExceeded {
-                limit: self.bytes,
-                wanted: desired,
-            }
-            .into());
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        _desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(true)
-    }
-}
-
-impl RequestState {
-    fn new(version: &Version, deadline: Instant) -> Self {
-        let project = version.project.clone();
-        let wasi = WasiCtx::builder()
-            .envs(&version.run.env)
-            .stdout(GuestLog::new(
-                project.clone(),
-                version.number,
-                Stream::Stdout,
-            ))
-            .stderr(GuestLog::new(project, version.number, Stream::Stderr))
-            .build();
-        Self {
-            wasi,
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
-            deadline,
-            stop: version.stop_signal(),
-            limits: MemoryLimit {
-                bytes: version.run.memory,
-            },
-        }
-    }
-}
-
-impl WasiView for RequestState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiHttpView for RequestState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: Default::default(),
-        }
-    }
-}
-
-/// Raised from the epoch callback once a request is past its deadline.
-#[derive(Debug, thiserror::Error)]
-#[error("request deadline exceeded")]
-struct DeadlineExceeded;
-
-/// Raised from the epoch callback once the request's version must stop draining.
-#[derive(Debug, thiserror::Error)]
-#[error("version drain deadline exceeded")]
-struct DrainDeadlineExceeded;
-
-/// A store for one request on `version`, with its deadline and epoch callback set.
+/// A store for one request on `version`, with its deadline, memory limit,
+/// environment and output streams.
 fn new_store(version: &Version) -> Store<RequestState> {
-    let deadline = Instant::now() + version.run.request_timeout;
-    let mut store = Store::new(
+    store::new_store(
         version.build.pre.engine(),
-        RequestState::new(version, deadline),
-    );
-    store.limiter(|state| &mut state.limits);
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|context| {
-        let state = context.data();
-        if *state.stop.borrow() {
-            Err(DrainDeadlineExceeded.into())
-        } else if Instant::now() >= state.deadline {
-            Err(DeadlineExceeded.into())
-        } else {
-            // Let every other ready task on this thread run, and the runtime
-            // poll for I/O, before the guest goes on. wasmtime's own
-            // `UpdateDeadline::Yield` re-polls at once, so a spinning guest
-            // kept the runtime from its I/O driver: 288× the hello p99 beside
-            // two of them. A guest that keeps computing moves to the slow
-            // lane (`slow_lane.rs`) after a few ticks and yields there.
-            Ok(UpdateDeadline::YieldCustom(
-                1,
-                Box::pin(tokio::task::yield_now()),
-            ))
-        }
-    });
-    store
+        Guest {
+            project: version.project.clone(),
+            version: version.number,
+            env: &version.run.env,
+            memory: version.run.memory,
+            timeout: version.run.request_timeout,
+            stop: version.stop_signal(),
+        },
+    )
 }
 
 /// Instantiates `version` once without calling it, so a component that traps

@@ -2,9 +2,9 @@
 //! a reload, a deploy or a rollback, goes through the same steps, and a
 //! removal through the same drain.
 //!
-//! read (config + bytes) → prepare ([`crate::compiler`], through the cache) →
-//! validate ([`crate::validate`]) → swap (one atomic store on the project,
-//! plus a routing snapshot when routes change) → drain ([`crate::drain`]) →
+//! read (config + bytes) → prepare ([`crate::swap::compiler`], through the cache) →
+//! validate ([`crate::swap::validate`]) → swap (one atomic store on the project,
+//! plus a routing snapshot when routes change) → drain ([`crate::swap::drain`]) →
 //! cleanup (the old version drops with its last request; builds past the
 //! history length drop with it).
 //!
@@ -18,15 +18,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 
-use crate::compiler::Compiler;
-use crate::discovery::{self, ProjectSource, Skipped};
-use crate::drain;
-use crate::events::Events;
-use crate::manifest::{MANIFEST_FILE, Manifest, ProjectName};
-use crate::project::{Failure, Project};
-use crate::registry::Registry;
-use crate::validate::{HealthCheck, validate};
-use crate::version::{RunConfig, Stats, Version};
+use crate::model::discovery::{self, ProjectSource, Skipped};
+use crate::model::events::Events;
+use crate::model::manifest::{MANIFEST_FILE, Manifest, ProjectName};
+use crate::model::project::{Failure, Project};
+use crate::model::registry::Registry;
+use crate::model::version::{RunConfig, Stats, Version};
+use crate::swap::compiler::Compiler;
+use crate::swap::drain;
+use crate::swap::validate::{HealthCheck, validate};
 
 /// Host-wide defaults and limits the pipeline applies.
 #[derive(Clone, Debug)]

@@ -30,7 +30,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::router;
+use crate::model::router;
 use crate::units::{parse_duration, parse_size};
 
 /// The file name of a project's manifest inside its folder.
@@ -96,7 +96,7 @@ pub struct Limits {
 }
 
 /// A parsed and validated `wasmhost.toml`. Every field is optional in the file;
-/// defaults are applied by [`crate::discovery`], which knows the project name.
+/// defaults are applied by [`crate::model::discovery`], which knows the project name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Manifest {
     /// Relative path of the component inside the project folder.

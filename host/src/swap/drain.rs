@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use crate::version::Version;
+use crate::model::version::Version;
 
 /// Retires `old` and supervises its drain in the background.
 pub fn retire(old: Arc<Version>) {

@@ -7,7 +7,7 @@
 //! project's current version once and keeps only that `Arc<Version>`.
 //!
 //! ```no_run
-//! # fn example(registry: &wasmhost::registry::Registry) {
+//! # fn example(registry: &wasmhost::model::registry::Registry) {
 //! // Correct: one load of each, owned Arcs, no guard held across awaits.
 //! let snapshot = registry.snapshot();
 //! let version = snapshot
@@ -28,8 +28,8 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::project::Project;
-use crate::router::{Router, RouterBuilder};
+use crate::model::project::Project;
+use crate::model::router::{Router, RouterBuilder};
 
 /// What requests route with: the router and the projects its indices refer to.
 #[derive(Default)]

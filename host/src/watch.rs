@@ -21,8 +21,8 @@ use notify::{Event, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher as _
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::manifest::ProjectName;
-use crate::pipeline::Pipeline;
+use crate::model::manifest::ProjectName;
+use crate::swap::pipeline::Pipeline;
 
 /// How the folder is watched.
 #[derive(Clone, Debug)]

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use crate::manifest::{MANIFEST_FILE, Manifest, ProjectName};
+use crate::model::manifest::{MANIFEST_FILE, Manifest, ProjectName};
 
 /// Everything needed to load and route one project, read from disk.
 #[derive(Debug, Clone, PartialEq, Eq)]

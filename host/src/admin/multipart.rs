@@ -90,7 +90,7 @@ mod tests {
 
     #[test]
     fn round_trip_with_the_client_encoder() {
-        let body = crate::client::multipart(
+        let body = crate::cli::client::multipart(
             "XyZ",
             &[
                 (
@@ -163,7 +163,7 @@ mod properties {
             config in "[ -~\n]{0,100}",
         ) {
             let boundary = "wasmhost-test-boundary-7f3a";
-            let body = crate::client::multipart(boundary, &[
+            let body = crate::cli::client::multipart(boundary, &[
                 ("component", "application/wasm", &component),
                 ("config", "application/toml", config.as_bytes()),
             ]);

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 
-use crate::compiler::Build;
-use crate::events::Events;
+use crate::model::build::Build;
+use crate::model::events::Events;
 
 /// Per-project counters, shared by the project and all its versions.
 #[derive(Debug, Default)]

@@ -9,10 +9,10 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
 
-use crate::compiler::Build;
-use crate::discovery::ProjectSource;
-use crate::manifest::ProjectName;
-use crate::version::{Stats, Version};
+use crate::model::build::Build;
+use crate::model::discovery::ProjectSource;
+use crate::model::manifest::ProjectName;
+use crate::model::version::{Stats, Version};
 
 /// Why the last change to a project was refused.
 #[derive(Clone, Debug)]

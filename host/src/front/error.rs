@@ -6,7 +6,7 @@ use hyper::{Response, StatusCode};
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::responses::text_response;
+use crate::front::responses::text_response;
 
 /// What a 503 for a full project tells the client: requests are short, so a
 /// second is plenty to find a free slot.

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::commands;
+pub mod client;
+pub mod commands;
+
 use crate::config::Config;
 use crate::units::{parse_duration, parse_size};
 

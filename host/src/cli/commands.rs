@@ -8,9 +8,9 @@ use anyhow::{Context, bail};
 use hyper::StatusCode;
 use serde_json::Value;
 
+use crate::cli::client::{AdminClient, Answer, multipart};
 use crate::cli::{AdminArgs, DeployArgs, ProjectArgs};
-use crate::client::{AdminClient, Answer, multipart};
-use crate::manifest::ProjectName;
+use crate::model::manifest::ProjectName;
 
 fn name_of(name: &str) -> anyhow::Result<ProjectName> {
     ProjectName::parse(name).map_err(anyhow::Error::msg)
@@ -35,7 +35,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
             // Unique enough not to occur in the parts; RFC 2046 caps boundaries at 70 characters.
             let boundary = format!(
                 "wasmhost-{}",
-                &crate::compiler::Compiler::digest(&component)[..40]
+                &crate::swap::compiler::Compiler::digest(&component)[..40]
             );
             let body = multipart(
                 &boundary,

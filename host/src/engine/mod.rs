@@ -1,30 +1,24 @@
-//! The one wasmtime [`Engine`] every project shares, the [`Linker`] every
-//! component is linked against, and the thread that advances the epoch.
+//! The wasmtime side every guest runs under: the one [`Engine`] every
+//! project shares, the [`Linker`] every component is linked against, the
+//! per-request store ([`store`]), the epoch ticker ([`ticker`]) and guest
+//! output ([`guest_log`]).
+//!
+//! These sit below both the request path and the swap pipeline: a compiled
+//! `Build` (in `model`) is a `ProxyPre<RequestState>`, so the store type
+//! cannot live in `front` without `model` depending on it.
 //!
 //! One engine means one code cache, one instance pool and one epoch counter
 //! for the whole host; projects differ only in their `ProxyPre`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+pub mod guest_log;
+pub mod store;
+pub mod ticker;
 
 use anyhow::Context as _;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::invoke::RequestState;
-
-/// How often the epoch advances. Each tick, a running guest reaches its
-/// epoch callback, which yields to other requests and enforces the deadline,
-/// so this is both the scheduling quantum and the timeout resolution.
-///
-/// 1 ms, not 10: a guest stuck in a loop holds the request thread for up to
-/// one tick at a time until it moves to the slow lane (`slow_lane.rs`), and
-/// it can only move at a tick. Before the slow lane, when such guests stayed
-/// on the request thread stepping aside at each tick, the hello p99 beside
-/// two of them was 11× its steady p99 with 10 ms ticks and 1.2–2.0× with
-/// 1 ms. Ticking that fast costs CPU, so the ticker only does it while
-/// guests run ([`GuestRunning`]).
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+use store::RequestState;
 
 /// How many instances (and linear memories, tables, stacks) the pool holds:
 /// the most requests that can run at once across all projects.
@@ -85,52 +79,4 @@ pub fn new_linker(engine: &Engine) -> anyhow::Result<Linker<RequestState>> {
         .map_err(anyhow::Error::from)
         .context("failed to add wasi:http to the linker")?;
     Ok(linker)
-}
-
-/// How long the ticker sleeps while no guest runs. A guest that starts in
-/// the middle of it gets its first tick late, which only delays its first
-/// yield: its deadline is also a tokio timer.
-const IDLE_TICK: Duration = Duration::from_millis(10);
-
-/// Guests running wasm right now, across the host; the ticker only needs to
-/// tick fast while this is above zero.
-static GUESTS_RUNNING: AtomicUsize = AtomicUsize::new(0);
-
-/// Counts a guest as running until dropped. Held around every call into wasm
-/// (instantiation and the handler).
-pub struct GuestRunning(());
-
-impl GuestRunning {
-    /// Marks a guest as running.
-    pub fn start() -> Self {
-        GUESTS_RUNNING.fetch_add(1, Ordering::Relaxed);
-        Self(())
-    }
-}
-
-impl Drop for GuestRunning {
-    fn drop(&mut self) {
-        GUESTS_RUNNING.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Starts the thread that advances the engine's epoch every [`EPOCH_TICK`]
-/// while guests run, and every `IDLE_TICK` otherwise: an idle host ticking
-/// every millisecond used 2.1 % of a core (420 ms of CPU over 20 s), with the
-/// idle tick 0.65 % (130 ms). It holds only a weak reference and exits once
-/// the engine is gone.
-pub fn start_epoch_ticker(engine: &Engine) -> anyhow::Result<()> {
-    let weak = engine.weak();
-    std::thread::Builder::new()
-        .name("wasmhost-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                let busy = GUESTS_RUNNING.load(Ordering::Relaxed) > 0;
-                std::thread::sleep(if busy { EPOCH_TICK } else { IDLE_TICK });
-            }
-        })
-        .context("failed to start the epoch ticker thread")?;
-    Ok(())
 }

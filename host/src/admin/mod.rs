@@ -1,0 +1,44 @@
+//! The admin API, on its own listener so it can be firewalled apart from
+//! project traffic and stays reachable when projects are busy.
+//!
+//! Endpoints:
+//! - `GET /healthz`: `200 ok` while the host runs.
+//! - `GET /projects`: JSON array with one object per known project, failed ones included.
+//! - `GET /projects/NAME`: that project's object, or 404.
+//! - `PUT /projects/NAME`: deploy the body (the component bytes, `Content-Type:
+//!   application/wasm`), or a `multipart/form-data` body with a `component`
+//!   part and an optional `config` part (a wasmhost.toml). Answers once the
+//!   version is live (200), unchanged (200), or rejected (422, the old version
+//!   still serving). Once live, the component (and config) are written into the
+//!   project's folder (temp file + rename).
+//! - `POST /projects/NAME/reload`: re-read config and component from disk.
+//! - `POST /projects/NAME/rollback`: back to the previous good build (409 when there is none).
+//! - `DELETE /projects/NAME`: unroute, drain, and delete from disk.
+//! - `GET /events`: Server-Sent Events, one per lifecycle step (`change_detected`,
+//!   `compiled`, `live`, `rejected`, `draining`, `released`, `removed`), each a
+//!   JSON object with `event`, `project`, `at` and, as they apply, `version`,
+//!   `digest`, `previous`, `compile_ms`, `swap_ms`, `cache_hit`, `in_flight`,
+//!   `drain_ms`, `step` and `reason`.
+//!
+//! A project object has: `name`, `route`, `hosts`, `strip_prefix`, `entry`,
+//! `component` (path), `digest` (sha256 hex of the component bytes), `version`,
+//! `state` (`active`, `preparing`, `draining` or `failed`), `size` (bytes),
+//! `compile_ms`, `in_flight`, `last_error`, `last_failure` (`step`, `reason`,
+//! `digest`, `at` in Unix seconds), `versions` (current and draining, each with
+//! `version`, `digest`, `state`, `in_flight`), `history` (version numbers of the
+//! builds kept for rollback) and `stats` (`swaps`, `changes`, `rejected`, `rollbacks`,
+//! `forced_drains`, `released`, `last_compile_ms`, `last_swap_ms`,
+//! `max_drain_ms`, `cache_hits`, `cache_misses`, `active`, `overloaded`). Change endpoints answer the
+//! same object with an `outcome` field (`live` or `unchanged`) and, when live,
+//! `compile_ms_this`, `swap_ms` and `cache_hit`; a rejection answers
+//! `{"outcome": "rejected", "step", "reason", "message"}`.
+
+mod access;
+pub mod events;
+pub mod multipart;
+mod routes;
+mod upload;
+mod views;
+
+pub use access::Access;
+pub use routes::handle;

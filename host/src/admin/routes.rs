@@ -1,0 +1,163 @@
+//! The admin API's dispatch: method and path to an action, and the one place
+//! change errors become statuses.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::body::Body;
+use hyper::{Method, Request, Response, StatusCode, header};
+use serde_json::json;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use crate::admin::access::Access;
+use crate::admin::upload::read_deploy;
+use crate::admin::views::ProjectView;
+use crate::front::responses::{json_response, text_response};
+use crate::model::manifest::ProjectName;
+use crate::swap::pipeline::{ChangeError, Outcome, Pipeline};
+
+/// Answers one admin request. Generic over the body, so tests can call it
+/// with an in-memory one.
+pub async fn handle<B>(
+    pipeline: Pipeline,
+    access: Arc<Access>,
+    request: Request<B>,
+) -> Response<HyperOutgoingBody>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if let Some(refused) = access.refuse(&request) {
+        return refused;
+    }
+    let path = request.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = request.method().clone();
+    let name = match segments.as_slice() {
+        ["projects", name, ..] => match ProjectName::parse(name) {
+            Ok(name) => Some(name),
+            Err(reason) => return text_response(StatusCode::BAD_REQUEST, &reason),
+        },
+        _ => None,
+    };
+    match (&method, segments.as_slice(), name) {
+        (&Method::GET, ["healthz"], _) => text_response(StatusCode::OK, "ok"),
+        (&Method::GET, ["events"], _) => crate::admin::events::stream(pipeline.events()),
+        (&Method::GET, ["projects"], _) => {
+            let views: Vec<ProjectView> = pipeline
+                .registry()
+                .all()
+                .iter()
+                .map(|p| ProjectView::new(p))
+                .collect();
+            json_response(StatusCode::OK, &views)
+        }
+        (&Method::GET, ["projects", _], Some(name)) => {
+            project_response(&pipeline, &name, StatusCode::OK)
+        }
+        (&Method::PUT, ["projects", _], Some(name)) => {
+            let (bytes, config) = match read_deploy(request, access.max_deploy_size).await {
+                Ok(upload) => upload,
+                Err(response) => return *response,
+            };
+            change_response(
+                &pipeline,
+                &name,
+                pipeline.deploy(&name, bytes.into(), config).await,
+            )
+        }
+        (&Method::POST, ["projects", _, "reload"], Some(name)) => {
+            change_response(&pipeline, &name, pipeline.reload(&name).await)
+        }
+        (&Method::POST, ["projects", _, "rollback"], Some(name)) => {
+            change_response(&pipeline, &name, pipeline.rollback(&name).await)
+        }
+        (&Method::DELETE, ["projects", _], Some(name)) => match pipeline.remove(&name).await {
+            Ok(()) => json_response(
+                StatusCode::OK,
+                &json!({ "outcome": "removed", "name": name.as_str() }),
+            ),
+            Err(err) => error_response(err),
+        },
+        (_, ["healthz"] | ["projects"] | ["events"], _) => method_not_allowed("GET"),
+        (_, ["projects", _], _) => method_not_allowed("GET, PUT, DELETE"),
+        (_, ["projects", _, "reload" | "rollback"], _) => method_not_allowed("POST"),
+        _ => text_response(
+            StatusCode::NOT_FOUND,
+            "no such admin endpoint; see GET /projects",
+        ),
+    }
+}
+
+fn project_response(
+    pipeline: &Pipeline,
+    name: &ProjectName,
+    status: StatusCode,
+) -> Response<HyperOutgoingBody> {
+    match pipeline.registry().get(name.as_str()) {
+        Some(project) => json_response(status, &ProjectView::new(&project)),
+        None => text_response(StatusCode::NOT_FOUND, &format!("no project `{name}`")),
+    }
+}
+
+fn change_response(
+    pipeline: &Pipeline,
+    name: &ProjectName,
+    result: Result<Outcome, ChangeError>,
+) -> Response<HyperOutgoingBody> {
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(err) => return error_response(err),
+    };
+    let Some(project) = pipeline.registry().get(name.as_str()) else {
+        return text_response(StatusCode::NOT_FOUND, &format!("no project `{name}`"));
+    };
+    let mut body = serde_json::to_value(ProjectView::new(&project)).unwrap_or_default();
+    if let Some(object) = body.as_object_mut() {
+        match outcome {
+            Outcome::Unchanged { .. } => {
+                object.insert("outcome".into(), json!("unchanged"));
+            }
+            Outcome::Live {
+                version,
+                previous,
+                compile,
+                swap,
+                cache_hit,
+            } => {
+                object.insert("outcome".into(), json!("live"));
+                object.insert("live_version".into(), json!(version));
+                object.insert("previous_version".into(), json!(previous));
+                object.insert(
+                    "compile_ms_this".into(),
+                    json!(compile.as_secs_f64() * 1000.0),
+                );
+                object.insert("swap_ms".into(), json!(swap.as_secs_f64() * 1000.0));
+                object.insert("cache_hit".into(), json!(cache_hit));
+            }
+        }
+    }
+    json_response(StatusCode::OK, &body)
+}
+
+/// The one place change errors become statuses.
+fn error_response(err: ChangeError) -> Response<HyperOutgoingBody> {
+    let message = err.to_string();
+    match err {
+        ChangeError::Rejected { step, reason, .. } => json_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &json!({ "outcome": "rejected", "step": step, "reason": reason, "message": message }),
+        ),
+        ChangeError::NotFound(_) => text_response(StatusCode::NOT_FOUND, &message),
+        ChangeError::NoRollback(_) => text_response(StatusCode::CONFLICT, &message),
+        ChangeError::Failed(_) => text_response(StatusCode::INTERNAL_SERVER_ERROR, &message),
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<HyperOutgoingBody> {
+    let mut response = text_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    response
+        .headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+    response
+}

@@ -1,0 +1,116 @@
+//! The JSON the admin API shows for a project and its versions.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::UNIX_EPOCH;
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::model::project::Project;
+
+/// A version as the admin API shows it.
+#[derive(Serialize)]
+struct VersionView {
+    version: u64,
+    digest: String,
+    state: &'static str,
+    in_flight: usize,
+}
+
+/// A project as the admin API shows it.
+#[derive(Serialize)]
+pub(crate) struct ProjectView {
+    name: String,
+    route: String,
+    hosts: Vec<String>,
+    strip_prefix: bool,
+    entry: String,
+    component: Option<String>,
+    digest: Option<String>,
+    version: Option<u64>,
+    state: &'static str,
+    size: Option<u64>,
+    compile_ms: Option<f64>,
+    in_flight: usize,
+    last_error: Option<String>,
+    last_failure: Option<serde_json::Value>,
+    versions: Vec<VersionView>,
+    history: Vec<u64>,
+    stats: serde_json::Value,
+}
+
+fn ms(gauge: &AtomicU64) -> f64 {
+    gauge.load(Ordering::Relaxed) as f64 / 1000.0
+}
+
+impl ProjectView {
+    pub(crate) fn new(project: &Project) -> Self {
+        let current = project.current.load_full();
+        let state_name = project.state_name();
+        let draining = project.draining();
+        let state = project.state();
+        let source = state.source.as_ref();
+        let mut versions: Vec<VersionView> = current
+            .iter()
+            .map(|v| VersionView {
+                version: v.number,
+                digest: v.build.digest.clone(),
+                state: "current",
+                in_flight: v.in_flight(),
+            })
+            .collect();
+        versions.extend(draining.iter().map(|v| VersionView {
+            version: v.number,
+            digest: v.build.digest.clone(),
+            state: "draining",
+            in_flight: v.in_flight(),
+        }));
+        let stats = &project.stats;
+        let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Self {
+            name: project.name.to_string(),
+            route: source.map_or_else(|| format!("/{}", project.name), |s| s.route.clone()),
+            hosts: source.map(|s| s.manifest.hosts.clone()).unwrap_or_default(),
+            strip_prefix: source.is_some_and(|s| s.manifest.strip_prefix),
+            entry: state.entry.display().to_string(),
+            component: source.map(|s| s.component.display().to_string()),
+            digest: current.as_ref().map(|v| v.build.digest.clone()),
+            version: current.as_ref().map(|v| v.number),
+            state: state_name,
+            size: current.as_ref().map(|v| v.build.size()),
+            compile_ms: current
+                .as_ref()
+                .map(|v| v.build.compile_time.as_secs_f64() * 1000.0),
+            in_flight: current.as_ref().map_or(0, |v| v.in_flight()),
+            last_error: state
+                .error
+                .clone()
+                .or_else(|| state.last_failure.as_ref().map(|f| f.reason.clone())),
+            last_failure: state.last_failure.as_ref().map(|f| {
+                json!({
+                    "step": f.step,
+                    "reason": f.reason,
+                    "digest": f.digest,
+                    "at": f.at.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+                })
+            }),
+            versions,
+            history: state.history.iter().map(|(number, _)| *number).collect(),
+            stats: json!({
+                "swaps": count(&stats.swaps),
+                "changes": count(&stats.changes),
+                "rejected": count(&stats.rejected),
+                "rollbacks": count(&stats.rollbacks),
+                "forced_drains": count(&stats.forced_drains),
+                "released": count(&stats.released),
+                "last_compile_ms": ms(&stats.last_compile_us),
+                "last_swap_ms": ms(&stats.last_swap_us),
+                "max_drain_ms": ms(&stats.max_drain_us),
+                "cache_hits": count(&stats.cache_hits),
+                "cache_misses": count(&stats.cache_misses),
+                "active": count(&stats.active),
+                "overloaded": count(&stats.overloaded),
+            }),
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The per-request store: what one guest instance can reach (its WASI and
+//! HTTP contexts), its memory limit, and the epoch callback that enforces its
+//! deadlines and makes it yield.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::engine::guest_log::{GuestLog, Stream};
+
+/// Everything a guest instance can reach: its WASI context, HTTP context and
+/// resource table, plus what its epoch callback checks.
+pub struct RequestState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    /// When this request must be done; checked on every epoch tick.
+    deadline: Instant,
+    /// Turns true when the version outlived its drain deadline; checked on every epoch tick.
+    stop: watch::Receiver<bool>,
+    /// Caps linear memory growth at the project's `limits.memory`.
+    limits: MemoryLimit,
+}
+
+/// The project's `limits.memory` for every linear memory of one instance.
+struct MemoryLimit {
+    bytes: u64,
+}
+
+/// Raised when a guest tries to grow a memory past its project's limit; it
+/// traps the guest, and its message is what the log line says.
+#[derive(Debug, thiserror::Error)]
+#[error("grew past its memory limit of {} (asked for {wanted} bytes)", crate::units::format_size(*.limit))]
+struct MemoryLimitExceeded {
+    limit: u64,
+    wanted: usize,
+}
+
+impl ResourceLimiter for MemoryLimit {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.bytes {
+            // An error, not `Ok(false)`: the guest traps with a message that
+            // names the limit, instead of seeing `memory.grow` fail and
+            // aborting with a generic trap.
+            return Err(MemoryLimitExceeded {
+                limit: self.bytes,
+                wanted: desired,
+            }
+            .into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(true)
+    }
+}
+
+/// What one request's store is made from: who the guest is and the limits
+/// it runs under, taken from its version.
+pub struct Guest<'a> {
+    /// The project's name, for guest log lines.
+    pub project: Arc<str>,
+    /// The version number, for guest log lines.
+    pub version: u64,
+    /// The guest's wasi:cli environment.
+    pub env: &'a [(String, String)],
+    /// Largest linear memory, in bytes.
+    pub memory: u64,
+    /// How long the request may run.
+    pub timeout: Duration,
+    /// Turns true when the version outlived its drain deadline.
+    pub stop: watch::Receiver<bool>,
+}
+
+impl RequestState {
+    fn new(guest: Guest<'_>) -> Self {
+        let Guest {
+            project,
+            version,
+            env,
+            memory,
+            timeout,
+            stop,
+        } = guest;
+        let wasi = WasiCtx::builder()
+            .envs(env)
+            .stdout(GuestLog::new(project.clone(), version, Stream::Stdout))
+            .stderr(GuestLog::new(project, version, Stream::Stderr))
+            .build();
+        Self {
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            deadline: Instant::now() + timeout,
+            stop,
+            limits: MemoryLimit { bytes: memory },
+        }
+    }
+}
+
+impl WasiView for RequestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for RequestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: Default::default(),
+        }
+    }
+}
+
+/// Raised from the epoch callback once a request is past its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("request deadline exceeded")]
+pub struct DeadlineExceeded;
+
+/// Raised from the epoch callback once the request's version must stop draining.
+#[derive(Debug, thiserror::Error)]
+#[error("version drain deadline exceeded")]
+pub struct DrainDeadlineExceeded;
+
+/// A store for one request of `guest`, with its deadline, memory limit and
+/// epoch callback set.
+pub fn new_store(engine: &Engine, guest: Guest<'_>) -> Store<RequestState> {
+    let mut store = Store::new(engine, RequestState::new(guest));
+    store.limiter(|state| &mut state.limits);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|context| {
+        let state = context.data();
+        if *state.stop.borrow() {
+            Err(DrainDeadlineExceeded.into())
+        } else if Instant::now() >= state.deadline {
+            Err(DeadlineExceeded.into())
+        } else {
+            // Let every other ready task on this thread run, and the runtime
+            // poll for I/O, before the guest goes on. wasmtime's own
+            // `UpdateDeadline::Yield` re-polls at once, so a spinning guest
+            // kept the runtime from its I/O driver: 288× the hello p99 beside
+            // two of them. A guest that keeps computing moves to the slow
+            // lane (`front/slow_lane.rs`) after a few ticks and yields there.
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
+        }
+    });
+    store
+}

@@ -1,0 +1,83 @@
+//! The project handler: route one request to its project's current version
+//! and run it there, tagging the answer with the project and version.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use hyper::body::Body;
+use hyper::header::{HOST, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use tracing::{Instrument, field};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use crate::front::invoke::invoke;
+use crate::front::responses::text_response;
+use crate::model::registry::Registry;
+
+/// Routes one request to its project and runs it there.
+///
+/// The snapshot and then the project's current version are each loaded once,
+/// before any await, and only the version's `Arc` is kept, so a swap during
+/// the request cannot mix versions.
+///
+/// Generic over the request body, so tests can call it with an in-memory one.
+pub async fn handle<B>(registry: Arc<Registry>, request: Request<B>) -> Response<HyperOutgoingBody>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
+    let started = Instant::now();
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_string();
+    let span = tracing::debug_span!(
+        "request",
+        method = %request.method(),
+        path = %path_and_query,
+        project = field::Empty,
+        version = field::Empty,
+        status = field::Empty,
+        duration_ms = field::Empty,
+    );
+    async move {
+        let target = {
+            let snapshot = registry.snapshot();
+            let host = request.headers().get(HOST).and_then(|h| h.to_str().ok());
+            snapshot
+                .router
+                .route(host, &path_and_query)
+                .and_then(|found| {
+                    let version = snapshot.routed[found.project].current.load_full()?;
+                    Some((version, found.guest_path))
+                })
+        };
+        let response = match target {
+            None => text_response(StatusCode::NOT_FOUND, "no project is routed here"),
+            Some((version, guest_path)) => {
+                let span = tracing::Span::current();
+                span.record("project", &*version.project);
+                span.record("version", version.number);
+                let mut response = match invoke(version.clone(), request, &guest_path).await {
+                    Ok(response) => response,
+                    Err(err) => err.to_response(),
+                };
+                let headers = response.headers_mut();
+                if let Ok(name) = HeaderValue::from_str(&version.project) {
+                    headers.insert("wasmhost-project", name);
+                }
+                headers.insert("wasmhost-version", HeaderValue::from(version.number));
+                response
+            }
+        };
+        let span = tracing::Span::current();
+        span.record("status", response.status().as_u16());
+        span.record("duration_ms", started.elapsed().as_secs_f64() * 1000.0);
+        tracing::debug!("request served");
+        response
+    }
+    .instrument(span)
+    .await
+}

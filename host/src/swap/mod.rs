@@ -1,0 +1,8 @@
+//! The swap pipeline: the one way a project changes, from bytes to a live
+//! version: read → prepare (compile, cache) → validate → swap → drain.
+
+pub mod cache;
+pub mod compiler;
+pub mod drain;
+pub mod pipeline;
+pub mod validate;
