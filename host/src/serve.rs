@@ -17,7 +17,8 @@ use crate::model::events::Events;
 use crate::model::registry::Registry;
 use crate::swap::cache::CompileCache;
 use crate::swap::compiler::Compiler;
-use crate::swap::pipeline::{Pipeline, Settings};
+use crate::swap::pipeline::Pipeline;
+use crate::swap::settings::Settings;
 use crate::units::format_size;
 use crate::{admin, engine};
 

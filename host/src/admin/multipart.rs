@@ -1,5 +1,6 @@
-//! Parsing of `multipart/form-data` deploy bodies (RFC 7578): a `component`
-//! part and an optional `config` part. Strict and bounded: anything
+//! `multipart/form-data` deploy bodies (RFC 7578): a `component` part and an
+//! optional `config` part; parsed here for the admin API, encoded here for
+//! `wasmhost deploy`. Strict and bounded: anything
 //! malformed is an error that says what, never a panic.
 
 use std::collections::HashMap;
@@ -64,6 +65,23 @@ pub fn parse(body: &[u8], boundary: &str) -> Result<HashMap<String, Vec<u8>>, Mu
     }
 }
 
+/// A multipart/form-data body with the given `(name, content type, bytes)`
+/// parts: what `wasmhost deploy --config` sends, the inverse of [`parse`].
+pub fn encode(boundary: &str, parts: &[(&str, &str, &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, content_type, bytes) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        body.extend_from_slice(
+            format!("Content-Disposition: form-data; name=\"{name}\"; filename=\"{name}\"\r\nContent-Type: {content_type}\r\n\r\n")
+                .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    body
+}
+
 fn part_name(head: &str) -> Option<String> {
     let disposition = head.lines().find(|line| {
         line.to_ascii_lowercase()
@@ -90,7 +108,7 @@ mod tests {
 
     #[test]
     fn round_trip_with_the_client_encoder() {
-        let body = crate::cli::client::multipart(
+        let body = encode(
             "XyZ",
             &[
                 (
@@ -163,7 +181,7 @@ mod properties {
             config in "[ -~\n]{0,100}",
         ) {
             let boundary = "wasmhost-test-boundary-7f3a";
-            let body = crate::cli::client::multipart(boundary, &[
+            let body = encode(boundary, &[
                 ("component", "application/wasm", &component),
                 ("config", "application/toml", config.as_bytes()),
             ]);

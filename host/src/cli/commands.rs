@@ -8,8 +8,9 @@ use anyhow::{Context, bail};
 use hyper::StatusCode;
 use serde_json::Value;
 
-use crate::cli::client::{AdminClient, Answer, multipart};
-use crate::cli::{AdminArgs, DeployArgs, ProjectArgs};
+use crate::admin::multipart;
+use crate::cli::args::{AdminArgs, DeployArgs, ProjectArgs};
+use crate::cli::client::{AdminClient, Answer};
 use crate::model::manifest::ProjectName;
 
 fn name_of(name: &str) -> anyhow::Result<ProjectName> {
@@ -37,7 +38,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
                 "wasmhost-{}",
                 &crate::swap::compiler::Compiler::digest(&component)[..40]
             );
-            let body = multipart(
+            let body = multipart::encode(
                 &boundary,
                 &[
                     ("component", "application/wasm", &component),
@@ -172,6 +173,6 @@ fn status_table(projects: &Value) -> String {
 }
 
 /// A client for the admin API the arguments name, with their token.
-fn client(args: &crate::cli::AdminArgs) -> anyhow::Result<AdminClient> {
+fn client(args: &AdminArgs) -> anyhow::Result<AdminClient> {
     Ok(AdminClient::new(&args.admin)?.with_token(args.admin_token.clone()))
 }

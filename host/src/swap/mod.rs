@@ -4,5 +4,8 @@
 pub mod cache;
 pub mod compiler;
 pub mod drain;
+mod install;
+mod persist;
 pub mod pipeline;
+pub mod settings;
 pub mod validate;

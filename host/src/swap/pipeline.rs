@@ -6,44 +6,27 @@
 //! validate ([`crate::swap::validate`]) → swap (one atomic store on the project,
 //! plus a routing snapshot when routes change) → drain ([`crate::swap::drain`]) →
 //! cleanup (the old version drops with its last request; builds past the
-//! history length drop with it).
+//! history length drop with it). This file is the API; `install.rs` runs the
+//! steps for one candidate and `persist.rs` writes deploys to disk.
 //!
 //! A change that fails any step before the swap changes nothing that serves:
 //! the current version keeps serving and the failure is recorded on the
 //! project (admin API) and logged as `NAME: vN rejected: REASON; vM still serving`.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 
-use crate::model::discovery::{self, ProjectSource, Skipped};
+use crate::model::discovery::{self, Skipped};
 use crate::model::events::Events;
 use crate::model::manifest::{MANIFEST_FILE, Manifest, ProjectName};
 use crate::model::project::{Failure, Project};
 use crate::model::registry::Registry;
-use crate::model::version::{RunConfig, Stats, Version};
+use crate::model::version::Stats;
 use crate::swap::compiler::Compiler;
 use crate::swap::drain;
-use crate::swap::validate::{HealthCheck, validate};
-
-/// Host-wide defaults and limits the pipeline applies.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// The projects folder.
-    pub projects_dir: PathBuf,
-    /// Request timeout for projects that set none.
-    pub request_timeout: Duration,
-    /// Drain timeout for projects that set none.
-    pub drain_timeout: Duration,
-    /// Health-check timeout for projects that set none.
-    pub health_timeout: Duration,
-    /// Good builds kept per project for rollback (the current one included).
-    pub keep_versions: usize,
-    /// Limits for projects that set none.
-    pub limits: crate::config::DefaultLimits,
-}
+use crate::swap::settings::Settings;
 
 /// Where a change came from; decides what is logged and counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,10 +95,14 @@ pub enum ChangeError {
 /// Runs project changes. Cheap to clone.
 #[derive(Clone)]
 pub struct Pipeline {
-    compiler: Compiler,
-    registry: Arc<Registry>,
-    settings: Arc<Settings>,
-    events: Events,
+    /// Turns bytes into builds, off the request path.
+    pub(super) compiler: Compiler,
+    /// Where live versions are published for the request path.
+    pub(super) registry: Arc<Registry>,
+    /// Host-wide defaults and the projects folder.
+    pub(super) settings: Arc<Settings>,
+    /// Where lifecycle events are announced.
+    pub(super) events: Events,
 }
 
 impl Pipeline {
@@ -385,318 +372,15 @@ impl Pipeline {
             .emit("removed", name.as_str(), serde_json::json!({}));
         Ok(())
     }
-
-    /// The version's runtime settings from its project config and host defaults.
-    fn run_config(&self, source: &ProjectSource) -> RunConfig {
-        let manifest = &source.manifest;
-        let defaults = self.settings.limits;
-        RunConfig {
-            env: manifest.env.clone(),
-            request_timeout: manifest
-                .limits
-                .request_timeout
-                .unwrap_or(self.settings.request_timeout),
-            drain_timeout: manifest
-                .drain_timeout
-                .unwrap_or(self.settings.drain_timeout),
-            memory: manifest.limits.memory.unwrap_or(defaults.memory),
-            max_body: manifest.limits.max_body.unwrap_or(defaults.max_body),
-            max_concurrency: manifest
-                .limits
-                .max_concurrency
-                .unwrap_or(defaults.max_concurrency),
-        }
-    }
-
-    /// The folders whose entries changed when `paths` were renamed into
-    /// place: each file's folder, and the projects folder when a project
-    /// folder may have just been created in it.
-    fn folders_to_sync(&self, paths: &[PathBuf]) -> Vec<PathBuf> {
-        let mut dirs: Vec<PathBuf> = paths
-            .iter()
-            .filter_map(|path| path.parent().map(Path::to_path_buf))
-            .collect();
-        dirs.push(self.settings.projects_dir.clone());
-        dirs.sort();
-        dirs.dedup();
-        dirs
-    }
-
-    /// prepare → validate → swap → drain for one new candidate. The caller
-    /// holds the project's lifecycle lock.
-    async fn install(
-        &self,
-        project: &Arc<Project>,
-        source: ProjectSource,
-        bytes: Arc<[u8]>,
-        writes: &[(PathBuf, Arc<[u8]>)],
-        origin: Origin,
-    ) -> Result<Outcome, ChangeError> {
-        let digest = Compiler::digest(&bytes);
-        let current = project.current.load_full();
-        let reusable = {
-            let mut state = project.state();
-            if let Some(current) = &current {
-                let same_config = state.source.as_ref() == Some(&source);
-                if current.build.digest == digest && same_config {
-                    return Ok(Outcome::Unchanged {
-                        version: current.number,
-                    });
-                }
-            }
-            state.preparing = true;
-            state
-                .history
-                .iter()
-                .rev()
-                .find(|(_, build)| build.digest == digest)
-                .map(|(_, build)| build.clone())
-        };
-        let _preparing = Preparing(project);
-        if origin == Origin::Watch {
-            Stats::bump(&project.stats.changes);
-            tracing::info!(
-                project = project.name.as_str(),
-                "{}: change detected",
-                project.name
-            );
-            self.events.emit(
-                "change_detected",
-                project.name.as_str(),
-                serde_json::json!({ "digest": digest }),
-            );
-        }
-        let reused = reusable.is_some();
-        let number = project.next_version();
-        let name = project.name.as_str();
-
-        let build = match reusable {
-            Some(build) => build,
-            None => {
-                let build = self
-                    .compiler
-                    .prepare(&source.component, bytes.clone())
-                    .await
-                    .map_err(|err| {
-                        self.reject(
-                            project,
-                            Some(number),
-                            "prepare",
-                            err.to_string(),
-                            Some(&digest),
-                        )
-                    })?;
-                let stats = &project.stats;
-                Stats::bump(if build.cache_hit {
-                    &stats.cache_hits
-                } else {
-                    &stats.cache_misses
-                });
-                Stats::set_duration(&stats.last_compile_us, build.compile_time);
-                if build.cache_hit {
-                    tracing::info!(
-                        project = name,
-                        "{name}: v{number} loaded from cache in {} ms",
-                        build.compile_time.as_millis()
-                    );
-                } else {
-                    tracing::info!(
-                        project = name,
-                        "{name}: v{number} compiled in {} ms",
-                        build.compile_time.as_millis()
-                    );
-                }
-                self.events.emit(
-                    "compiled",
-                    name,
-                    serde_json::json!({
-                        "version": number,
-                        "digest": build.digest,
-                        "compile_ms": build.compile_time.as_secs_f64() * 1000.0,
-                        "cache_hit": build.cache_hit,
-                    }),
-                );
-                Arc::new(build)
-            }
-        };
-        let candidate = Arc::new(Version::new(
-            name.into(),
-            number,
-            build.clone(),
-            self.run_config(&source),
-            project.stats.clone(),
-            self.events.clone(),
-        ));
-        let health = source.manifest.health.clone().map(|path| HealthCheck {
-            path,
-            timeout: source
-                .manifest
-                .health_timeout
-                .unwrap_or(self.settings.health_timeout),
-        });
-        if let Err(reason) = validate(&candidate, health.as_ref()).await {
-            candidate.force_stop();
-            return Err(self.reject(project, Some(number), "validate", reason, Some(&digest)));
-        }
-        // Staged (written and fsynced) before the swap, renamed into place
-        // after it. An fsync can take tens of milliseconds: on the blocking
-        // pool, so it never stalls the thread serving requests.
-        let to_stage = writes.to_vec();
-        let staged = tokio::task::spawn_blocking(move || {
-            to_stage
-                .iter()
-                .map(|(path, contents)| stage(path, contents))
-                .collect::<anyhow::Result<Vec<_>>>()
-        })
-        .await
-        .map_err(|err| ChangeError::Failed(anyhow::anyhow!("the file write task failed: {err}")))?
-        .map_err(ChangeError::Failed)?;
-
-        let swap_started = Instant::now();
-        let routing_changed = {
-            let mut state = project.state();
-            let changed = state.source.as_ref().is_none_or(|old| {
-                (&old.route, &old.manifest.hosts, old.manifest.strip_prefix)
-                    != (
-                        &source.route,
-                        &source.manifest.hosts,
-                        source.manifest.strip_prefix,
-                    )
-            });
-            state.entry = source.entry.clone();
-            state.source = Some(source);
-            changed
-        };
-        let old = project.current.swap(Some(candidate));
-        if routing_changed || old.is_none() {
-            self.registry.republish();
-        }
-        let swap = swap_started.elapsed();
-
-        let mut renamed = Vec::new();
-        for (file, path) in staged {
-            match file.persist(&path) {
-                Ok(_) => renamed.push(path),
-                Err(err) => tracing::error!(
-                    project = name,
-                    "{name}: v{number} is live but could not be written to {}: {}",
-                    path.display(),
-                    err.error
-                ),
-            }
-        }
-        if !renamed.is_empty() {
-            let dirs = self.folders_to_sync(&renamed);
-            let synced = tokio::task::spawn_blocking(move || sync_folders(&dirs)).await;
-            if let Err(err) = synced
-                .map_err(anyhow::Error::from)
-                .and_then(|synced| synced)
-            {
-                tracing::error!(
-                    project = name,
-                    "{name}: v{number} is live but its files may not survive a power loss: {err:#}"
-                );
-            }
-        }
-        let stats = &project.stats;
-        Stats::bump(&stats.swaps);
-        Stats::set_duration(&stats.last_swap_us, swap);
-        {
-            let mut state = project.state();
-            state
-                .history
-                .retain(|(_, kept)| kept.digest != build.digest);
-            state.history.push_back((number, build.clone()));
-            while state.history.len() > self.settings.keep_versions.max(1) {
-                state.history.pop_front();
-            }
-            if let Some(old) = &old {
-                state.draining.push(Arc::downgrade(old));
-            }
-        }
-        let swap_ms = swap.as_secs_f64() * 1000.0;
-        match &old {
-            Some(old) if old.in_flight() > 0 => tracing::info!(
-                project = name,
-                "{name}: v{number} live (swap {swap_ms:.3} ms); v{} draining {} requests",
-                old.number,
-                old.in_flight()
-            ),
-            Some(old) => tracing::info!(
-                project = name,
-                "{name}: v{number} live (swap {swap_ms:.3} ms); v{} idle",
-                old.number
-            ),
-            None => tracing::info!(
-                project = name,
-                "{name}: v{number} live (swap {swap_ms:.3} ms)"
-            ),
-        }
-        let previous = old.as_ref().map(|old| old.number);
-        self.events.emit(
-            "live",
-            name,
-            serde_json::json!({
-                "version": number,
-                "digest": build.digest,
-                "previous": previous,
-                "compile_ms": build.compile_time.as_secs_f64() * 1000.0,
-                "swap_ms": swap_ms,
-            }),
-        );
-        if let Some(old) = old {
-            drain::retire(old);
-        }
-        Ok(Outcome::Live {
-            version: number,
-            previous,
-            compile: build.compile_time,
-            swap,
-            cache_hit: build.cache_hit || reused,
-        })
-    }
-
-    /// Records and logs a refused change, and builds its error.
-    fn reject(
-        &self,
-        project: &Project,
-        number: Option<u64>,
-        step: &'static str,
-        reason: String,
-        digest: Option<&str>,
-    ) -> ChangeError {
-        record_failure(project, step, reason.clone(), digest);
-        if project.current.load().is_none() {
-            project.state().error = Some(reason.clone());
-        }
-        let name = project.name.as_str();
-        let label = number.map_or_else(|| "change".to_string(), |n| format!("v{n}"));
-        self.events.emit(
-            "rejected",
-            name,
-            serde_json::json!({ "version": number, "digest": digest, "step": step, "reason": reason }),
-        );
-        match project.current.load().as_ref() {
-            Some(current) => tracing::warn!(
-                project = name,
-                "{name}: {label} rejected: {reason}; v{} still serving",
-                current.number
-            ),
-            None => tracing::warn!(
-                project = name,
-                "{name}: {label} rejected: {reason}; no version serving"
-            ),
-        }
-        ChangeError::Rejected {
-            project: name.to_string(),
-            version_label: label,
-            step,
-            reason,
-        }
-    }
 }
 
-fn record_failure(project: &Project, step: &'static str, reason: String, digest: Option<&str>) {
+/// Records a refused change on the project, for the admin API.
+pub(super) fn record_failure(
+    project: &Project,
+    step: &'static str,
+    reason: String,
+    digest: Option<&str>,
+) {
     Stats::bump(&project.stats.rejected);
     project.state().last_failure = Some(Failure {
         step,
@@ -704,43 +388,4 @@ fn record_failure(project: &Project, step: &'static str, reason: String, digest:
         digest: digest.map(str::to_string),
         at: SystemTime::now(),
     });
-}
-
-/// Clears the project's `preparing` flag however `install` exits.
-struct Preparing<'a>(&'a Project);
-
-impl Drop for Preparing<'_> {
-    fn drop(&mut self) {
-        self.0.state().preparing = false;
-    }
-}
-
-/// fsyncs each folder in `dirs`, so the renames in them are on disk: a
-/// rename is only durable once its directory is.
-fn sync_folders(dirs: &[PathBuf]) -> anyhow::Result<()> {
-    for dir in dirs {
-        std::fs::File::open(dir)
-            .and_then(|folder| folder.sync_all())
-            .with_context(|| format!("failed to sync folder {}", dir.display()))?;
-    }
-    Ok(())
-}
-
-/// Writes `bytes` to a hidden temp file next to `path` and fsyncs it, ready
-/// to be renamed over `path` once the version is live.
-fn stage(path: &Path, bytes: &[u8]) -> anyhow::Result<(tempfile::NamedTempFile, PathBuf)> {
-    use std::io::Write as _;
-    let dir = path
-        .parent()
-        .with_context(|| format!("failed to find the folder of {}", path.display()))?;
-    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
-    let mut file = tempfile::Builder::new()
-        .prefix(".wasmhost-deploy-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .with_context(|| format!("failed to create a temp file in {}", dir.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.as_file().sync_all())
-        .with_context(|| format!("failed to write {}", path.display()))?;
-    Ok((file, path.to_path_buf()))
 }
