@@ -3,30 +3,60 @@
 //!
 //! # Layout
 //!
-//! Folders by role, in data-flow order:
+//! Folders by role, in data-flow order. `docs/architecture.md` draws the two
+//! paths and names the file that owns each step.
 //!
-//! - [`cli`]: command-line parsing, the client commands and the admin client.
-//! - [`serve`]: wires the stages together for `wasmhost serve`.
-//! - [`front`]: the request path: listener, routing a request, invoking a guest.
-//! - [`swap`]: the change pipeline: read → prepare (compile, cache) → validate → swap → drain.
-//! - [`model`]: what a project is: manifest, discovery, registry and router, project, version.
-//! - [`admin`]: the admin API.
-//! - [`watch`]: file events in the projects folder → per-project syncs.
+//! - `cli/`: parses the command line; `wasmhost serve`, and the admin API's
+//!   client commands (`deploy`, `status`, `reload`, `rollback`, `rm`).
+//! - `serve.rs`: wires the stages together for `wasmhost serve`: binds the
+//!   listeners, builds the engine, loads every project, serves until shutdown.
+//! - [`front`]: the request path. `listener` accepts connections, `handler`
+//!   routes a request to its project's current version, `invoke` runs it in
+//!   a fresh instance (moving guests that keep computing to the `slow_lane`).
+//! - [`swap`]: the change pipeline: read → prepare ([`swap::compiler`],
+//!   [`swap::cache`]) → validate → swap → drain, and persist for deploys.
+//! - [`model`]: what a project is: manifest, discovery, project, version,
+//!   build, and the registry whose routing snapshot the request path reads.
+//! - [`admin`]: the admin API: routes, access, views, uploads, events.
+//! - `watch.rs`: file events in the projects folder → per-project syncs.
+//! - [`engine`]: the wasmtime engine, linker, per-request store and epoch ticker,
+//!   below both paths.
 //!
-//! Around them: [`engine`] (the wasmtime engine, linker and epoch ticker),
-//! [`config`], [`runtime`], [`shutdown`], [`priority`], [`telemetry`] and [`units`].
+//! Around them: `config.rs` (validated host settings), `runtime.rs` (the
+//! tokio runtime flavour), `shutdown.rs` (signals), `priority.rs` (CPU
+//! priority of background threads), `telemetry.rs` (logging) and `units.rs`
+//! (durations and sizes).
+//!
+//! Dependencies point one way: `cli → serve → {admin, watch} → swap → model`,
+//! `front → model`, and everything may use `engine`. The swap pipeline uses
+//! `front` in one place, to run a candidate's health check exactly as a request
+//! runs; `front` never imports `swap`: the two meet in the registry snapshot.
+//! `tests/all/layout.rs` checks this.
+//!
+//! # Public surface
+//!
+//! Everything is `pub(crate)` except what the test crate, the benchmarks and
+//! the fuzz targets use:
+//! - [`cli::main`], the `wasmhost` binary's entry point;
+//! - the parsers of untrusted input: [`model::manifest`], [`model::router`],
+//!   [`admin::multipart`];
+//! - the pieces a benchmark or an in-process test assembles a host from:
+//!   [`engine::new_engine`], [`engine::new_linker`], [`swap::compiler`],
+//!   [`swap::cache`], [`model::project`], [`model::version`],
+//!   [`model::registry`], [`model::events`], [`front::handler::handle`] and
+//!   [`front::invoke::trial_instantiate`].
 
 pub mod admin;
 pub mod cli;
-pub mod config;
+pub(crate) mod config;
 pub mod engine;
 pub mod front;
 pub mod model;
-pub mod priority;
-pub mod runtime;
-pub mod serve;
-pub mod shutdown;
+pub(crate) mod priority;
+pub(crate) mod runtime;
+pub(crate) mod serve;
+pub(crate) mod shutdown;
 pub mod swap;
-pub mod telemetry;
-pub mod units;
-pub mod watch;
+pub(crate) mod telemetry;
+pub(crate) mod units;
+pub(crate) mod watch;

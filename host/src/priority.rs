@@ -5,7 +5,7 @@
 /// as nice as `nice`. Threads it starts afterwards inherit the value. Failing
 /// is harmless: the thread just competes with requests as an ordinary thread
 /// would, so it is logged at debug level only.
-pub fn lower_this_thread(nice: i32, what: &str) {
+pub(crate) fn lower_this_thread(nice: i32, what: &str) {
     let thread = rustix::thread::gettid();
     if let Err(err) = rustix::process::setpriority_process(Some(thread), nice) {
         tracing::debug!(cause = %err, "failed to lower the {what} thread's priority");
@@ -17,7 +17,7 @@ pub fn lower_this_thread(nice: i32, what: &str) {
 /// core takes the core at once. Nice 19 is weaker: the thread still gets its
 /// weighted share and delays wake-ups. Needs no privilege. Where the policy
 /// cannot be set, falls back to nice 19.
-pub fn idle_this_thread(what: &str) {
+pub(crate) fn idle_this_thread(what: &str) {
     if let Err(err) = set_sched_idle() {
         tracing::debug!(cause = %err, "failed to put the {what} thread under SCHED_IDLE");
         lower_this_thread(19, what);

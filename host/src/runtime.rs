@@ -22,7 +22,7 @@ use std::io;
 use tokio::runtime::{Builder, Runtime};
 
 /// Builds the runtime `wasmhost serve` runs on.
-pub fn build() -> io::Result<Runtime> {
+pub(crate) fn build() -> io::Result<Runtime> {
     Builder::new_current_thread()
         .enable_all()
         .thread_name("wasmhost")

@@ -24,16 +24,16 @@ use crate::{admin, engine};
 
 /// The two sockets, bound before anything slow happens so that a port in use
 /// fails at once with the address in the message.
-pub struct Listeners {
+pub(crate) struct Listeners {
     /// Project traffic.
-    pub http: TcpListener,
+    pub(crate) http: TcpListener,
     /// The admin API.
-    pub admin: TcpListener,
+    pub(crate) admin: TcpListener,
 }
 
 impl Listeners {
     /// Binds both addresses of `config`.
-    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+    pub(crate) async fn bind(config: &Config) -> anyhow::Result<Self> {
         Ok(Self {
             http: bind(config.listen).await?,
             admin: bind(config.admin_listen).await?,
@@ -49,7 +49,7 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 
 /// Loads every project under `config.projects_dir` and serves until
 /// `shutdown` resolves; then drains for up to the grace period and returns.
-pub async fn run(
+pub(crate) async fn run(
     config: Config,
     listeners: Listeners,
     shutdown: impl Future<Output = &'static str>,

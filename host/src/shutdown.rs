@@ -4,7 +4,7 @@
 ///
 /// If a signal handler cannot be installed the error is logged and that
 /// signal is simply never reported, rather than shutting the host down at once.
-pub async fn signal() -> &'static str {
+pub(crate) async fn signal() -> &'static str {
     let ctrl_c = async {
         match tokio::signal::ctrl_c().await {
             Ok(()) => "SIGINT",

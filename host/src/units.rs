@@ -7,7 +7,7 @@ use std::time::Duration;
 ///
 /// A unit is required: a bare `30` is ambiguous between seconds and
 /// milliseconds, and guessing wrong by 1000× is worse than an error.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -33,7 +33,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Parses a byte size: a plain number of bytes, or a number with one of the
 /// units `B`, `KB`, `MB`, `GB` (powers of 1000) or `KiB`, `MiB`, `GiB`
 /// (powers of 1024).
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -62,7 +62,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// Formats a byte count for humans, in the largest binary unit that keeps it above 1.
-pub fn format_size(bytes: u64) -> String {
+pub(crate) fn format_size(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
     let mut value = bytes as f64;
     let mut unit = 0;

@@ -26,19 +26,23 @@ use crate::swap::pipeline::Pipeline;
 
 /// How the folder is watched.
 #[derive(Clone, Debug)]
-pub struct WatchSettings {
+pub(crate) struct WatchSettings {
     /// Quiet period after a project's last event before it is reloaded.
-    pub debounce: Duration,
+    pub(crate) debounce: Duration,
     /// Poll instead of using the OS's file events.
-    pub poll: bool,
+    pub(crate) poll: bool,
     /// How often to poll, when polling.
-    pub poll_interval: Duration,
+    pub(crate) poll_interval: Duration,
 }
 
 type Events = mpsc::UnboundedSender<notify::Result<Event>>;
 
 /// Starts watching `root`; changes go to `pipeline` until the process ends.
-pub fn start(root: &Path, pipeline: Pipeline, settings: WatchSettings) -> anyhow::Result<()> {
+pub(crate) fn start(
+    root: &Path,
+    pipeline: Pipeline,
+    settings: WatchSettings,
+) -> anyhow::Result<()> {
     let root = root
         .canonicalize()
         .map_err(|err| anyhow::anyhow!("failed to watch {}: {err}", root.display()))?;

@@ -8,13 +8,13 @@ use crate::front::responses::text_response;
 
 /// Who may use the admin API, and how much they may upload.
 #[derive(Clone, Debug)]
-pub struct Access {
+pub(crate) struct Access {
     /// When set, every request needs `Authorization: Bearer TOKEN`. When not,
     /// the listener is loopback-only (the config refuses anything else) and
     /// changes are refused from any non-loopback peer.
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     /// Largest deploy body accepted, in bytes (413 beyond).
-    pub max_deploy_size: u64,
+    pub(crate) max_deploy_size: u64,
 }
 
 impl Access {

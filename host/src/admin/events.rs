@@ -20,7 +20,7 @@ use crate::model::events::Events;
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// A `text/event-stream` response that follows `events` from now on.
-pub fn stream(events: &Events) -> Response<HyperOutgoingBody> {
+pub(crate) fn stream(events: &Events) -> Response<HyperOutgoingBody> {
     let (mut events, mut closed) = events.subscribe();
     let (chunks, body) = mpsc::channel::<Bytes>(16);
     tokio::spawn(async move {

@@ -34,11 +34,11 @@
 //! `{"outcome": "rejected", "step", "reason", "message"}`.
 
 mod access;
-pub mod events;
+pub(crate) mod events;
 pub mod multipart;
 mod routes;
 mod upload;
 mod views;
 
-pub use access::Access;
-pub use routes::handle;
+pub(crate) use access::Access;
+pub(crate) use routes::handle;

@@ -18,7 +18,7 @@ use crate::swap::pipeline::{ChangeError, Outcome, Pipeline};
 
 /// Answers one admin request. Generic over the body, so tests can call it
 /// with an in-memory one.
-pub async fn handle<B>(
+pub(crate) async fn handle<B>(
     pipeline: Pipeline,
     access: Arc<Access>,
     request: Request<B>,

@@ -14,15 +14,15 @@ use crate::units::{parse_duration, parse_size};
 /// Serve a folder of WebAssembly HTTP components (wasi:http/proxy) from one host.
 #[derive(Parser, Debug)]
 #[command(name = "wasmhost", version, about)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// wasmhost's commands.
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Serve every project in a folder over HTTP.
     Serve(ServeArgs),
     /// Upload a component to a running host and wait until it is live or rejected.
@@ -39,142 +39,142 @@ pub enum Command {
 
 /// Where the running host's admin API is.
 #[derive(Args, Debug, Clone)]
-pub struct AdminArgs {
+pub(crate) struct AdminArgs {
     /// URL of the admin API.
     #[arg(long, env = "WASMHOST_ADMIN", default_value = "http://127.0.0.1:8081")]
-    pub admin: String,
+    pub(crate) admin: String,
     /// Token for an admin API started with --admin-token.
     #[arg(long, env = "WASMHOST_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    pub(crate) admin_token: Option<String>,
 }
 
 /// A command on one project.
 #[derive(Args, Debug, Clone)]
-pub struct ProjectArgs {
+pub(crate) struct ProjectArgs {
     /// The project's name.
-    pub name: String,
+    pub(crate) name: String,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub admin: AdminArgs,
+    pub(crate) admin: AdminArgs,
 }
 
 /// Arguments of `wasmhost deploy`.
 #[derive(Args, Debug, Clone)]
-pub struct DeployArgs {
+pub(crate) struct DeployArgs {
     /// The project's name (created if new).
-    pub name: String,
+    pub(crate) name: String,
     /// The component (.wasm) to deploy.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// A wasmhost.toml to deploy with it, replacing the project's.
     #[arg(long)]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub admin: AdminArgs,
+    pub(crate) admin: AdminArgs,
 }
 
 /// Arguments of `wasmhost serve`.
 #[derive(Args, Debug, Clone)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Folder of projects: `NAME/` folders holding one .wasm (or a
     /// wasmhost.toml naming it) and `NAME.wasm` files.
     #[arg(default_value = "./projects")]
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
 
     /// Address (IP:PORT) for project traffic. Port 0 picks a free port.
     #[arg(long, env = "WASMHOST_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
 
     /// Address (IP:PORT) for the admin API. Port 0 picks a free port.
     #[arg(long, env = "WASMHOST_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
-    pub admin_listen: SocketAddr,
+    pub(crate) admin_listen: SocketAddr,
 
     /// After Ctrl-C or SIGTERM, how long in-flight requests may take to
     /// finish before their connections are cut (e.g. 500ms, 30s).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    pub grace_period: Duration,
+    pub(crate) grace_period: Duration,
 
     /// Request timeout for projects whose wasmhost.toml sets none; a request
     /// running longer is interrupted and answered 504.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
 
     /// Largest linear memory one instance may grow to, for projects whose
     /// wasmhost.toml sets no `limits.memory`; growing past it traps (500).
     #[arg(long, default_value = "128MiB", value_parser = parse_size)]
-    pub memory: u64,
+    pub(crate) memory: u64,
 
     /// Largest request body accepted, for projects whose wasmhost.toml sets
     /// no `limits.max_body`; a bigger one is answered 413.
     #[arg(long, default_value = "16MiB", value_parser = parse_size)]
-    pub max_body: u64,
+    pub(crate) max_body: u64,
 
     /// Most requests one project runs at once, for projects whose
     /// wasmhost.toml sets no `limits.max_concurrency`; more are answered 503
     /// with Retry-After.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_concurrency: u32,
+    pub(crate) max_concurrency: u32,
 
     /// Largest component or deploy upload the admin API accepts (413 beyond).
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
-    pub max_deploy_size: u64,
+    pub(crate) max_deploy_size: u64,
 
     /// Token the admin API requires as `Authorization: Bearer TOKEN`.
     /// Required when --admin-listen is not a loopback address.
     #[arg(long, env = "WASMHOST_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    pub(crate) admin_token: Option<String>,
 
     /// Most components compiled at the same time. Compiles run off the
     /// request path; this bounds how many cores they can take from it.
     #[arg(long, default_value_t = 1)]
-    pub max_compiles: usize,
+    pub(crate) max_compiles: usize,
 
     /// How long requests may keep running on a replaced version before they
     /// are interrupted (503), for projects whose wasmhost.toml sets none.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    pub drain_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
 
     /// How long a new version's health check (wasmhost.toml `health`) may
     /// take, for projects that set no `health_timeout`.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    pub health_timeout: Duration,
+    pub(crate) health_timeout: Duration,
 
     /// Good versions kept compiled per project for instant rollback, the
     /// current one included.
     #[arg(long, default_value_t = 3)]
-    pub keep_versions: usize,
+    pub(crate) keep_versions: usize,
 
     /// Folder for precompiled components [default: $XDG_CACHE_HOME/wasmhost,
     /// else ~/.cache/wasmhost].
     #[arg(long, env = "WASMHOST_CACHE_DIR")]
-    pub cache_dir: Option<PathBuf>,
+    pub(crate) cache_dir: Option<PathBuf>,
 
     /// Compile every component from scratch; store nothing.
     #[arg(long, conflicts_with = "cache_dir")]
-    pub no_cache: bool,
+    pub(crate) no_cache: bool,
 
     /// Quiet period after a project's last file event before it reloads, so
     /// a burst of writes becomes one reload.
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
-    pub debounce: Duration,
+    pub(crate) debounce: Duration,
 
     /// Poll the projects folder instead of using the OS's file events
     /// (for network file systems; used automatically when the OS watcher fails).
     #[arg(long)]
-    pub poll: bool,
+    pub(crate) poll: bool,
 
     /// How often to poll, when polling.
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
-    pub poll_interval: Duration,
+    pub(crate) poll_interval: Duration,
 
     /// Do not watch the projects folder; change projects only through the admin API.
     #[arg(long, conflicts_with = "poll")]
-    pub no_watch: bool,
+    pub(crate) no_watch: bool,
 }
 
 impl ServeArgs {
     /// Validates the arguments of `wasmhost serve` into the host's [`Config`].
-    pub fn config(&self) -> anyhow::Result<Config> {
+    pub(crate) fn config(&self) -> anyhow::Result<Config> {
         let args = self;
         if args.request_timeout.is_zero() {
             bail!("--request-timeout must be more than 0");

@@ -9,23 +9,23 @@ use hyper_util::rt::TokioIo;
 
 /// An admin API address, e.g. `http://127.0.0.1:8081`.
 #[derive(Clone, Debug)]
-pub struct AdminClient {
+pub(crate) struct AdminClient {
     authority: String,
     /// Sent as `Authorization: Bearer TOKEN` when set.
     token: Option<String>,
 }
 
 /// A complete admin answer.
-pub struct Answer {
+pub(crate) struct Answer {
     /// Status code.
-    pub status: StatusCode,
+    pub(crate) status: StatusCode,
     /// Body as text.
-    pub body: String,
+    pub(crate) body: String,
 }
 
 impl Answer {
     /// The body as JSON.
-    pub fn json(&self) -> anyhow::Result<serde_json::Value> {
+    pub(crate) fn json(&self) -> anyhow::Result<serde_json::Value> {
         serde_json::from_str(&self.body)
             .with_context(|| format!("failed to parse the admin answer as JSON: {}", self.body))
     }
@@ -33,7 +33,7 @@ impl Answer {
 
 impl AdminClient {
     /// A client for the admin API at `url` (`http://HOST:PORT`).
-    pub fn new(url: &str) -> anyhow::Result<Self> {
+    pub(crate) fn new(url: &str) -> anyhow::Result<Self> {
         let uri: Uri = url
             .parse()
             .with_context(|| format!("failed to parse admin URL `{url}`"))?;
@@ -56,13 +56,13 @@ impl AdminClient {
     }
 
     /// Sends `token` as a bearer token with every request.
-    pub fn with_token(mut self, token: Option<String>) -> Self {
+    pub(crate) fn with_token(mut self, token: Option<String>) -> Self {
         self.token = token.filter(|token| !token.is_empty());
         self
     }
 
     /// Sends one request and reads the whole answer.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         method: &str,
         path: &str,

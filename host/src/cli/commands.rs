@@ -18,7 +18,7 @@ fn name_of(name: &str) -> anyhow::Result<ProjectName> {
 }
 
 /// `wasmhost deploy NAME PATH [--config FILE]`.
-pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
+pub(crate) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let name = name_of(&args.name)?;
     let component = std::fs::read(&args.path)
         .with_context(|| format!("failed to read {}", args.path.display()))?;
@@ -53,7 +53,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
 }
 
 /// `wasmhost reload NAME` and `wasmhost rollback NAME`.
-pub async fn change(args: ProjectArgs, action: &str) -> anyhow::Result<()> {
+pub(crate) async fn change(args: ProjectArgs, action: &str) -> anyhow::Result<()> {
     let name = name_of(&args.name)?;
     let client = client(&args.admin)?;
     let answer = client
@@ -68,7 +68,7 @@ pub async fn change(args: ProjectArgs, action: &str) -> anyhow::Result<()> {
 }
 
 /// `wasmhost rm NAME`.
-pub async fn remove(args: ProjectArgs) -> anyhow::Result<()> {
+pub(crate) async fn remove(args: ProjectArgs) -> anyhow::Result<()> {
     let name = name_of(&args.name)?;
     let client = client(&args.admin)?;
     let answer = client
@@ -82,7 +82,7 @@ pub async fn remove(args: ProjectArgs) -> anyhow::Result<()> {
 }
 
 /// `wasmhost status`.
-pub async fn status(args: AdminArgs) -> anyhow::Result<()> {
+pub(crate) async fn status(args: AdminArgs) -> anyhow::Result<()> {
     let answer = client(&args)?
         .send("GET", "/projects", None, Vec::new())
         .await?;

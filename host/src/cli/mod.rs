@@ -1,15 +1,15 @@
 //! The command line: the entry point shared by the `wasmhost` binary and the
-//! test crate, which parses arguments ([`args`]), sets up logging and the
+//! test crate, which parses arguments (`args.rs`), sets up logging and the
 //! runtime, and runs `serve` or one of the admin API's client commands
-//! ([`commands`], through [`client`]).
+//! (`commands.rs`, through `client.rs`).
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
 
-pub mod args;
-pub mod client;
-pub mod commands;
+pub(crate) mod args;
+pub(crate) mod client;
+pub(crate) mod commands;
 
 use args::{Cli, Command, ServeArgs};
 

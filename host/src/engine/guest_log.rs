@@ -15,7 +15,7 @@ const MAX_LINE: usize = 16 * 1024;
 
 /// Which of the guest's streams a [`GuestLog`] carries.
 #[derive(Clone, Copy, Debug)]
-pub enum Stream {
+pub(crate) enum Stream {
     /// wasi:cli/stdout, logged at info.
     Stdout,
     /// wasi:cli/stderr, logged at warn.
@@ -24,7 +24,7 @@ pub enum Stream {
 
 /// A wasi:cli output stream whose lines become tracing events.
 #[derive(Clone)]
-pub struct GuestLog {
+pub(crate) struct GuestLog {
     project: Arc<str>,
     version: u64,
     stream: Stream,
@@ -32,7 +32,7 @@ pub struct GuestLog {
 
 impl GuestLog {
     /// Output of `project` version `version` on `stream`.
-    pub fn new(project: Arc<str>, version: u64, stream: Stream) -> Self {
+    pub(crate) fn new(project: Arc<str>, version: u64, stream: Stream) -> Self {
         Self {
             project,
             version,

@@ -1,7 +1,7 @@
 //! The wasmtime side every guest runs under: the one [`Engine`] every
 //! project shares, the [`Linker`] every component is linked against, the
-//! per-request store ([`store`]), the epoch ticker ([`ticker`]) and guest
-//! output ([`guest_log`]).
+//! per-request store ([`store`]), the epoch ticker (`ticker.rs`) and guest
+//! output (`guest_log.rs`).
 //!
 //! These sit below both the request path and the swap pipeline: a compiled
 //! `Build` (in `model`) is a `ProxyPre<RequestState>`, so the store type
@@ -10,9 +10,9 @@
 //! One engine means one code cache, one instance pool and one epoch counter
 //! for the whole host; projects differ only in their `ProxyPre`.
 
-pub mod guest_log;
+pub(crate) mod guest_log;
 pub mod store;
-pub mod ticker;
+pub(crate) mod ticker;
 
 use anyhow::Context as _;
 use wasmtime::component::Linker;

@@ -73,19 +73,19 @@ impl ResourceLimiter for MemoryLimit {
 
 /// What one request's store is made from: who the guest is and the limits
 /// it runs under, taken from its version.
-pub struct Guest<'a> {
+pub(crate) struct Guest<'a> {
     /// The project's name, for guest log lines.
-    pub project: Arc<str>,
+    pub(crate) project: Arc<str>,
     /// The version number, for guest log lines.
-    pub version: u64,
+    pub(crate) version: u64,
     /// The guest's wasi:cli environment.
-    pub env: &'a [(String, String)],
+    pub(crate) env: &'a [(String, String)],
     /// Largest linear memory, in bytes.
-    pub memory: u64,
+    pub(crate) memory: u64,
     /// How long the request may run.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Turns true when the version outlived its drain deadline.
-    pub stop: watch::Receiver<bool>,
+    pub(crate) stop: watch::Receiver<bool>,
 }
 
 impl RequestState {
@@ -136,16 +136,16 @@ impl WasiHttpView for RequestState {
 /// Raised from the epoch callback once a request is past its deadline.
 #[derive(Debug, thiserror::Error)]
 #[error("request deadline exceeded")]
-pub struct DeadlineExceeded;
+pub(crate) struct DeadlineExceeded;
 
 /// Raised from the epoch callback once the request's version must stop draining.
 #[derive(Debug, thiserror::Error)]
 #[error("version drain deadline exceeded")]
-pub struct DrainDeadlineExceeded;
+pub(crate) struct DrainDeadlineExceeded;
 
 /// A store for one request of `guest`, with its deadline, memory limit and
 /// epoch callback set.
-pub fn new_store(engine: &Engine, guest: Guest<'_>) -> Store<RequestState> {
+pub(crate) fn new_store(engine: &Engine, guest: Guest<'_>) -> Store<RequestState> {
     let mut store = Store::new(engine, RequestState::new(guest));
     store.limiter(|state| &mut state.limits);
     store.set_epoch_deadline(1);

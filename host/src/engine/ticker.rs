@@ -18,7 +18,7 @@ use wasmtime::Engine;
 /// two of them was 11× its steady p99 with 10 ms ticks and 1.2–2.0× with
 /// 1 ms. Ticking that fast costs CPU, so the ticker only does it while
 /// guests run ([`GuestRunning`]).
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// How long the ticker sleeps while no guest runs. A guest that starts in
 /// the middle of it gets its first tick late, which only delays its first
@@ -31,11 +31,11 @@ static GUESTS_RUNNING: AtomicUsize = AtomicUsize::new(0);
 
 /// Counts a guest as running until dropped. Held around every call into wasm
 /// (instantiation and the handler).
-pub struct GuestRunning(());
+pub(crate) struct GuestRunning(());
 
 impl GuestRunning {
     /// Marks a guest as running.
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         GUESTS_RUNNING.fetch_add(1, Ordering::Relaxed);
         Self(())
     }
@@ -52,7 +52,7 @@ impl Drop for GuestRunning {
 /// every millisecond used 2.1 % of a core (420 ms of CPU over 20 s), with the
 /// idle tick 0.65 % (130 ms). It holds only a weak reference and exits once
 /// the engine is gone.
-pub fn start_epoch_ticker(engine: &Engine) -> anyhow::Result<()> {
+pub(crate) fn start_epoch_ticker(engine: &Engine) -> anyhow::Result<()> {
     let weak = engine.weak();
     std::thread::Builder::new()
         .name("wasmhost-epoch".into())

@@ -13,7 +13,7 @@ use hyper::body::{Body, Frame, SizeHint};
 /// The body length a request declares in `Content-Length`, if it declares
 /// one that parses; a body longer than its limit can be refused before any
 /// of it is read.
-pub fn declared_length(headers: &hyper::HeaderMap) -> Option<u64> {
+pub(crate) fn declared_length(headers: &hyper::HeaderMap) -> Option<u64> {
     headers
         .get(hyper::header::CONTENT_LENGTH)?
         .to_str()
@@ -25,7 +25,7 @@ pub fn declared_length(headers: &hyper::HeaderMap) -> Option<u64> {
 /// Wraps `B`, counting data bytes; past `limit` it yields
 /// `HttpRequestBodySize` to the guest and sets the shared `exceeded` flag, so
 /// the host can answer 413 if the guest fails because of it.
-pub struct LimitedBody<B> {
+pub(crate) struct LimitedBody<B> {
     inner: B,
     remaining: u64,
     limit: u64,
@@ -34,7 +34,7 @@ pub struct LimitedBody<B> {
 
 impl<B> LimitedBody<B> {
     /// `inner`, cut off after `limit` bytes; `exceeded` turns true if it is.
-    pub fn new(inner: B, limit: u64, exceeded: Arc<AtomicBool>) -> Self {
+    pub(crate) fn new(inner: B, limit: u64, exceeded: Arc<AtomicBool>) -> Self {
         Self {
             inner,
             remaining: limit,

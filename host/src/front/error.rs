@@ -14,7 +14,7 @@ const RETRY_AFTER_SECONDS: &str = "1";
 
 /// Why a request routed to a project got no response from its guest.
 #[derive(Debug, thiserror::Error)]
-pub enum InvokeError {
+pub(crate) enum InvokeError {
     /// The request ran past its project's request timeout and was interrupted.
     #[error("request timed out after {0:?}")]
     Timeout(Duration),
@@ -46,7 +46,7 @@ pub enum InvokeError {
 
 impl InvokeError {
     /// The status a client sees for this error.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             InvokeError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             InvokeError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -61,7 +61,7 @@ impl InvokeError {
 
     /// The response a client sees. The body is deliberately generic: trap
     /// details can reveal guest internals, so they go to the log, not the client.
-    pub fn to_response(&self) -> Response<HyperOutgoingBody> {
+    pub(crate) fn to_response(&self) -> Response<HyperOutgoingBody> {
         let status = self.status();
         let text = match self {
             InvokeError::Timeout(_) => "the project did not answer in time",

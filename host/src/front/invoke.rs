@@ -63,7 +63,7 @@ pub async fn trial_instantiate(version: &Version) -> Result<(), String> {
 /// The guest runs in its own task so it can keep streaming the body after the
 /// head is returned. That task owns the [`InFlight`] mark, so the version stays
 /// counted (and alive) until the guest is really done, not when the head is sent.
-pub async fn invoke<B>(
+pub(crate) async fn invoke<B>(
     version: Arc<Version>,
     request: Request<B>,
     guest_path: &str,

@@ -21,12 +21,12 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// The remote address of the connection a request came on, in the request's
 /// extensions, for handlers that decide by it (the admin API).
 #[derive(Clone, Copy, Debug)]
-pub struct Peer(pub std::net::SocketAddr);
+pub(crate) struct Peer(pub(crate) std::net::SocketAddr);
 
 /// Serves HTTP/1.1 on `listener` with `handler` until `shutdown` resolves,
 /// then stops accepting, lets in-flight requests finish for up to `grace`,
 /// and returns. Used for both the project listener and the admin listener.
-pub async fn serve<H, F>(
+pub(crate) async fn serve<H, F>(
     listener: TcpListener,
     handler: H,
     shutdown: impl Future<Output = ()>,

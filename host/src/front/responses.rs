@@ -11,7 +11,7 @@ use serde::Serialize;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 /// A complete response with the given status, content type and body.
-pub fn full_response(
+pub(crate) fn full_response(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,
@@ -28,12 +28,15 @@ pub fn full_response(
 }
 
 /// A short `text/plain` response; a newline is added.
-pub fn text_response(status: StatusCode, text: &str) -> Response<HyperOutgoingBody> {
+pub(crate) fn text_response(status: StatusCode, text: &str) -> Response<HyperOutgoingBody> {
     full_response(status, "text/plain; charset=utf-8", format!("{text}\n"))
 }
 
 /// `value` as pretty-printed JSON.
-pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response<HyperOutgoingBody> {
+pub(crate) fn json_response(
+    status: StatusCode,
+    value: &impl Serialize,
+) -> Response<HyperOutgoingBody> {
     match serde_json::to_vec_pretty(value) {
         Ok(mut text) => {
             text.push(b'\n');

@@ -40,7 +40,7 @@ use crate::priority;
 /// computes for about 15 µs and a health check about as long; a guest past
 /// this is doing real work, and every tick it computes on the request thread
 /// delays every other request by as much.
-pub const HOG_AFTER: Duration = Duration::from_millis(2);
+pub(crate) const HOG_AFTER: Duration = Duration::from_millis(2);
 
 /// The slow lane's runtime, started once per process; or why it could not be.
 static LANE: OnceLock<Result<Handle, String>> = OnceLock::new();
@@ -48,7 +48,7 @@ static LANE: OnceLock<Result<Handle, String>> = OnceLock::new();
 /// Starts the slow lane if it is not running yet. `wasmhost serve` calls this
 /// at start-up so a host that cannot start the thread fails at once instead
 /// of serving without protection from hogs.
-pub fn start() -> anyhow::Result<()> {
+pub(crate) fn start() -> anyhow::Result<()> {
     lane()
         .map(drop)
         .map_err(anyhow::Error::msg)
@@ -87,7 +87,7 @@ fn start_thread() -> Result<Handle, String> {
 ///
 /// Only the time spent inside `poll` counts, so a guest that mostly waits (on
 /// a body, a timer, an outgoing request) stays where it is.
-pub async fn run<T, F>(guest: F) -> wasmtime::Result<T>
+pub(crate) async fn run<T, F>(guest: F) -> wasmtime::Result<T>
 where
     F: Future<Output = wasmtime::Result<T>> + Send + 'static,
     T: Send + 'static,

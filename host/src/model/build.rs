@@ -14,20 +14,20 @@ use crate::engine::store::RequestState;
 /// history for rollback.
 pub struct Build {
     /// Pre-instantiated proxy: per-request instantiation skips all import resolution.
-    pub pre: ProxyPre<RequestState>,
+    pub(crate) pre: ProxyPre<RequestState>,
     /// Lowercase hex sha256 of the component bytes: the build's identity.
     pub digest: String,
     /// The component bytes, so a rollback can write them back to disk.
-    pub bytes: Arc<[u8]>,
+    pub(crate) bytes: Arc<[u8]>,
     /// Wall time spent compiling (or loading from cache) and linking.
-    pub compile_time: Duration,
+    pub(crate) compile_time: Duration,
     /// Whether the compiled code came from the cache.
-    pub cache_hit: bool,
+    pub(crate) cache_hit: bool,
 }
 
 impl Build {
     /// Size of the component in bytes.
-    pub fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         self.bytes.len() as u64
     }
 }

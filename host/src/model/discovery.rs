@@ -17,53 +17,53 @@ use crate::model::manifest::{MANIFEST_FILE, Manifest, ProjectName};
 
 /// Everything needed to load and route one project, read from disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProjectSource {
+pub(crate) struct ProjectSource {
     /// The project's name, from its folder or file name.
-    pub name: ProjectName,
+    pub(crate) name: ProjectName,
     /// The folder or `.wasm` file that defines the project.
-    pub entry: PathBuf,
+    pub(crate) entry: PathBuf,
     /// The component file to compile.
-    pub component: PathBuf,
+    pub(crate) component: PathBuf,
     /// The effective route: the manifest's, or `/NAME`.
-    pub route: String,
+    pub(crate) route: String,
     /// The parsed manifest (all defaults for a one-file project).
-    pub manifest: Manifest,
+    pub(crate) manifest: Manifest,
 }
 
 /// A project candidate with a valid name that could not be loaded.
 #[derive(Debug)]
-pub struct FailedProject {
+pub(crate) struct FailedProject {
     /// The project's name.
-    pub name: ProjectName,
+    pub(crate) name: ProjectName,
     /// The folder or file that defines it.
-    pub entry: PathBuf,
+    pub(crate) entry: PathBuf,
     /// Why it cannot be served, naming the file (and line) at fault.
-    pub error: anyhow::Error,
+    pub(crate) error: anyhow::Error,
 }
 
 /// An entry that is not a project at all, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Skipped {
+pub(crate) struct Skipped {
     /// The folder or file that was skipped.
-    pub entry: PathBuf,
+    pub(crate) entry: PathBuf,
     /// Why, in words.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 /// The result of scanning a projects folder.
 #[derive(Debug, Default)]
-pub struct Scan {
+pub(crate) struct Scan {
     /// Projects ready to compile, sorted by name.
-    pub projects: Vec<ProjectSource>,
+    pub(crate) projects: Vec<ProjectSource>,
     /// Projects whose config or component file is unusable.
-    pub failed: Vec<FailedProject>,
+    pub(crate) failed: Vec<FailedProject>,
     /// Entries that are not valid project names.
-    pub skipped: Vec<Skipped>,
+    pub(crate) skipped: Vec<Skipped>,
 }
 
 /// Scans `root`. Fails only when `root` itself cannot be read; every problem
 /// with a single project is recorded in the [`Scan`] instead.
-pub fn scan(root: &Path) -> anyhow::Result<Scan> {
+pub(crate) fn scan(root: &Path) -> anyhow::Result<Scan> {
     let mut entries: Vec<(String, PathBuf, bool)> = Vec::new();
     let read = std::fs::read_dir(root)
         .with_context(|| format!("failed to read projects directory {}", root.display()))?;
@@ -130,7 +130,7 @@ pub fn scan(root: &Path) -> anyhow::Result<Scan> {
 
 /// Reads project `name` from `root` alone (for a reload): the `NAME/` folder,
 /// else `NAME.wasm`. `Ok(None)` when neither exists.
-pub fn find(root: &Path, name: &ProjectName) -> anyhow::Result<Option<ProjectSource>> {
+pub(crate) fn find(root: &Path, name: &ProjectName) -> anyhow::Result<Option<ProjectSource>> {
     let folder = root.join(name.as_str());
     if folder.is_dir() {
         return load_folder(name.clone(), &folder).map(Some);
@@ -147,7 +147,7 @@ pub fn find(root: &Path, name: &ProjectName) -> anyhow::Result<Option<ProjectSou
 /// becomes `NAME/NAME.wasm` with defaults.
 ///
 /// `uploaded` is a manifest sent with the deploy; it replaces the one on disk.
-pub fn deploy_target(
+pub(crate) fn deploy_target(
     root: &Path,
     name: &ProjectName,
     uploaded: Option<Manifest>,

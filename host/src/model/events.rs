@@ -30,7 +30,7 @@ impl Default for Events {
 
 impl Events {
     /// Publishes event `kind` about `project`, with extra JSON `fields`.
-    pub fn emit(&self, kind: &str, project: &str, fields: Value) {
+    pub(crate) fn emit(&self, kind: &str, project: &str, fields: Value) {
         if self.sender.receiver_count() == 0 {
             return;
         }
@@ -47,13 +47,13 @@ impl Events {
     }
 
     /// Ends every open stream.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.closed.send_replace(true);
     }
 
     /// A receiver of every event from now on, and one that turns true when
     /// streams must end (shutdown).
-    pub fn subscribe(&self) -> (broadcast::Receiver<Arc<str>>, watch::Receiver<bool>) {
+    pub(crate) fn subscribe(&self) -> (broadcast::Receiver<Arc<str>>, watch::Receiver<bool>) {
         (self.sender.subscribe(), self.closed.subscribe())
     }
 }

@@ -34,7 +34,7 @@ use crate::model::router;
 use crate::units::{parse_duration, parse_size};
 
 /// The file name of a project's manifest inside its folder.
-pub const MANIFEST_FILE: &str = "wasmhost.toml";
+pub(crate) const MANIFEST_FILE: &str = "wasmhost.toml";
 
 /// A project name: `[a-z0-9][a-z0-9_-]{0,62}`.
 ///
@@ -86,48 +86,48 @@ impl fmt::Display for ProjectName {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Limits {
     /// How long one request may run before it is interrupted and answered 504.
-    pub request_timeout: Option<Duration>,
+    pub(crate) request_timeout: Option<Duration>,
     /// Largest request body accepted, in bytes.
-    pub max_body: Option<u64>,
+    pub(crate) max_body: Option<u64>,
     /// Largest linear memory one instance may grow to, in bytes.
-    pub memory: Option<u64>,
+    pub(crate) memory: Option<u64>,
     /// Most requests this project may run at once.
-    pub max_concurrency: Option<u32>,
+    pub(crate) max_concurrency: Option<u32>,
 }
 
 /// A parsed and validated `wasmhost.toml`. Every field is optional in the file;
-/// defaults are applied by [`crate::model::discovery`], which knows the project name.
+/// defaults are applied by `model/discovery.rs`, which knows the project name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Manifest {
     /// Relative path of the component inside the project folder.
-    pub component: Option<PathBuf>,
+    pub(crate) component: Option<PathBuf>,
     /// Normalized route prefix.
-    pub route: Option<String>,
+    pub(crate) route: Option<String>,
     /// Extra host names (lowercase, no port) routed to this project.
-    pub hosts: Vec<String>,
+    pub(crate) hosts: Vec<String>,
     /// Whether the guest sees the path with the route prefix removed.
-    pub strip_prefix: bool,
+    pub(crate) strip_prefix: bool,
     /// Environment variables for the guest, sorted by name.
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
     /// Path (and query) checked with a GET on every new version before it goes live.
-    pub health: Option<String>,
+    pub(crate) health: Option<String>,
     /// How long that health check may take; host default when `None`.
-    pub health_timeout: Option<Duration>,
+    pub(crate) health_timeout: Option<Duration>,
     /// How long requests may keep running on a replaced version; host default when `None`.
-    pub drain_timeout: Option<Duration>,
+    pub(crate) drain_timeout: Option<Duration>,
     /// Resource limits for the project.
-    pub limits: Limits,
+    pub(crate) limits: Limits,
 }
 
 /// Why a manifest was refused: the file, the line when the problem has one, and the reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ManifestError {
     /// The manifest file.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// 1-based line of the offending key or value, when known.
-    pub line: Option<usize>,
+    pub(crate) line: Option<usize>,
     /// What is wrong, in words.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 impl fmt::Display for ManifestError {
@@ -178,7 +178,7 @@ enum RawSize {
 
 impl Manifest {
     /// Reads and validates the manifest at `path`.
-    pub fn load(path: &Path) -> Result<Self, ManifestError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, ManifestError> {
         let text = std::fs::read_to_string(path).map_err(|err| ManifestError {
             path: path.to_path_buf(),
             line: None,

@@ -16,50 +16,50 @@ use crate::model::version::{Stats, Version};
 
 /// Why the last change to a project was refused.
 #[derive(Clone, Debug)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// The pipeline step that refused it: `read`, `prepare` or `validate`.
-    pub step: &'static str,
+    pub(crate) step: &'static str,
     /// What was wrong.
-    pub reason: String,
+    pub(crate) reason: String,
     /// Digest of the refused component, when it got that far.
-    pub digest: Option<String>,
+    pub(crate) digest: Option<String>,
     /// When it was refused.
-    pub at: SystemTime,
+    pub(crate) at: SystemTime,
 }
 
 /// A project as the host knows it.
 pub struct Project {
     /// The project's name.
-    pub name: ProjectName,
+    pub(crate) name: ProjectName,
     /// The version new requests go to. One atomic store swaps it; requests
     /// `load_full` it once and keep their `Arc`.
     pub current: ArcSwapOption<Version>,
     /// Counters shared with every version of the project.
-    pub stats: Arc<Stats>,
+    pub(crate) stats: Arc<Stats>,
     /// Serializes changes to this project (deploy, reload, rollback, remove) so
     /// overlapping ones cannot interleave their steps; each caller gets its own answer.
-    pub lifecycle: tokio::sync::Mutex<()>,
+    pub(crate) lifecycle: tokio::sync::Mutex<()>,
     next_version: AtomicU64,
     state: Mutex<ProjectState>,
 }
 
 /// The mutable, non-hot-path part of a project.
 #[derive(Default)]
-pub struct ProjectState {
+pub(crate) struct ProjectState {
     /// Where and how the project is defined on disk; `None` when it could not be read.
-    pub source: Option<ProjectSource>,
+    pub(crate) source: Option<ProjectSource>,
     /// The folder or file that defines the project.
-    pub entry: std::path::PathBuf,
+    pub(crate) entry: std::path::PathBuf,
     /// The last good builds, oldest first; the last one is the current version's.
-    pub history: VecDeque<(u64, Arc<Build>)>,
+    pub(crate) history: VecDeque<(u64, Arc<Build>)>,
     /// Retired versions that may still have requests running.
-    pub draining: Vec<Weak<Version>>,
+    pub(crate) draining: Vec<Weak<Version>>,
     /// Whether a change is being prepared or validated right now.
-    pub preparing: bool,
+    pub(crate) preparing: bool,
     /// Why the project cannot serve at all (unreadable config, route conflict).
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// Why the last change was refused.
-    pub last_failure: Option<Failure>,
+    pub(crate) last_failure: Option<Failure>,
 }
 
 impl Project {
@@ -79,7 +79,7 @@ impl Project {
     }
 
     /// Locks the project's mutable state. Never held across an await.
-    pub fn state(&self) -> MutexGuard<'_, ProjectState> {
+    pub(crate) fn state(&self) -> MutexGuard<'_, ProjectState> {
         // A panic while holding the lock leaves plain data behind; keep serving.
         self.state
             .lock()
@@ -87,13 +87,13 @@ impl Project {
     }
 
     /// Takes the next version number.
-    pub fn next_version(&self) -> u64 {
+    pub(crate) fn next_version(&self) -> u64 {
         self.next_version.fetch_add(1, Ordering::Relaxed)
     }
 
     /// `preparing`, `failed` (nothing serves), `draining` (old versions still
     /// running) or `active`.
-    pub fn state_name(&self) -> &'static str {
+    pub(crate) fn state_name(&self) -> &'static str {
         let state = self.state();
         if state.preparing {
             "preparing"
@@ -107,7 +107,7 @@ impl Project {
     }
 
     /// Retired versions still alive, newest first.
-    pub fn draining(&self) -> Vec<Arc<Version>> {
+    pub(crate) fn draining(&self) -> Vec<Arc<Version>> {
         let mut state = self.state();
         state.draining.retain(|v| v.strong_count() > 0);
         let mut alive: Vec<Arc<Version>> =

@@ -62,12 +62,12 @@ impl Registry {
     }
 
     /// The project called `name`.
-    pub fn get(&self, name: &str) -> Option<Arc<Project>> {
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<Project>> {
         self.projects().get(name).cloned()
     }
 
     /// Every project, sorted by name.
-    pub fn all(&self) -> Vec<Arc<Project>> {
+    pub(crate) fn all(&self) -> Vec<Arc<Project>> {
         self.projects().values().cloned().collect()
     }
 
@@ -80,14 +80,14 @@ impl Registry {
     }
 
     /// Forgets `name` and unroutes it; returns it if it existed.
-    pub fn remove(&self, name: &str) -> Option<Arc<Project>> {
+    pub(crate) fn remove(&self, name: &str) -> Option<Arc<Project>> {
         let removed = self.projects().remove(name);
         self.republish();
         removed
     }
 
     /// Forgets `project` if it is still the one registered under its name.
-    pub fn forget_if_same(&self, project: &Arc<Project>) {
+    pub(crate) fn forget_if_same(&self, project: &Arc<Project>) {
         let mut projects = self.projects();
         if projects
             .get(project.name.as_str())

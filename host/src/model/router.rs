@@ -101,9 +101,9 @@ impl RouterBuilder {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {
     /// What was claimed twice, e.g. "route `/api`".
-    pub claim: String,
+    pub(crate) claim: String,
     /// Index of the project that holds it.
-    pub holder: usize,
+    pub(crate) holder: usize,
 }
 
 impl Router {
@@ -155,7 +155,7 @@ fn host_key(host: &str) -> String {
 }
 
 /// Validates a configured route and puts it in canonical form (`/a/b`, no trailing `/`).
-pub fn normalize_route(route: &str) -> Result<String, String> {
+pub(crate) fn normalize_route(route: &str) -> Result<String, String> {
     if !route.starts_with('/') {
         return Err(format!("route `{route}` must start with `/`"));
     }
@@ -179,7 +179,7 @@ pub fn normalize_route(route: &str) -> Result<String, String> {
 
 /// Validates a configured host name and lowercases it. Ports are not allowed:
 /// routing ignores the port of the incoming Host header.
-pub fn normalize_host(host: &str) -> Result<String, String> {
+pub(crate) fn normalize_host(host: &str) -> Result<String, String> {
     let valid_label = |label: &str| {
         !label.is_empty()
             && label.len() <= 63

@@ -3,7 +3,7 @@
 //! statistics it updates when it is finally released.
 //!
 //! A [`Version`] is the unit requests hold: every in-flight request keeps an
-//! `Arc<Version>` (through [`InFlight`]), so a retired version lives exactly as
+//! `Arc<Version>` (through `InFlight`), so a retired version lives exactly as
 //! long as its last request. Its compiled code is a separate, shared [`Build`],
 //! which the project's history may keep for rollback after the version is gone.
 
@@ -20,43 +20,43 @@ use crate::model::events::Events;
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Versions that went live.
-    pub swaps: AtomicU64,
+    pub(crate) swaps: AtomicU64,
     /// File changes the watcher acted on (after debouncing) that changed
     /// bytes or config; self-writes and comment-only edits are not counted.
-    pub changes: AtomicU64,
+    pub(crate) changes: AtomicU64,
     /// Versions refused by prepare or validate.
-    pub rejected: AtomicU64,
+    pub(crate) rejected: AtomicU64,
     /// Rollbacks to an earlier build.
-    pub rollbacks: AtomicU64,
+    pub(crate) rollbacks: AtomicU64,
     /// Requests interrupted because their version outlived its drain deadline.
-    pub forced_drains: AtomicU64,
+    pub(crate) forced_drains: AtomicU64,
     /// Retired versions whose last request ended and whose memory was freed.
-    pub released: AtomicU64,
+    pub(crate) released: AtomicU64,
     /// Compile time of the last prepared build, in microseconds.
-    pub last_compile_us: AtomicU64,
+    pub(crate) last_compile_us: AtomicU64,
     /// Time of the last swap itself, in microseconds.
-    pub last_swap_us: AtomicU64,
+    pub(crate) last_swap_us: AtomicU64,
     /// Longest time from retire to release, in microseconds.
-    pub max_drain_us: AtomicU64,
+    pub(crate) max_drain_us: AtomicU64,
     /// Builds loaded from the compile cache.
-    pub cache_hits: AtomicU64,
+    pub(crate) cache_hits: AtomicU64,
     /// Builds compiled because the cache had no usable entry.
-    pub cache_misses: AtomicU64,
+    pub(crate) cache_misses: AtomicU64,
     /// Requests running right now, across all versions: what
     /// `max_concurrency` bounds.
-    pub active: AtomicU64,
+    pub(crate) active: AtomicU64,
     /// Requests answered 503 because `max_concurrency` were already running.
-    pub overloaded: AtomicU64,
+    pub(crate) overloaded: AtomicU64,
 }
 
 impl Stats {
     /// Adds one to `counter`.
-    pub fn bump(counter: &AtomicU64) {
+    pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Stores `duration` in microseconds into `gauge`.
-    pub fn set_duration(gauge: &AtomicU64, duration: Duration) {
+    pub(crate) fn set_duration(gauge: &AtomicU64, duration: Duration) {
         gauge.store(duration.as_micros() as u64, Ordering::Relaxed);
     }
 }
@@ -81,13 +81,13 @@ pub struct RunConfig {
 /// A compiled build, with the settings it runs with, that can serve requests.
 pub struct Version {
     /// The project's name, shared with every request's log lines.
-    pub project: Arc<str>,
+    pub(crate) project: Arc<str>,
     /// Per-project version number, from 1, never reused.
-    pub number: u64,
+    pub(crate) number: u64,
     /// The compiled component.
-    pub build: Arc<Build>,
+    pub(crate) build: Arc<Build>,
     /// Environment and timeouts.
-    pub run: RunConfig,
+    pub(crate) run: RunConfig,
     /// Counters of the project this version belongs to.
     stats: Arc<Stats>,
     /// Where `draining` and `released` are announced.
@@ -127,33 +127,33 @@ impl Version {
     }
 
     /// Requests running on this version right now.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
     }
 
     /// A receiver that turns `true` when running requests must stop.
-    pub fn stop_signal(&self) -> watch::Receiver<bool> {
+    pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {
         self.stop.subscribe()
     }
 
     /// Interrupts every request still running on this version.
-    pub fn force_stop(&self) {
+    pub(crate) fn force_stop(&self) {
         self.stop.send_replace(true);
     }
 
     /// Marks the version as retired now (only the first call counts).
-    pub fn retire(&self) {
+    pub(crate) fn retire(&self) {
         let _ = self.retired_at.set(Instant::now());
     }
 
     /// Whether the version was retired.
-    pub fn is_retired(&self) -> bool {
+    pub(crate) fn is_retired(&self) -> bool {
         self.retired_at.get().is_some()
     }
 
     /// Waits until no request runs on this version, or `deadline` passes.
     /// Returns whether it became idle.
-    pub async fn wait_idle(&self, deadline: tokio::time::Instant) -> bool {
+    pub(crate) async fn wait_idle(&self, deadline: tokio::time::Instant) -> bool {
         loop {
             let notified = self.idle.notified();
             let mut notified = std::pin::pin!(notified);
@@ -169,7 +169,7 @@ impl Version {
     }
 
     /// Announces lifecycle event `kind` for this version.
-    pub fn announce(&self, kind: &str, fields: serde_json::Value) {
+    pub(crate) fn announce(&self, kind: &str, fields: serde_json::Value) {
         let mut event = serde_json::json!({ "version": self.number, "digest": self.build.digest });
         if let (Some(event), serde_json::Value::Object(fields)) = (event.as_object_mut(), fields) {
             event.extend(fields);
@@ -178,7 +178,7 @@ impl Version {
     }
 
     /// Counts one request interrupted by a forced drain.
-    pub fn count_forced_drain(&self) {
+    pub(crate) fn count_forced_drain(&self) {
         Stats::bump(&self.stats.forced_drains);
     }
 }
@@ -211,13 +211,13 @@ impl Drop for Version {
 
 /// Marks one request as running on a version until dropped, and keeps the
 /// version alive for as long as the request needs it.
-pub struct InFlight(Arc<Version>);
+pub(crate) struct InFlight(Arc<Version>);
 
 impl InFlight {
     /// Counts a request on `version` if fewer than its project's
     /// `max_concurrency` are running (old versions' requests included, so a
     /// swap cannot double the limit); `None` when the project is full.
-    pub fn admit(version: Arc<Version>) -> Option<Self> {
+    pub(crate) fn admit(version: Arc<Version>) -> Option<Self> {
         let limit = u64::from(version.run.max_concurrency);
         let before = version.stats.active.fetch_add(1, Ordering::AcqRel);
         if before >= limit {
@@ -230,7 +230,7 @@ impl InFlight {
     }
 
     /// The version this request runs on.
-    pub fn version(&self) -> &Arc<Version> {
+    pub(crate) fn version(&self) -> &Arc<Version> {
         &self.0
     }
 }

@@ -51,12 +51,12 @@ impl CompileCache {
     }
 
     /// A cache that stores nothing.
-    pub fn disabled() -> Self {
+    pub(crate) fn disabled() -> Self {
         Self { dir: None }
     }
 
     /// The folder entries of this engine live in.
-    pub fn dir(&self) -> Option<&Path> {
+    pub(crate) fn dir(&self) -> Option<&Path> {
         self.dir.as_deref()
     }
 
@@ -95,7 +95,7 @@ impl CompileCache {
     }
 
     /// Stores `component` as the entry for `digest`. Blocking.
-    pub fn store(&self, digest: &str, component: &Component) -> anyhow::Result<()> {
+    pub(crate) fn store(&self, digest: &str, component: &Component) -> anyhow::Result<()> {
         let (Some(dir), Some(path)) = (self.dir.as_ref(), self.entry(digest)) else {
             return Ok(());
         };
@@ -146,13 +146,13 @@ impl Hasher for Sha256Hasher {
 }
 
 /// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The platform's cache folder for wasmhost: `$XDG_CACHE_HOME/wasmhost`, else
 /// `$HOME/.cache/wasmhost`; `None` when neither is set.
-pub fn default_dir() -> Option<PathBuf> {
+pub(crate) fn default_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)

@@ -87,12 +87,12 @@ impl Compiler {
     }
 
     /// The sha256 digest of `bytes`, as builds are identified.
-    pub fn digest(bytes: &[u8]) -> String {
+    pub(crate) fn digest(bytes: &[u8]) -> String {
         hex(&Sha256::digest(bytes))
     }
 
     /// Reads the component at `path`.
-    pub async fn read(path: &Path) -> Result<Vec<u8>, CompileError> {
+    pub(crate) async fn read(path: &Path) -> Result<Vec<u8>, CompileError> {
         tokio::fs::read(path)
             .await
             .map_err(|source| CompileError::Read {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::model::version::Version;
 
 /// Retires `old` and supervises its drain in the background.
-pub fn retire(old: Arc<Version>) {
+pub(crate) fn retire(old: Arc<Version>) {
     old.retire();
     let in_flight = old.in_flight();
     if in_flight > 0 {

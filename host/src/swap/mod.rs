@@ -3,9 +3,9 @@
 
 pub mod cache;
 pub mod compiler;
-pub mod drain;
+pub(crate) mod drain;
 mod install;
 mod persist;
-pub mod pipeline;
-pub mod settings;
-pub mod validate;
+pub(crate) mod pipeline;
+pub(crate) mod settings;
+pub(crate) mod validate;

@@ -30,7 +30,7 @@ use crate::swap::settings::Settings;
 
 /// Where a change came from; decides what is logged and counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// Start-up.
     Load,
     /// The folder watcher saw files change.
@@ -45,7 +45,7 @@ pub enum Origin {
 
 /// What a change did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// A new version is live.
     Live {
         /// Its number.
@@ -68,7 +68,7 @@ pub enum Outcome {
 
 /// Why a change was not made. Callers (the admin API) map each to a status.
 #[derive(Debug, thiserror::Error)]
-pub enum ChangeError {
+pub(crate) enum ChangeError {
     /// The new version failed a step; what was serving still serves.
     #[error("{project}: {version_label} rejected: {reason}")]
     Rejected {
@@ -94,7 +94,7 @@ pub enum ChangeError {
 
 /// Runs project changes. Cheap to clone.
 #[derive(Clone)]
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     /// Turns bytes into builds, off the request path.
     pub(super) compiler: Compiler,
     /// Where live versions are published for the request path.
@@ -107,7 +107,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// A pipeline publishing into `registry`.
-    pub fn new(
+    pub(crate) fn new(
         compiler: Compiler,
         registry: Arc<Registry>,
         settings: Settings,
@@ -122,18 +122,18 @@ impl Pipeline {
     }
 
     /// Where lifecycle events are announced.
-    pub fn events(&self) -> &Events {
+    pub(crate) fn events(&self) -> &Events {
         &self.events
     }
 
     /// The registry this pipeline publishes into.
-    pub fn registry(&self) -> &Arc<Registry> {
+    pub(crate) fn registry(&self) -> &Arc<Registry> {
         &self.registry
     }
 
     /// Loads every project in the projects folder, concurrently (compiles are
     /// still bounded by the compiler). Returns the entries that are not projects.
-    pub async fn load_all(&self) -> anyhow::Result<Vec<Skipped>> {
+    pub(crate) async fn load_all(&self) -> anyhow::Result<Vec<Skipped>> {
         let scan = discovery::scan(&self.settings.projects_dir)?;
         for failed in scan.failed {
             let project = self.registry.get_or_insert(failed.name.as_str(), || {
@@ -170,14 +170,14 @@ impl Pipeline {
     }
 
     /// Re-reads project `name`'s config and component from disk and makes them live.
-    pub async fn reload(&self, name: &ProjectName) -> Result<Outcome, ChangeError> {
+    pub(crate) async fn reload(&self, name: &ProjectName) -> Result<Outcome, ChangeError> {
         self.reload_with(name, Origin::Reload).await
     }
 
     /// Brings project `name` in line with the disk after the watcher saw its
     /// files change: reloads it, or unloads it when it is gone from disk.
     /// Outcomes are logged by the steps themselves; nothing is returned.
-    pub async fn sync(&self, name: &ProjectName) {
+    pub(crate) async fn sync(&self, name: &ProjectName) {
         let on_disk = discovery::find(&self.settings.projects_dir, name);
         if matches!(on_disk, Ok(None)) {
             if self.registry.get(name.as_str()).is_some() {
@@ -237,7 +237,7 @@ impl Pipeline {
     /// Makes `bytes` the component of project `name` (created if new), with
     /// `config` as its `wasmhost.toml` when given, and once live writes them
     /// into the project's folder, so a restart serves exactly this.
-    pub async fn deploy(
+    pub(crate) async fn deploy(
         &self,
         name: &ProjectName,
         bytes: Arc<[u8]>,
@@ -297,7 +297,7 @@ impl Pipeline {
 
     /// Goes back to the build before the current one, as a new version, and
     /// writes it back to disk.
-    pub async fn rollback(&self, name: &ProjectName) -> Result<Outcome, ChangeError> {
+    pub(crate) async fn rollback(&self, name: &ProjectName) -> Result<Outcome, ChangeError> {
         let project = self
             .registry
             .get(name.as_str())
@@ -333,7 +333,7 @@ impl Pipeline {
     }
 
     /// Unroutes project `name`, drains it and deletes it from disk.
-    pub async fn remove(&self, name: &ProjectName) -> Result<(), ChangeError> {
+    pub(crate) async fn remove(&self, name: &ProjectName) -> Result<(), ChangeError> {
         self.unload(name, true).await
     }
 

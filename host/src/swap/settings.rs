@@ -10,30 +10,30 @@ use crate::swap::validate::HealthCheck;
 
 /// Host-wide defaults and limits the pipeline applies.
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// The projects folder.
-    pub projects_dir: PathBuf,
+    pub(crate) projects_dir: PathBuf,
     /// Request timeout for projects that set none.
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     /// Drain timeout for projects that set none.
-    pub drain_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
     /// Health-check timeout for projects that set none.
-    pub health_timeout: Duration,
+    pub(crate) health_timeout: Duration,
     /// Good builds kept per project for rollback (the current one included).
-    pub keep_versions: usize,
+    pub(crate) keep_versions: usize,
     /// Limits for projects that set none.
-    pub limits: DefaultLimits,
+    pub(crate) limits: DefaultLimits,
 }
 
 /// Host-wide limits, applied to every project that does not set its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DefaultLimits {
+pub(crate) struct DefaultLimits {
     /// Largest linear memory per instance, in bytes.
-    pub memory: u64,
+    pub(crate) memory: u64,
     /// Largest request body, in bytes.
-    pub max_body: u64,
+    pub(crate) max_body: u64,
     /// Most requests one project runs at once.
-    pub max_concurrency: u32,
+    pub(crate) max_concurrency: u32,
 }
 
 impl Settings {

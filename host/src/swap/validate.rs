@@ -16,15 +16,15 @@ use crate::model::version::Version;
 
 /// The health check a project configured.
 #[derive(Clone, Debug)]
-pub struct HealthCheck {
+pub(crate) struct HealthCheck {
     /// Path and query to GET.
-    pub path: String,
+    pub(crate) path: String,
     /// How long the answer may take.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 /// Checks `candidate`; the error says what failed, in words for the admin API.
-pub async fn validate(
+pub(crate) async fn validate(
     candidate: &Arc<Version>,
     health: Option<&HealthCheck>,
 ) -> Result<(), String> {
