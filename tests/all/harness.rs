@@ -1,16 +1,16 @@
 //! The test DSL: a fresh projects folder per test, the real wasmhost binary
-//! spawned on 127.0.0.1:0 (and killed on drop), and a small HTTP client.
+//! spawned on 127.0.0.1:0 (through `wasmhost_tests::process`, which the
+//! benchmarks use too; killed on drop), and a small HTTP client.
 //!
 //! ```ignore
 //! let host = TestHost::new().project("hello", guests::HELLO).spawn();
 //! assert_eq!(host.get("/hello").await.text(), "Hello, world!\n");
 //! ```
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,6 +20,7 @@ use hyper::header::HeaderMap;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tempfile::TempDir;
+use wasmhost_tests::process::{Process, wasmhost_ready};
 
 /// How long anything a test waits for may take before the test fails. Generous:
 /// CI machines are small and busy; a pass never waits this long.
@@ -99,52 +100,22 @@ impl TestHost {
             .arg("--cache-dir")
             .arg(self.cache.path())
             .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stdout(Stdio::null());
         command
     }
 
     /// Starts the host and waits until it prints its two readiness lines.
     pub(crate) fn spawn(self) -> RunningHost {
-        let mut child = self.command().spawn().expect("failed to spawn wasmhost");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut log = sink.lock().expect("log lock");
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let mut host = RunningHost {
+        let mut process = Process::spawn(self.command()).expect("failed to spawn wasmhost");
+        let (addr, admin) = process
+            .wait_for(DEADLINE, wasmhost_ready)
+            .unwrap_or_else(|err| panic!("wasmhost never became ready: {err}"));
+        RunningHost {
             cache: self.cache,
-            child,
-            addr: "127.0.0.1:0".parse().expect("valid"),
-            admin: "127.0.0.1:0".parse().expect("valid"),
-            log,
+            process,
+            addr,
+            admin,
             dir: self.dir,
-        };
-        let started = Instant::now();
-        loop {
-            let log = host.log();
-            if let (Some(addr), Some(admin)) = (
-                address_after(&log, "listening on http://"),
-                address_after(&log, "admin on http://"),
-            ) {
-                host.addr = addr;
-                host.admin = admin;
-                return host;
-            }
-            if let Ok(Some(status)) = host.child.try_wait() {
-                panic!("wasmhost exited with {status} before it was ready:\n{log}");
-            }
-            assert!(
-                started.elapsed() < DEADLINE,
-                "wasmhost was not ready in time:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
@@ -219,19 +190,13 @@ pub(crate) fn wasmhost() -> Command {
     command
 }
 
-fn address_after(log: &str, prefix: &str) -> Option<SocketAddr> {
-    let line = log.lines().find(|line| line.starts_with(prefix))?;
-    line[prefix.len()..].trim().parse().ok()
-}
-
 /// A running wasmhost; killed when dropped.
 pub(crate) struct RunningHost {
-    child: Child,
+    process: Process,
     /// The project listener.
     pub(crate) addr: SocketAddr,
     /// The admin listener.
     pub(crate) admin: SocketAddr,
-    log: Arc<Mutex<String>>,
     /// Kept so the projects folder lives exactly as long as the host.
     dir: TempDir,
     cache: Arc<TempDir>,
@@ -240,12 +205,12 @@ pub(crate) struct RunningHost {
 impl RunningHost {
     /// Everything the host printed to stderr so far.
     pub(crate) fn log(&self) -> String {
-        self.log.lock().expect("log lock").clone()
+        self.process.log()
     }
 
     /// The host's process id.
     pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// The projects folder.
@@ -256,8 +221,7 @@ impl RunningHost {
     /// Stops this host and starts a new one on the same projects folder and
     /// compile cache, with the flags `extra`.
     pub(crate) fn restart(mut self, extra: &[&str]) -> RunningHost {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
         let mut args: Vec<String> = Vec::new();
         for arg in extra {
             args.push(arg.to_string());
@@ -351,7 +315,7 @@ impl RunningHost {
     /// Sends SIGTERM, as a service manager would.
     pub(crate) fn terminate(&self) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &self.pid().to_string()])
             .status()
             .expect("failed to run kill");
         assert!(status.success(), "kill -TERM failed");
@@ -361,7 +325,7 @@ impl RunningHost {
     pub(crate) async fn wait_exit(&mut self) -> ExitStatus {
         let started = Instant::now();
         loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
+            if let Some(status) = self.process.try_wait().expect("try_wait") {
                 return status;
             }
             assert!(
@@ -371,13 +335,6 @@ impl RunningHost {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-}
-
-impl Drop for RunningHost {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -6,6 +6,7 @@ mod admin;
 mod cli;
 mod events;
 mod harness;
+mod in_process;
 mod layout;
 mod lifecycle;
 mod limits;

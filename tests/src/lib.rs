@@ -1,5 +1,8 @@
-//! Paths of the guest components that `build.rs` built for wasm32-wasip2,
-//! for the integration tests and benchmarks.
+//! What the integration tests and the benchmarks share: the paths of the
+//! guest components `build.rs` built for wasm32-wasip2, and how to start a
+//! server process and wait until it is ready ([`process`]).
+
+pub mod process;
 
 /// One constant per guest (`HELLO`, `ECHO`, …) holding the absolute path of
 /// its `.wasm`, and `ALL`, every guest as `(name, path)`.

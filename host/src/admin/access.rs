@@ -8,13 +8,13 @@ use crate::front::responses::text_response;
 
 /// Who may use the admin API, and how much they may upload.
 #[derive(Clone, Debug)]
-pub(crate) struct Access {
+pub struct Access {
     /// When set, every request needs `Authorization: Bearer TOKEN`. When not,
     /// the listener is loopback-only (the config refuses anything else) and
     /// changes are refused from any non-loopback peer.
-    pub(crate) token: Option<String>,
+    pub token: Option<String>,
     /// Largest deploy body accepted, in bytes (413 beyond).
-    pub(crate) max_deploy_size: u64,
+    pub max_deploy_size: u64,
 }
 
 impl Access {

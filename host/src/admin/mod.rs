@@ -40,5 +40,5 @@ mod routes;
 mod upload;
 mod views;
 
-pub(crate) use access::Access;
-pub(crate) use routes::handle;
+pub use access::Access;
+pub use routes::handle;

@@ -18,7 +18,7 @@ use crate::swap::pipeline::{ChangeError, Outcome, Pipeline};
 
 /// Answers one admin request. Generic over the body, so tests can call it
 /// with an in-memory one.
-pub(crate) async fn handle<B>(
+pub async fn handle<B>(
     pipeline: Pipeline,
     access: Arc<Access>,
     request: Request<B>,
@@ -160,4 +160,121 @@ fn method_not_allowed(allow: &'static str) -> Response<HyperOutgoingBody> {
         .headers_mut()
         .insert(header::ALLOW, header::HeaderValue::from_static(allow));
     response
+}
+
+/// The admin handler called directly, with in-memory bodies and the real
+/// pipeline and compiler, no socket. What needs a running process (deploys
+/// that go live, events, shutdown) is in `tests/all`.
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use http_body_util::{BodyExt as _, Full};
+
+    use super::*;
+    use crate::model::events::Events;
+    use crate::model::registry::Registry;
+    use crate::swap::cache::CompileCache;
+    use crate::swap::compiler::Compiler;
+    use crate::swap::settings::{DefaultLimits, Settings};
+
+    /// A pipeline over `dir` with no compile cache; nothing here instantiates,
+    /// so the engine needs no instance pool.
+    fn pipeline(dir: &Path) -> Pipeline {
+        let engine = wasmtime::Engine::default();
+        let linker = crate::engine::new_linker(&engine).expect("linker");
+        let compiler = Compiler::new(engine, linker, CompileCache::disabled(), 1);
+        let settings = Settings {
+            projects_dir: dir.to_path_buf(),
+            request_timeout: std::time::Duration::from_secs(5),
+            drain_timeout: std::time::Duration::from_secs(5),
+            health_timeout: std::time::Duration::from_secs(5),
+            keep_versions: 3,
+            limits: DefaultLimits {
+                memory: 1 << 20,
+                max_body: 1 << 20,
+                max_concurrency: 10,
+            },
+        };
+        Pipeline::new(
+            compiler,
+            Arc::new(Registry::default()),
+            settings,
+            Events::default(),
+        )
+    }
+
+    async fn call(
+        pipeline: &Pipeline,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &'static [u8],
+    ) -> (StatusCode, hyper::HeaderMap, String) {
+        let access = Arc::new(Access {
+            token: None,
+            max_deploy_size: 64,
+        });
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Full::new(Bytes::from_static(body)))
+            .expect("request");
+        let response = handle(pipeline.clone(), access, request).await;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    }
+
+    #[tokio::test]
+    async fn reads_answer_and_bad_requests_are_refused_by_name() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pipeline = pipeline(dir.path());
+        let wasm = "application/wasm";
+        let (status, _, body) = call(&pipeline, "GET", "/projects", wasm, b"").await;
+        assert_eq!((status, body.trim()), (StatusCode::OK, "[]"));
+        let (status, _, body) = call(&pipeline, "GET", "/healthz", wasm, b"").await;
+        assert_eq!((status, body.trim()), (StatusCode::OK, "ok"));
+        let (status, _, body) = call(&pipeline, "PUT", "/projects/Bad", wasm, b"x").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("`Bad`"), "{body}");
+        let (status, _, _) = call(&pipeline, "PUT", "/projects/app", "text/plain", b"x").await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let (status, _, body) = call(&pipeline, "PUT", "/projects/app", wasm, &[0; 65]).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+        let (status, headers, _) = call(&pipeline, "POST", "/healthz", wasm, b"").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(headers[header::ALLOW], "GET");
+        let (status, _, _) = call(&pipeline, "DELETE", "/projects/ghost", wasm, b"").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _, _) = call(&pipeline, "GET", "/nothing", wasm, b"").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn a_deploy_that_is_not_a_component_is_rejected_and_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pipeline = pipeline(dir.path());
+        let (status, _, body) = call(
+            &pipeline,
+            "PUT",
+            "/projects/app",
+            "application/wasm",
+            b"not wasm",
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        let answer: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(answer["outcome"], "rejected");
+        assert_eq!(answer["step"], "prepare");
+        let (status, _, _) = call(&pipeline, "GET", "/projects/app", "", b"").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
 }

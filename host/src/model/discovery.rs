@@ -43,11 +43,11 @@ pub(crate) struct FailedProject {
 
 /// An entry that is not a project at all, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Skipped {
+pub struct Skipped {
     /// The folder or file that was skipped.
-    pub(crate) entry: PathBuf,
+    pub entry: PathBuf,
     /// Why, in words.
-    pub(crate) reason: String,
+    pub reason: String,
 }
 
 /// The result of scanning a projects folder.

@@ -2,7 +2,7 @@
 //! and the registry whose routing snapshot the request path reads.
 
 pub mod build;
-pub(crate) mod discovery;
+pub mod discovery;
 pub mod events;
 pub mod manifest;
 pub mod project;

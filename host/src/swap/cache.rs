@@ -51,7 +51,7 @@ impl CompileCache {
     }
 
     /// A cache that stores nothing.
-    pub(crate) fn disabled() -> Self {
+    pub fn disabled() -> Self {
         Self { dir: None }
     }
 

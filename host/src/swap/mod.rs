@@ -6,6 +6,6 @@ pub mod compiler;
 pub(crate) mod drain;
 mod install;
 mod persist;
-pub(crate) mod pipeline;
-pub(crate) mod settings;
+pub mod pipeline;
+pub mod settings;
 pub(crate) mod validate;

@@ -94,7 +94,7 @@ pub(crate) enum ChangeError {
 
 /// Runs project changes. Cheap to clone.
 #[derive(Clone)]
-pub(crate) struct Pipeline {
+pub struct Pipeline {
     /// Turns bytes into builds, off the request path.
     pub(super) compiler: Compiler,
     /// Where live versions are published for the request path.
@@ -107,7 +107,7 @@ pub(crate) struct Pipeline {
 
 impl Pipeline {
     /// A pipeline publishing into `registry`.
-    pub(crate) fn new(
+    pub fn new(
         compiler: Compiler,
         registry: Arc<Registry>,
         settings: Settings,
@@ -127,13 +127,13 @@ impl Pipeline {
     }
 
     /// The registry this pipeline publishes into.
-    pub(crate) fn registry(&self) -> &Arc<Registry> {
+    pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
     }
 
     /// Loads every project in the projects folder, concurrently (compiles are
     /// still bounded by the compiler). Returns the entries that are not projects.
-    pub(crate) async fn load_all(&self) -> anyhow::Result<Vec<Skipped>> {
+    pub async fn load_all(&self) -> anyhow::Result<Vec<Skipped>> {
         let scan = discovery::scan(&self.settings.projects_dir)?;
         for failed in scan.failed {
             let project = self.registry.get_or_insert(failed.name.as_str(), || {

@@ -10,30 +10,30 @@ use crate::swap::validate::HealthCheck;
 
 /// Host-wide defaults and limits the pipeline applies.
 #[derive(Clone, Debug)]
-pub(crate) struct Settings {
+pub struct Settings {
     /// The projects folder.
-    pub(crate) projects_dir: PathBuf,
+    pub projects_dir: PathBuf,
     /// Request timeout for projects that set none.
-    pub(crate) request_timeout: Duration,
+    pub request_timeout: Duration,
     /// Drain timeout for projects that set none.
-    pub(crate) drain_timeout: Duration,
+    pub drain_timeout: Duration,
     /// Health-check timeout for projects that set none.
-    pub(crate) health_timeout: Duration,
+    pub health_timeout: Duration,
     /// Good builds kept per project for rollback (the current one included).
-    pub(crate) keep_versions: usize,
+    pub keep_versions: usize,
     /// Limits for projects that set none.
-    pub(crate) limits: DefaultLimits,
+    pub limits: DefaultLimits,
 }
 
 /// Host-wide limits, applied to every project that does not set its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct DefaultLimits {
+pub struct DefaultLimits {
     /// Largest linear memory per instance, in bytes.
-    pub(crate) memory: u64,
+    pub memory: u64,
     /// Largest request body, in bytes.
-    pub(crate) max_body: u64,
+    pub max_body: u64,
     /// Most requests one project runs at once.
-    pub(crate) max_concurrency: u32,
+    pub max_concurrency: u32,
 }
 
 impl Settings {
