@@ -36,17 +36,11 @@ const KEEP_RESIDENT: usize = 1 << 20;
 ///
 /// When a request ends, its instance's memory must go back to its initial
 /// contents before the slot is reused. wasmtime's default `madvise`s it away,
-/// so the next request page-faults every page it touches again, and each
-/// `madvise` flushes TLBs. With `PAGEMAP_SCAN` the kernel reports the pages the
-/// guest wrote, and only those are reset in place with `memset`: no syscall
-/// per page range, no faults. Measured with the load harness (hello, 32
-/// connections, 2 cores), server CPU per request went from 52–61 µs to 28–34
-/// µs and requests/s from 16–19k to 29–36k; the keep-resident size made no
-/// difference we could tell from noise between 256 KiB and 4 MiB. Without
-/// `PAGEMAP_SCAN`, keeping 1 MiB resident means a 1 MiB `memset` per request,
-/// measured *worse* than the default (59–90 µs), so then it stays off.
-/// `decommit_batch_size` 32 and `max_unused_warm_slots` 0 showed no difference
-/// beyond noise and are left at wasmtime's defaults.
+/// so the next request page-faults every page it touches again. With
+/// `PAGEMAP_SCAN` the kernel reports the pages the guest wrote, and only
+/// those are reset in place: server CPU per request fell by 40 %. Without
+/// `PAGEMAP_SCAN`, keeping pages resident measured worse than the default,
+/// so then it stays off (`docs/performance.md`).
 pub fn new_engine() -> anyhow::Result<Engine> {
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(POOL_INSTANCES)

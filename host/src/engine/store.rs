@@ -158,10 +158,9 @@ pub(crate) fn new_store(engine: &Engine, guest: Guest<'_>) -> Store<RequestState
         } else {
             // Let every other ready task on this thread run, and the runtime
             // poll for I/O, before the guest goes on. wasmtime's own
-            // `UpdateDeadline::Yield` re-polls at once, so a spinning guest
-            // kept the runtime from its I/O driver: 288× the hello p99 beside
-            // two of them. A guest that keeps computing moves to the slow
-            // lane (`front/slow_lane.rs`) after a few ticks and yields there.
+            // `UpdateDeadline::Yield` re-polls at once and starved the I/O
+            // driver (`docs/performance.md`). A guest that keeps computing
+            // moves to the slow lane (`front/slow_lane.rs`) and yields there.
             Ok(UpdateDeadline::YieldCustom(
                 1,
                 Box::pin(tokio::task::yield_now()),

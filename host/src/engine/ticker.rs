@@ -12,12 +12,10 @@ use wasmtime::Engine;
 /// so this is both the scheduling quantum and the timeout resolution.
 ///
 /// 1 ms, not 10: a guest stuck in a loop holds the request thread for up to
-/// one tick at a time until it moves to the slow lane (`slow_lane.rs`), and
-/// it can only move at a tick. Before the slow lane, when such guests stayed
-/// on the request thread stepping aside at each tick, the hello p99 beside
-/// two of them was 11× its steady p99 with 10 ms ticks and 1.2–2.0× with
-/// 1 ms. Ticking that fast costs CPU, so the ticker only does it while
-/// guests run ([`GuestRunning`]).
+/// one tick at a time until it moves to the slow lane (`front/slow_lane.rs`),
+/// and it can only move at a tick (`docs/performance.md` has the p99s).
+/// Ticking that fast costs CPU, so the ticker only does it while guests run
+/// ([`GuestRunning`]).
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// How long the ticker sleeps while no guest runs. A guest that starts in
@@ -48,10 +46,9 @@ impl Drop for GuestRunning {
 }
 
 /// Starts the thread that advances the engine's epoch every [`EPOCH_TICK`]
-/// while guests run, and every `IDLE_TICK` otherwise: an idle host ticking
-/// every millisecond used 2.1 % of a core (420 ms of CPU over 20 s), with the
-/// idle tick 0.65 % (130 ms). It holds only a weak reference and exits once
-/// the engine is gone.
+/// while guests run, and every `IDLE_TICK` otherwise, so an idle host costs
+/// about a third of the CPU it would (`docs/performance.md`). It holds only a
+/// weak reference and exits once the engine is gone.
 pub(crate) fn start_epoch_ticker(engine: &Engine) -> anyhow::Result<()> {
     let weak = engine.weak();
     std::thread::Builder::new()

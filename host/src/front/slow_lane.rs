@@ -11,19 +11,12 @@
 //! two-level feedback queue: short requests first, long ones in the
 //! background, sharing the slow lane at every epoch tick.
 //!
-//! Measured with the load harness's hostile phase (2 cores, 32 connections to
-//! hello, two requests to another project spinning until their 1 s timeout,
-//! p99 beside them over p99 alone in the same phase): 0.6–1.56× over 14 runs
-//! with the slow lane; 1.67–1.75× when hogs stayed on the request thread and
-//! stepped aside 32 scheduler rounds at each tick.
-//!
-//! Why `SCHED_IDLE` and not a nice value: with the thread at nice 10, hello
-//! requests/s halved beside the loops; at nice 19 the request thread still
-//! waited for a CPU 250–390 ms of every 5 s (3–16 ms with no loop running),
-//! because a nice thread keeps its weighted share and delays wake-ups. Under
-//! `SCHED_IDLE` that wait fell to 116–137 ms. The catch: on a machine whose
-//! every core is busy, guests on the slow lane get almost no CPU and may run
-//! into their timeout.
+//! Why `SCHED_IDLE` and not a nice value: a nice thread keeps its weighted
+//! share and delays the request thread's wake-ups; under `SCHED_IDLE` the
+//! hello p99 beside two looping guests stayed within 1.5× of its p99 alone in
+//! 13 of 14 runs (`docs/performance.md`). The catch: on a machine whose every
+//! core is busy, guests on the slow lane get almost no CPU and may run into
+//! their timeout.
 
 use std::future::Future;
 use std::sync::OnceLock;

@@ -159,10 +159,8 @@ impl Compiler {
 /// How nice compile threads are: the lowest priority Linux has. Cranelift's
 /// worker threads are started from a compile thread and inherit it.
 ///
-/// Measured with the load harness while a 3.7 MB component compiled over and
-/// over (2 cores, 32 connections to hello): at the default priority the hello
-/// p99 was 5.0–5.6× its steady p99 and requests/s fell to a quarter; see
-/// `runtime.rs` for why requests get one thread.
+/// At the default priority a compile took requests/s to a quarter and the
+/// hello p99 to 5× steady (`docs/performance.md`).
 const COMPILE_NICE: i32 = 19;
 
 /// Runs `work` on a new thread at [`COMPILE_NICE`] and waits for it without
