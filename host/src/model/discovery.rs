@@ -1,4 +1,4 @@
-//! Scans the projects folder. Each entry becomes a [`ProjectSource`] (what
+//! Scans the projects folder. Each entry becomes a `ProjectSource` (what
 //! to load and how to route it), a failed project (valid name, broken
 //! config or component) or a skipped entry (not a valid project name).
 //!

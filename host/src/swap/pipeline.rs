@@ -3,8 +3,8 @@
 //! removal through the same drain.
 //!
 //! read (config + bytes) → prepare ([`crate::swap::compiler`], through the cache) →
-//! validate ([`crate::swap::validate`]) → swap (one atomic store on the project,
-//! plus a routing snapshot when routes change) → drain ([`crate::swap::drain`]) →
+//! validate (`validate.rs`) → swap (one atomic store on the project,
+//! plus a routing snapshot when routes change) → drain (`drain.rs`) →
 //! cleanup (the old version drops with its last request; builds past the
 //! history length drop with it). This file is the API; `install.rs` runs the
 //! steps for one candidate and `persist.rs` writes deploys to disk.
