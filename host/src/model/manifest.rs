@@ -123,11 +123,11 @@ pub struct Manifest {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ManifestError {
     /// The manifest file.
-    pub(crate) path: PathBuf,
+    pub path: PathBuf,
     /// 1-based line of the offending key or value, when known.
-    pub(crate) line: Option<usize>,
+    pub line: Option<usize>,
     /// What is wrong, in words.
-    pub(crate) reason: String,
+    pub reason: String,
 }
 
 impl fmt::Display for ManifestError {
