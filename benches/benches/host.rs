@@ -37,7 +37,7 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let engine = engine::new_engine().expect("engine");
+    let engine = engine::new_engine(engine::DEFAULT_INSTANCES).expect("engine");
     let linker = engine::new_linker(&engine).expect("linker");
     let cache_dir = tempfile::tempdir().expect("temp dir");
     let cache = CompileCache::new(Some(cache_dir.path()), &engine);
@@ -77,6 +77,8 @@ impl Setup {
                 memory: 128 << 20,
                 max_body: 16 << 20,
                 max_concurrency: 100,
+                outbound: Arc::default(),
+                forbidden_outbound: Arc::from([]),
             },
             Arc::new(Stats::default()),
             Events::default(),

@@ -20,6 +20,10 @@ pub(crate) struct Config {
     pub(crate) request_timeout: Duration,
     /// Defaults for projects whose wasmhost.toml sets no `[limits]`.
     pub(crate) limits: crate::swap::settings::DefaultLimits,
+    /// Header and idle timeouts and the connection cap, for both listeners.
+    pub(crate) connections: crate::front::connection::ConnectionLimits,
+    /// Instance slots in the pool: the most requests running at once.
+    pub(crate) max_instances: u32,
     /// Largest upload the admin API accepts, in bytes.
     pub(crate) max_deploy_size: u64,
     /// The bearer token the admin API requires; `None` only on loopback.
@@ -32,6 +36,8 @@ pub(crate) struct Config {
     pub(crate) health_timeout: Duration,
     /// Good builds kept per project for rollback, the current one included.
     pub(crate) keep_versions: usize,
+    /// Most bytes the compile cache may hold.
+    pub(crate) cache_max_size: u64,
     /// Root of the compile cache; `None` when caching is off.
     pub(crate) cache_dir: Option<PathBuf>,
     /// How to watch the projects folder; `None` when not watching.

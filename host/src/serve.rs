@@ -60,7 +60,15 @@ pub(crate) async fn run(
             config.projects_dir.display()
         )
     })?;
-    let engine = engine::new_engine()?;
+    let http_addr = listeners
+        .http
+        .local_addr()
+        .context("failed to read the bound address")?;
+    let admin_addr = listeners
+        .admin
+        .local_addr()
+        .context("failed to read the bound address")?;
+    let engine = engine::new_engine(config.max_instances)?;
     engine::ticker::start_epoch_ticker(&engine)?;
     slow_lane::start()?;
     let cache = match &config.cache_dir {
@@ -89,6 +97,8 @@ pub(crate) async fn run(
             health_timeout: config.health_timeout,
             keep_versions: config.keep_versions,
             limits: config.limits,
+            cache_max_size: config.cache_max_size,
+            forbidden_outbound: Arc::from([admin_addr]),
         },
         events.clone(),
     );
@@ -100,14 +110,6 @@ pub(crate) async fn run(
     let skipped = pipeline.load_all().await?;
     log_startup(&registry, &skipped);
 
-    let http_addr = listeners
-        .http
-        .local_addr()
-        .context("failed to read the bound address")?;
-    let admin_addr = listeners
-        .admin
-        .local_addr()
-        .context("failed to read the bound address")?;
     // These two lines are the readiness signal scripts and tests wait for.
     eprintln!("listening on http://{http_addr}");
     eprintln!("admin on http://{admin_addr}");
@@ -128,12 +130,14 @@ pub(crate) async fn run(
         move |request| admin::handle(pipeline.clone(), access.clone(), request),
         wait_stop(),
         config.grace_period,
+        config.connections,
     ));
     let http = listener::serve(
         listeners.http,
         move |request| handler::handle(registry.clone(), request),
         wait_stop(),
         config.grace_period,
+        config.connections,
     );
     let signal = async {
         let name = shutdown.await;

@@ -186,6 +186,8 @@ pub(crate) fn wasmhost() -> Command {
         .env("NO_COLOR", "1")
         .env_remove("WASMHOST_LISTEN")
         .env_remove("WASMHOST_ADMIN_LISTEN")
+        .env_remove("WASMHOST_ADMIN_TOKEN")
+        .env_remove("WASMHOST_ADMIN_TOKEN_FILE")
         .stdin(Stdio::null());
     command
 }
@@ -216,6 +218,11 @@ impl RunningHost {
     /// The projects folder.
     pub(crate) fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The compile cache folder (`--cache-dir`).
+    pub(crate) fn cache_dir(&self) -> &Path {
+        self.cache.path()
     }
 
     /// Stops this host and starts a new one on the same projects folder and

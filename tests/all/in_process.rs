@@ -40,7 +40,7 @@ impl InProcess {
             std::fs::copy(guest, folder.join(format!("{name}.wasm"))).expect("copy guest");
             std::fs::write(folder.join("wasmhost.toml"), manifest).expect("manifest");
         }
-        let engine = new_engine().expect("engine");
+        let engine = new_engine(8).expect("engine");
         let linker = new_linker(&engine).expect("linker");
         let compiler = Compiler::new(engine, linker, CompileCache::disabled(), 1);
         let pipeline = Pipeline::new(
@@ -93,6 +93,8 @@ fn settings(dir: &Path) -> Settings {
             max_body: 1 << 20,
             max_concurrency: 100,
         },
+        cache_max_size: 1 << 30,
+        forbidden_outbound: Arc::from([]),
     }
 }
 

@@ -78,6 +78,98 @@ async fn requests_beyond_max_concurrency_get_503_with_retry_after() {
     assert_eq!(project["stats"]["active"], 0);
 }
 
+#[tokio::test]
+async fn a_project_at_its_concurrency_limit_still_deploys_a_health_checked_version() {
+    let host = TestHost::new()
+        .project("slow", guests::SLOW)
+        .manifest(
+            "slow",
+            "health = \"/?ms=1\"\n[limits]\nmax_concurrency = 1\n",
+        )
+        // The reload below is the only way the change goes live.
+        .arg("--no-watch")
+        .spawn();
+    let addr = host.addr;
+    let busy = tokio::spawn(async move {
+        send(addr, request("GET", "localhost", "/slow?ms=3000", empty())).await
+    });
+    eventually("saw the only slot taken", || async {
+        let project = host.admin_project("slow").await;
+        match project["stats"]["active"].as_u64() {
+            Some(1) => Ok(()),
+            other => Err(format!("active {other:?}")),
+        }
+    })
+    .await;
+    // A change of config is a new version, checked by its health check while
+    // the project is full.
+    std::fs::write(
+        host.dir().join("slow/wasmhost.toml"),
+        "health = \"/?ms=2\"\n[limits]\nmax_concurrency = 1\n",
+    )
+    .expect("write manifest");
+    let reload = host
+        .admin("POST", "/projects/slow/reload", Vec::new())
+        .await;
+    assert_eq!(reload.status, StatusCode::OK, "{}", reload.text());
+    assert_eq!(reload.json()["live_version"], 2, "{}", reload.text());
+    assert_eq!(busy.await.expect("task").status, StatusCode::OK);
+    let project = host.admin_project("slow").await;
+    assert_eq!(project["stats"]["overloaded"], 0);
+    assert_eq!(project["stats"]["active"], 0);
+}
+
+#[tokio::test]
+async fn a_full_instance_pool_is_503_with_retry_after_and_counted() {
+    let host = TestHost::new()
+        .project("slow", guests::SLOW)
+        .arg("--max-instances")
+        .arg("2")
+        .spawn();
+    let addr = host.addr;
+    let hold = || {
+        tokio::spawn(async move {
+            send(addr, request("GET", "localhost", "/slow?ms=3000", empty())).await
+        })
+    };
+    let (first, second) = (hold(), hold());
+    eventually("saw both slots taken", || async {
+        let project = host.admin_project("slow").await;
+        match project["stats"]["active"].as_u64() {
+            Some(2) => Ok(()),
+            other => Err(format!("active {other:?}")),
+        }
+    })
+    .await;
+    // Admitted but not yet instantiated, one of the two may still lose its
+    // slot to the third; each holds its slot for 3 s, so whichever it is,
+    // exactly one of the three gets 503.
+    let third = host.get("/slow?ms=3000").await;
+    let mut statuses = vec![
+        first.await.expect("task").status,
+        second.await.expect("task").status,
+        third.status,
+    ];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::SERVICE_UNAVAILABLE
+        ]
+    );
+    if third.status == StatusCode::SERVICE_UNAVAILABLE {
+        assert_eq!(third.header("retry-after"), Some("1"));
+        assert!(third.text().contains("capacity"), "{}", third.text());
+    }
+    let project = host.admin_project("slow").await;
+    assert_eq!(project["stats"]["pool_exhausted"], 1, "{project:#}");
+    assert_eq!(project["stats"]["overloaded"], 0);
+    // Slots come back: the next request is served.
+    assert_eq!(host.get("/slow?ms=1").await.status, StatusCode::OK);
+}
+
 /// Sends a chunked POST of `chunks` × `size` bytes over a raw socket and
 /// returns the status code of the answer.
 async fn chunked_post(addr: std::net::SocketAddr, path: &str, chunks: usize, size: usize) -> u16 {

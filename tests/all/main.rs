@@ -4,12 +4,14 @@
 
 mod admin;
 mod cli;
+mod connections;
 mod events;
 mod harness;
 mod in_process;
 mod layout;
 mod lifecycle;
 mod limits;
+mod outbound;
 mod routing;
 mod security;
 mod serving;

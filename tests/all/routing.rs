@@ -173,3 +173,122 @@ async fn conflicting_routes_and_hosts_route_the_first_only() {
     host.wait_for_log("route `/same` is already claimed by project `a`")
         .await;
 }
+
+/// A deploy with a config, through the admin API, as `wasmhost deploy --config` sends it.
+async fn deploy_with_config(
+    host: &crate::harness::RunningHost,
+    name: &str,
+    component: &[u8],
+    config: &str,
+) -> crate::harness::Reply {
+    let boundary = "routing-test-boundary-1f2e";
+    let body = wasmhost::admin::multipart::encode(
+        boundary,
+        &[
+            ("component", "application/wasm", component),
+            ("config", "application/toml", config.as_bytes()),
+        ],
+    );
+    let mut request = crate::harness::admin_request("PUT", &format!("/projects/{name}"), body);
+    request.headers_mut().insert(
+        "content-type",
+        format!("multipart/form-data; boundary={boundary}")
+            .parse()
+            .expect("valid header"),
+    );
+    crate::harness::send(host.admin, request).await
+}
+
+#[tokio::test]
+async fn a_deploy_never_takes_another_projects_route_or_host() {
+    let host = TestHost::new()
+        .project("evil", guests::HELLO)
+        .manifest("evil", "route = \"/evil\"\nhosts = [\"evil.example\"]\n")
+        .spawn();
+    let probe = std::fs::read(guests::ECHO).expect("guest");
+    // Names before and after `evil`, which used to decide who kept the route.
+    for (name, config, claim) in [
+        ("aaa", "route = \"/evil\"\n", "route `/evil`"),
+        ("zzz", "route = \"/evil\"\n", "route `/evil`"),
+        ("aab", "hosts = [\"evil.example\"]\n", "host `evil.example`"),
+        (
+            "aac",
+            "hosts = [\"evil.localhost\"]\n",
+            "host `evil.localhost`",
+        ),
+    ] {
+        let reply = deploy_with_config(&host, name, &probe, config).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::CONFLICT,
+            "{name}: {}",
+            reply.text()
+        );
+        let answer = reply.json();
+        assert_eq!(answer["step"], "route", "{answer}");
+        let reason = answer["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains(claim) && reason.contains("`evil`"),
+            "{reason}"
+        );
+        // Nothing changed: the owner serves, the newcomer is unknown and not on disk.
+        let owner = host.get("/evil").await;
+        assert_eq!(owner.header("wasmhost-project"), Some("evil"));
+        let by_host = host.get_with_host("evil.example", "/").await;
+        assert_eq!(by_host.header("wasmhost-project"), Some("evil"));
+        assert_eq!(
+            host.admin_get(&format!("/projects/{name}")).await.status,
+            StatusCode::NOT_FOUND
+        );
+        assert!(
+            !host.dir().join(name).exists(),
+            "{name} was written to disk"
+        );
+        host.wait_for_log(&format!(
+            "{name}: v1 rejected: {claim} is already served by project `evil`"
+        ))
+        .await;
+    }
+    assert_eq!(host.admin_project("evil").await["state"], "active");
+
+    // The CLI says so and exits 1.
+    let config = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(config.path(), "route = \"/evil\"\n").expect("write config");
+    let output = crate::harness::wasmhost()
+        .args(["deploy", "aaa", guests::ECHO, "--config"])
+        .arg(config.path())
+        .args(["--admin", &format!("http://{}", host.admin)])
+        .output()
+        .expect("ran wasmhost deploy");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("route `/evil` is already served by project `evil`"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_watched_change_or_reload_never_takes_another_projects_route() {
+    let host = TestHost::new()
+        .project("a", guests::HELLO)
+        .project("b", guests::ECHO)
+        .spawn();
+    let manifest = host.dir().join("b/wasmhost.toml");
+    std::fs::write(&manifest, "route = \"/a\"\n").expect("write manifest");
+    let b = host
+        .wait_for_project("b", "the change rejected", |b| b["stats"]["rejected"] == 1)
+        .await;
+    assert_eq!(b["last_failure"]["step"], "route", "{b:#}");
+    assert_eq!(b["version"], 1);
+    assert_eq!(host.get("/a").await.header("wasmhost-project"), Some("a"));
+    assert_eq!(host.get("/b").await.header("wasmhost-project"), Some("b"));
+    // The file stays as the user wrote it; the host changes nothing on disk.
+    assert_eq!(
+        std::fs::read_to_string(&manifest).expect("read"),
+        "route = \"/a\"\n"
+    );
+    let reload = host.admin("POST", "/projects/b/reload", Vec::new()).await;
+    assert_eq!(reload.status, StatusCode::CONFLICT, "{}", reload.text());
+    assert_eq!(host.get("/a").await.header("wasmhost-project"), Some("a"));
+}

@@ -94,6 +94,100 @@ async fn with_a_token_every_admin_request_must_carry_it() {
 }
 
 #[tokio::test]
+async fn the_admin_api_refuses_requests_from_web_pages_of_other_sites() {
+    let host = TestHost::new().project("victim", guests::HELLO).spawn();
+    // DNS rebinding: a page's own name, pointed at 127.0.0.1.
+    let rebound = send(
+        host.admin,
+        request("GET", "attacker.example:8081", "/projects", empty()),
+    )
+    .await;
+    assert_eq!(rebound.status, StatusCode::FORBIDDEN, "{}", rebound.text());
+    assert!(
+        rebound.text().contains("attacker.example"),
+        "{}",
+        rebound.text()
+    );
+    // Cross-site: a page's request to 127.0.0.1 carries the page's origin.
+    let mut delete = request("DELETE", "127.0.0.1", "/projects/victim", empty());
+    delete.headers_mut().insert(
+        "origin",
+        "https://attacker.example".parse().expect("valid header"),
+    );
+    let cross_site = send(host.admin, delete).await;
+    assert_eq!(
+        cross_site.status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        cross_site.text()
+    );
+    assert_eq!(host.get("/victim").await.text(), "Hello, world!\n");
+    assert!(host.dir().join("victim/victim.wasm").is_file());
+    // Local tools, which name a loopback host, are answered.
+    let local = send(
+        host.admin,
+        request("GET", "127.0.0.1:8081", "/projects", empty()),
+    )
+    .await;
+    assert_eq!(local.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_admin_token_comes_from_a_file_for_the_host_and_the_cli() {
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let file = secrets.path().join("token");
+    std::fs::write(&file, "file-token-7c1\n").expect("write token");
+    let host = TestHost::new()
+        .project("hello", guests::HELLO)
+        .arg("--admin-token-file")
+        .arg(file.to_str().expect("utf-8 path"))
+        .spawn();
+    let get = || request("GET", "localhost", "/projects", empty());
+    assert_eq!(
+        send(host.admin, get()).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(host.admin, with_token(get(), "file-token-7c1"))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", host.pid())).expect("cmdline");
+    assert!(!String::from_utf8_lossy(&cmdline).contains("file-token-7c1"));
+
+    let admin = format!("http://{}", host.admin);
+    let by_flag = wasmhost()
+        .args(["status", "--admin", &admin, "--admin-token-file"])
+        .arg(&file)
+        .output()
+        .expect("ran wasmhost status");
+    assert!(by_flag.status.success(), "{by_flag:?}");
+    let by_env = wasmhost()
+        .args(["status", "--admin", &admin])
+        .env("WASMHOST_ADMIN_TOKEN_FILE", &file)
+        .output()
+        .expect("ran wasmhost status");
+    assert!(by_env.status.success(), "{by_env:?}");
+    assert!(String::from_utf8_lossy(&by_env.stdout).contains("hello"));
+
+    let empty_file = secrets.path().join("empty");
+    std::fs::write(&empty_file, "\n").expect("write");
+    let refused = TestHost::new()
+        .arg("--admin-token-file")
+        .arg(empty_file.to_str().expect("utf-8 path"))
+        .command()
+        .output()
+        .expect("ran wasmhost serve");
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("admin token file") && stderr.contains("is empty"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
 async fn the_token_also_comes_from_the_environment_for_the_cli() {
     let host = TestHost::new()
         .project("hello", guests::HELLO)

@@ -23,6 +23,8 @@ async fn every_guest_is_served() {
     for (name, _) in guests::ALL {
         let expected = match *name {
             "trap" => StatusCode::INTERNAL_SERVER_ERROR,
+            // Needs `?to=HOST:PORT`; what it reaches is tested in outbound.rs.
+            "fetch" => StatusCode::BAD_REQUEST,
             // Not proxies: refused at load (their rejection is tested in swap.rs).
             "command" | "needs-import" => StatusCode::NOT_FOUND,
             _ => StatusCode::OK,

@@ -650,3 +650,158 @@ async fn overlapping_deploys_of_one_project_are_serialized() {
     );
     assert_eq!(host.get("/app").await.header("wasmhost-version"), Some("3"));
 }
+
+#[tokio::test]
+async fn a_deploy_whose_files_cannot_be_written_is_not_made_live() {
+    // `x.wasm` is a folder, so the deploy's component cannot be renamed there.
+    let host = TestHost::new()
+        .project("app", guests::HELLO)
+        .manifest("app", "component = \"app.wasm\"\n")
+        .write("app/x.wasm/keep", b"a folder, not a component")
+        .spawn();
+    let before = std::fs::read_to_string(host.dir().join("app/wasmhost.toml")).expect("read");
+    let boundary = "durable-test-boundary-9a";
+    let body = wasmhost::admin::multipart::encode(
+        boundary,
+        &[
+            ("component", "application/wasm", &read(guests::ECHO)),
+            ("config", "application/toml", b"component = \"x.wasm\"\n"),
+        ],
+    );
+    let mut put = admin_request("PUT", "/projects/app", body);
+    put.headers_mut().insert(
+        "content-type",
+        format!("multipart/form-data; boundary={boundary}")
+            .parse()
+            .expect("valid header"),
+    );
+    let reply = send(host.admin, put).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        reply.text()
+    );
+    assert!(reply.text().contains("x.wasm"), "{}", reply.text());
+    // The previous version serves, and the disk is as it was.
+    let served = host.get("/app").await;
+    assert_eq!(served.text(), "Hello, world!\n");
+    assert_eq!(served.header("wasmhost-version"), Some("1"));
+    assert_eq!(host.admin_project("app").await["version"], 1);
+    let after = std::fs::read_to_string(host.dir().join("app/wasmhost.toml")).expect("read");
+    assert_eq!(after, before);
+    let hidden: Vec<String> = std::fs::read_dir(host.dir().join("app"))
+        .expect("dir")
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "{hidden:?}");
+}
+
+#[tokio::test]
+async fn temp_files_of_an_interrupted_deploy_are_removed_at_start_up() {
+    let host = TestHost::new()
+        .project("app", guests::HELLO)
+        .write("app/.wasmhost-deploy-crashed.tmp", b"half a component")
+        .write("app/.wasmhost-backup-crashed.tmp", b"an old name")
+        .spawn();
+    assert!(!host.dir().join("app/.wasmhost-deploy-crashed.tmp").exists());
+    assert!(!host.dir().join("app/.wasmhost-backup-crashed.tmp").exists());
+    host.wait_for_log("left by an interrupted deploy").await;
+    assert_eq!(host.get("/app").await.text(), "Hello, world!\n");
+}
+
+#[tokio::test]
+async fn a_deploy_whose_client_goes_away_still_completes_with_its_history() {
+    use tokio::io::AsyncWriteExt as _;
+    let host = TestHost::new().project("app", guests::HELLO).spawn();
+    // The new version's health check takes 1.5 s: the client is long gone
+    // before the version can go live.
+    let boundary = "gone-client-boundary-3c";
+    let body = wasmhost::admin::multipart::encode(
+        boundary,
+        &[
+            ("component", "application/wasm", &read(guests::SLOW)),
+            ("config", "application/toml", b"health = \"/?ms=1500\"\n"),
+        ],
+    );
+    let head = format!(
+        "PUT /projects/app HTTP/1.1\r\nhost: localhost\r\ncontent-type: multipart/form-data; boundary={boundary}\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(host.admin)
+        .await
+        .expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    stream.write_all(&body).await.expect("write body");
+    // Once the upload is in and the change under way, the client goes away.
+    host.wait_for_project("app", "the change under way", |app| {
+        app["state"] == "preparing"
+    })
+    .await;
+    drop(stream);
+
+    let app = host
+        .wait_for_project("app", "v2 live", |app| {
+            app["version"] == 2 && app["state"] == "active"
+        })
+        .await;
+    assert_eq!(app["history"], serde_json::json!([1, 2]), "{app:#}");
+    assert_eq!(app["stats"]["swaps"], 2, "{app:#}");
+    assert_eq!(host.get("/app?ms=1").await.text(), "slept 1 ms\n");
+    host.wait_for_log("app: v2 live").await;
+    let on_disk = std::fs::read_to_string(host.dir().join("app/wasmhost.toml")).expect("read");
+    assert!(on_disk.contains("ms=1500"), "{on_disk}");
+}
+
+/// The digests of every `*.cwasm` entry under `dir`.
+fn cached_digests(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(cached_digests(&path));
+        } else if let Some(digest) = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.strip_suffix(".cwasm"))
+        {
+            found.push(digest.to_string());
+        }
+    }
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn the_compile_cache_keeps_to_its_bound_but_never_evicts_a_current_version() {
+    let host = TestHost::new()
+        .project("app", guests::HELLO)
+        .project("other", guests::SLOW)
+        .arg("--cache-max-size")
+        .arg("1")
+        .spawn();
+    host.deploy_guest("app", guests::ECHO).await;
+    let app = host
+        .wait_for_project("app", "v1 released", |app| {
+            app["version"] == 2 && app["stats"]["released"] == 1
+        })
+        .await;
+    let other = host.admin_project("other").await;
+    let mut live = vec![
+        app["digest"].as_str().expect("digest").to_string(),
+        other["digest"].as_str().expect("digest").to_string(),
+    ];
+    live.sort();
+    // Every entry is over a 1-byte bound; only the current versions' stay.
+    eventually("the cache holds only current versions", || async {
+        let cached = cached_digests(host.cache_dir());
+        if cached == live {
+            Ok(())
+        } else {
+            Err(format!("cached {cached:?}, running {live:?}"))
+        }
+    })
+    .await;
+}

@@ -1,5 +1,12 @@
-//! Who may use the admin API: a bearer token when one is set, and only
-//! loopback peers for changes when none is.
+//! Who may use the admin API: a bearer token when one is set; when none is,
+//! only loopback peers may change anything, and only requests addressed to a
+//! loopback name are answered at all.
+//!
+//! The last rule closes the admin API to web pages: a page on another site
+//! can make the user's browser send requests to `127.0.0.1:8081`, either
+//! directly (cross-site, with an `Origin` header naming the page) or through
+//! a name of its own that it re-points at 127.0.0.1 (DNS rebinding, with a
+//! `Host` header naming the page's domain). Both are refused with 403.
 
 use hyper::{Method, Request, Response, StatusCode, header};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -42,6 +49,9 @@ impl Access {
                 }
             }
             None => {
+                if let Some(refused) = foreign_page(request) {
+                    return Some(text_response(StatusCode::FORBIDDEN, &refused));
+                }
                 let mutating = request.method() != Method::GET && request.method() != Method::HEAD;
                 let remote = request
                     .extensions()
@@ -55,6 +65,53 @@ impl Access {
             }
         }
     }
+}
+
+/// Why a request looks sent by a web page of another site, if it does: its
+/// `Host` is not a loopback name (DNS rebinding), or its `Origin` is not a
+/// loopback origin (a cross-site request). A request without `Host` (HTTP/1.0)
+/// cannot come from a browser and is let through.
+fn foreign_page<B>(request: &Request<B>) -> Option<String> {
+    let header_text = |name: header::HeaderName| {
+        request
+            .headers()
+            .get(name)
+            .map(|value| value.to_str().unwrap_or("(not text)").to_string())
+    };
+    if let Some(host) = header_text(header::HOST)
+        && !is_loopback_authority(&host)
+    {
+        return Some(format!(
+            "the admin API answers only requests addressed to localhost, 127.0.0.1 or [::1], not `{host}` (set --admin-token to serve other names)"
+        ));
+    }
+    if let Some(origin) = header_text(header::ORIGIN) {
+        let authority = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        if !authority.is_some_and(is_loopback_authority) {
+            return Some(format!(
+                "the admin API refuses requests from web pages of other origins, such as `{origin}`"
+            ));
+        }
+    }
+    None
+}
+
+/// `localhost`, a loopback IPv4 address or `[::1]`, with any port or none.
+fn is_loopback_authority(authority: &str) -> bool {
+    let host = match authority.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, port)) if port.is_empty() || port.starts_with(':') => v6,
+            _ => return false,
+        },
+        None => authority.split(':').next().unwrap_or(authority),
+    };
+    let host = host.trim_end_matches('.');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Compares two secrets in time independent of where they differ (and of
@@ -114,6 +171,77 @@ mod tests {
             status(&access, &from("[::1]:40000", Method::POST, None)),
             None
         );
+    }
+
+    fn with(host: Option<&str>, origin: Option<&str>) -> Request<()> {
+        let mut request = Request::builder().method(Method::GET).uri("/projects");
+        if let Some(host) = host {
+            request = request.header(header::HOST, host);
+        }
+        if let Some(origin) = origin {
+            request = request.header(header::ORIGIN, origin);
+        }
+        let mut request = request.body(()).expect("request");
+        let peer = "127.0.0.1:40000".parse().expect("socket address");
+        request.extensions_mut().insert(Peer(peer));
+        request
+    }
+
+    #[test]
+    fn without_a_token_only_loopback_names_and_origins_are_answered() {
+        let access = Access {
+            token: None,
+            max_deploy_size: 1,
+        };
+        for host in [
+            "localhost",
+            "localhost:8081",
+            "LOCALHOST.",
+            "127.0.0.1",
+            "127.0.0.1:8081",
+            "127.1.2.3:1",
+            "[::1]",
+            "[::1]:8081",
+        ] {
+            assert_eq!(status(&access, &with(Some(host), None)), None, "{host}");
+        }
+        for host in [
+            "attacker.example",
+            "attacker.example:8081",
+            "localhost.attacker.example",
+            "127.0.0.1.nip.io",
+            "192.168.1.10:8081",
+            "[::2]:8081",
+            "[::1",
+        ] {
+            assert_eq!(
+                status(&access, &with(Some(host), None)),
+                Some(StatusCode::FORBIDDEN),
+                "{host}"
+            );
+        }
+        for origin in [
+            "http://localhost:3000",
+            "https://127.0.0.1",
+            "http://[::1]:1",
+        ] {
+            assert_eq!(
+                status(&access, &with(Some("localhost"), Some(origin))),
+                None,
+                "{origin}"
+            );
+        }
+        for origin in [
+            "https://attacker.example",
+            "null",
+            "http://localhost.attacker.example",
+        ] {
+            assert_eq!(
+                status(&access, &with(Some("localhost"), Some(origin))),
+                Some(StatusCode::FORBIDDEN),
+                "{origin}"
+            );
+        }
     }
 
     #[test]

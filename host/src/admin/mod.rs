@@ -8,10 +8,14 @@
 //! - `PUT /projects/NAME`: deploy the body (the component bytes, `Content-Type:
 //!   application/wasm`), or a `multipart/form-data` body with a `component`
 //!   part and an optional `config` part (a wasmhost.toml). Answers once the
-//!   version is live (200), unchanged (200), or rejected (422, the old version
-//!   still serving). Once live, the component (and config) are written into the
-//!   project's folder (temp file + rename).
-//! - `POST /projects/NAME/reload`: re-read config and component from disk.
+//!   version is live (200), unchanged (200), rejected (422, the old version
+//!   still serving), refused because another project serves its route or a
+//!   host (409, step `route`; nothing changes), or not written (500, the old
+//!   version still serving). 200 means the component (and config) are
+//!   durably in the project's folder: written, renamed into place and synced
+//!   before the swap.
+//! - `POST /projects/NAME/reload`: re-read config and component from disk
+//!   (the same answers).
 //! - `POST /projects/NAME/rollback`: back to the previous good build (409 when there is none).
 //! - `DELETE /projects/NAME`: unroute, drain, and delete from disk.
 //! - `GET /events`: Server-Sent Events, one per lifecycle step (`change_detected`,
@@ -20,7 +24,8 @@
 //!   `digest`, `previous`, `compile_ms`, `swap_ms`, `cache_hit`, `in_flight`,
 //!   `drain_ms`, `step` and `reason`.
 //!
-//! A project object has: `name`, `route`, `hosts`, `strip_prefix`, `entry`,
+//! A project object has: `name`, `route`, `hosts`, `strip_prefix`,
+//! `allowed_outbound_hosts` (each entry with its port), `entry`,
 //! `component` (path), `digest` (sha256 hex of the component bytes), `version`,
 //! `state` (`active`, `preparing`, `draining` or `failed`), `size` (bytes),
 //! `compile_ms`, `in_flight`, `last_error`, `last_failure` (`step`, `reason`,
@@ -28,7 +33,8 @@
 //! `version`, `digest`, `state`, `in_flight`), `history` (version numbers of the
 //! builds kept for rollback) and `stats` (`swaps`, `changes`, `rejected`, `rollbacks`,
 //! `forced_drains`, `released`, `last_compile_ms`, `last_swap_ms`,
-//! `max_drain_ms`, `cache_hits`, `cache_misses`, `active`, `overloaded`). Change endpoints answer the
+//! `max_drain_ms`, `cache_hits`, `cache_misses`, `active`, `overloaded`,
+//! `pool_exhausted`, `outbound_denied`). Change endpoints answer the
 //! same object with an `outcome` field (`live` or `unchanged`) and, when live,
 //! `compile_ms_this`, `swap_ms` and `cache_hit`; a rejection answers
 //! `{"outcome": "rejected", "step", "reason", "message"}`.

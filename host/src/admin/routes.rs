@@ -1,6 +1,7 @@
 //! The admin API's dispatch: method and path to an action, and the one place
 //! change errors become statuses.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -60,25 +61,31 @@ where
                 Ok(upload) => upload,
                 Err(response) => return *response,
             };
-            change_response(
-                &pipeline,
-                &name,
-                pipeline.deploy(&name, bytes.into(), config).await,
-            )
+            let (this, project) = (pipeline.clone(), name.clone());
+            let result =
+                detached(async move { this.deploy(&project, bytes.into(), config).await }).await;
+            change_response(&pipeline, &name, result)
         }
         (&Method::POST, ["projects", _, "reload"], Some(name)) => {
-            change_response(&pipeline, &name, pipeline.reload(&name).await)
+            let (this, project) = (pipeline.clone(), name.clone());
+            let result = detached(async move { this.reload(&project).await }).await;
+            change_response(&pipeline, &name, result)
         }
         (&Method::POST, ["projects", _, "rollback"], Some(name)) => {
-            change_response(&pipeline, &name, pipeline.rollback(&name).await)
+            let (this, project) = (pipeline.clone(), name.clone());
+            let result = detached(async move { this.rollback(&project).await }).await;
+            change_response(&pipeline, &name, result)
         }
-        (&Method::DELETE, ["projects", _], Some(name)) => match pipeline.remove(&name).await {
-            Ok(()) => json_response(
-                StatusCode::OK,
-                &json!({ "outcome": "removed", "name": name.as_str() }),
-            ),
-            Err(err) => error_response(err),
-        },
+        (&Method::DELETE, ["projects", _], Some(name)) => {
+            let (this, project) = (pipeline.clone(), name.clone());
+            match detached(async move { this.remove(&project).await }).await {
+                Ok(()) => json_response(
+                    StatusCode::OK,
+                    &json!({ "outcome": "removed", "name": name.as_str() }),
+                ),
+                Err(err) => error_response(err),
+            }
+        }
         (_, ["healthz"] | ["projects"] | ["events"], _) => method_not_allowed("GET"),
         (_, ["projects", _], _) => method_not_allowed("GET, PUT, DELETE"),
         (_, ["projects", _, "reload" | "rollback"], _) => method_not_allowed("POST"),
@@ -87,6 +94,21 @@ where
             "no such admin endpoint; see GET /projects",
         ),
     }
+}
+
+/// Runs an accepted change in a task of its own and waits for it. If the
+/// client goes away, hyper drops this handler, but not the task: the change
+/// runs to completion, its outcome shows in `/projects/NAME` and `/events`,
+/// and a compile it started is never abandoned mid-way (which would free its
+/// `--max-compiles` permit while the compile thread still runs).
+async fn detached<T: Send + 'static>(
+    change: impl Future<Output = Result<T, ChangeError>> + Send + 'static,
+) -> Result<T, ChangeError> {
+    tokio::spawn(change).await.unwrap_or_else(|err| {
+        Err(ChangeError::Failed(anyhow::anyhow!(
+            "the change task failed: {err}"
+        )))
+    })
 }
 
 fn project_response(
@@ -145,7 +167,13 @@ fn error_response(err: ChangeError) -> Response<HyperOutgoingBody> {
     let message = err.to_string();
     match err {
         ChangeError::Rejected { step, reason, .. } => json_response(
-            StatusCode::UNPROCESSABLE_ENTITY,
+            // Another project holds the route: a conflict between two
+            // resources, not a fault of the upload.
+            if step == "route" {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            },
             &json!({ "outcome": "rejected", "step": step, "reason": reason, "message": message }),
         ),
         ChangeError::NotFound(_) => text_response(StatusCode::NOT_FOUND, &message),
@@ -195,6 +223,8 @@ mod tests {
                 max_body: 1 << 20,
                 max_concurrency: 10,
             },
+            cache_max_size: 1 << 30,
+            forbidden_outbound: Arc::from([]),
         };
         Pipeline::new(
             compiler,

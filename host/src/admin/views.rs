@@ -24,6 +24,7 @@ pub(crate) struct ProjectView {
     route: String,
     hosts: Vec<String>,
     strip_prefix: bool,
+    allowed_outbound_hosts: Vec<String>,
     entry: String,
     component: Option<String>,
     digest: Option<String>,
@@ -72,6 +73,16 @@ impl ProjectView {
             route: source.map_or_else(|| format!("/{}", project.name), |s| s.route.clone()),
             hosts: source.map(|s| s.manifest.hosts.clone()).unwrap_or_default(),
             strip_prefix: source.is_some_and(|s| s.manifest.strip_prefix),
+            allowed_outbound_hosts: source
+                .map(|s| {
+                    s.manifest
+                        .outbound
+                        .entries()
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
             entry: state.entry.display().to_string(),
             component: source.map(|s| s.component.display().to_string()),
             digest: current.as_ref().map(|v| v.build.digest.clone()),
@@ -110,6 +121,8 @@ impl ProjectView {
                 "cache_misses": count(&stats.cache_misses),
                 "active": count(&stats.active),
                 "overloaded": count(&stats.overloaded),
+                "pool_exhausted": count(&stats.pool_exhausted),
+                "outbound_denied": stats.outbound_denied.count(),
             }),
         }
     }

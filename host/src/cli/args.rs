@@ -2,13 +2,14 @@
 //! argument shows, and the validation of `serve`'s into a [`Config`].
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
+use crate::front::connection::ConnectionLimits;
 use crate::units::{parse_duration, parse_size};
 
 /// Serve a folder of WebAssembly HTTP components (wasi:http/proxy) from one host.
@@ -24,7 +25,7 @@ pub(crate) struct Cli {
 #[derive(Subcommand, Debug)]
 pub(crate) enum Command {
     /// Serve every project in a folder over HTTP.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Upload a component to a running host and wait until it is live or rejected.
     Deploy(DeployArgs),
     /// Show every project of a running host.
@@ -46,6 +47,39 @@ pub(crate) struct AdminArgs {
     /// Token for an admin API started with --admin-token.
     #[arg(long, env = "WASMHOST_ADMIN_TOKEN", hide_env_values = true)]
     pub(crate) admin_token: Option<String>,
+    /// File whose first line is the admin token, so the token does not show
+    /// in `ps` or the environment.
+    #[arg(
+        long,
+        env = "WASMHOST_ADMIN_TOKEN_FILE",
+        conflicts_with = "admin_token"
+    )]
+    pub(crate) admin_token_file: Option<PathBuf>,
+}
+
+impl AdminArgs {
+    /// The token to send, from --admin-token or --admin-token-file.
+    pub(crate) fn token(&self) -> anyhow::Result<Option<String>> {
+        admin_token(
+            self.admin_token.as_deref(),
+            self.admin_token_file.as_deref(),
+        )
+    }
+}
+
+/// The admin token given inline or in a file; an empty one counts as none
+/// inline, and is an error in a file (a file is there to hold a token).
+fn admin_token(inline: Option<&str>, file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    let Some(file) = file else {
+        return Ok(inline.filter(|token| !token.is_empty()).map(str::to_string));
+    };
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("failed to read admin token file {}", file.display()))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        bail!("admin token file {} is empty", file.display());
+    }
+    Ok(Some(token.to_string()))
 }
 
 /// A command on one project.
@@ -94,6 +128,21 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub(crate) grace_period: Duration,
 
+    /// Longest a request head may take to arrive, from its first byte; a
+    /// slower client's connection is closed (protects against slowloris).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) header_timeout: Duration,
+
+    /// Longest a keep-alive connection may sit with no request running and
+    /// no bytes moving before it is closed.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub(crate) idle_timeout: Duration,
+
+    /// Most connections open at once on each listener; past it, new ones
+    /// wait in the kernel's listen backlog until one closes.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_connections: u32,
+
     /// Request timeout for projects whose wasmhost.toml sets none; a request
     /// running longer is interrupted and answered 504.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -115,6 +164,12 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_concurrency: u32,
 
+    /// Instance slots in the pool: the most requests running at once across
+    /// all projects (503 with Retry-After beyond). Guest memory is bounded by
+    /// this times --memory (or the projects' own `limits.memory`).
+    #[arg(long, default_value_t = crate::engine::DEFAULT_INSTANCES, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_instances: u32,
+
     /// Largest component or deploy upload the admin API accepts (413 beyond).
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     pub(crate) max_deploy_size: u64,
@@ -123,6 +178,15 @@ pub(crate) struct ServeArgs {
     /// Required when --admin-listen is not a loopback address.
     #[arg(long, env = "WASMHOST_ADMIN_TOKEN", hide_env_values = true)]
     pub(crate) admin_token: Option<String>,
+
+    /// File whose first line is the admin token (instead of --admin-token),
+    /// so the token does not show in `ps` or the environment.
+    #[arg(
+        long,
+        env = "WASMHOST_ADMIN_TOKEN_FILE",
+        conflicts_with = "admin_token"
+    )]
+    pub(crate) admin_token_file: Option<PathBuf>,
 
     /// Most components compiled at the same time. Compiles run off the
     /// request path; this bounds how many cores they can take from it.
@@ -148,6 +212,11 @@ pub(crate) struct ServeArgs {
     /// else ~/.cache/wasmhost].
     #[arg(long, env = "WASMHOST_CACHE_DIR")]
     pub(crate) cache_dir: Option<PathBuf>,
+
+    /// Most the compile cache may hold on disk; past it, the least recently
+    /// used entries of versions no longer running are deleted.
+    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    pub(crate) cache_max_size: u64,
 
     /// Compile every component from scratch; store nothing.
     #[arg(long, conflicts_with = "cache_dir")]
@@ -179,6 +248,9 @@ impl ServeArgs {
         if args.request_timeout.is_zero() {
             bail!("--request-timeout must be more than 0");
         }
+        if args.header_timeout.is_zero() || args.idle_timeout.is_zero() {
+            bail!("--header-timeout and --idle-timeout must be more than 0");
+        }
         if args.poll_interval.is_zero() {
             bail!("--poll-interval must be more than 0");
         }
@@ -191,10 +263,13 @@ impl ServeArgs {
         if args.memory == 0 {
             bail!("--memory must be more than 0");
         }
-        let admin_token = args.admin_token.clone().filter(|token| !token.is_empty());
+        let admin_token = admin_token(
+            args.admin_token.as_deref(),
+            args.admin_token_file.as_deref(),
+        )?;
         if admin_token.is_none() && !args.admin_listen.ip().is_loopback() {
             bail!(
-                "--admin-listen {} is not a loopback address: set --admin-token (or WASMHOST_ADMIN_TOKEN) so that only you can deploy",
+                "--admin-listen {} is not a loopback address: set --admin-token-file (or --admin-token) so that only you can deploy",
                 args.admin_listen
             );
         }
@@ -216,6 +291,13 @@ impl ServeArgs {
                 max_concurrency: args.max_concurrency,
             },
             max_deploy_size: args.max_deploy_size,
+            max_instances: args.max_instances,
+            cache_max_size: args.cache_max_size,
+            connections: ConnectionLimits {
+                header_timeout: args.header_timeout,
+                idle_timeout: args.idle_timeout,
+                max_connections: args.max_connections as usize,
+            },
             admin_token,
             max_compiles: args.max_compiles,
             drain_timeout: args.drain_timeout,

@@ -119,7 +119,7 @@ fn print_change(name: &ProjectName, answer: &Answer) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        StatusCode::UNPROCESSABLE_ENTITY => {
+        StatusCode::UNPROCESSABLE_ENTITY | StatusCode::CONFLICT if answer.json().is_ok() => {
             let json = answer.json()?;
             bail!(
                 "{} (step: {})",
@@ -174,5 +174,5 @@ fn status_table(projects: &Value) -> String {
 
 /// A client for the admin API the arguments name, with their token.
 fn client(args: &AdminArgs) -> anyhow::Result<AdminClient> {
-    Ok(AdminClient::new(&args.admin)?.with_token(args.admin_token.clone()))
+    Ok(AdminClient::new(&args.admin)?.with_token(args.token()?))
 }

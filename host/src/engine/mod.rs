@@ -11,6 +11,7 @@
 //! for the whole host; projects differ only in their `ProxyPre`.
 
 pub(crate) mod guest_log;
+pub mod outbound;
 pub mod store;
 pub(crate) mod ticker;
 
@@ -20,9 +21,10 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 
 use store::RequestState;
 
-/// How many instances (and linear memories, tables, stacks) the pool holds:
-/// the most requests that can run at once across all projects.
-const POOL_INSTANCES: u32 = 1000;
+/// How many instances (and linear memories, tables, stacks) the pool holds
+/// by default (`--max-instances`): the most requests that can run at once
+/// across all projects. Past it, requests are answered 503.
+pub const DEFAULT_INSTANCES: u32 = 1000;
 
 /// How much of each linear memory and table slot stays mapped between
 /// instances when the kernel can tell which pages were written
@@ -41,13 +43,15 @@ const KEEP_RESIDENT: usize = 1 << 20;
 /// those are reset in place: server CPU per request fell by 40 %. Without
 /// `PAGEMAP_SCAN`, keeping pages resident measured worse than the default,
 /// so then it stays off (`docs/performance.md`).
-pub fn new_engine() -> anyhow::Result<Engine> {
+///
+/// `instances` sizes the pool: the most guest instances alive at once.
+pub fn new_engine(instances: u32) -> anyhow::Result<Engine> {
     let mut pool = PoolingAllocationConfig::new();
-    pool.total_component_instances(POOL_INSTANCES)
-        .total_core_instances(POOL_INSTANCES * 4)
-        .total_memories(POOL_INSTANCES * 2)
-        .total_tables(POOL_INSTANCES * 4)
-        .total_stacks(POOL_INSTANCES);
+    pool.total_component_instances(instances)
+        .total_core_instances(instances.saturating_mul(4))
+        .total_memories(instances.saturating_mul(2))
+        .total_tables(instances.saturating_mul(4))
+        .total_stacks(instances);
     if PoolingAllocationConfig::is_pagemap_scan_available() {
         pool.pagemap_scan(Enabled::Yes)
             .linear_memory_keep_resident(KEEP_RESIDENT)

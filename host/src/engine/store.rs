@@ -2,6 +2,7 @@
 //! HTTP contexts), its memory limit, and the epoch callback that enforces its
 //! deadlines and makes it yield.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,12 +13,15 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::engine::guest_log::{GuestLog, Stream};
+use crate::engine::outbound::{Denials, OutboundHooks, OutboundPolicy};
 
 /// Everything a guest instance can reach: its WASI context, HTTP context and
 /// resource table, plus what its epoch callback checks.
 pub struct RequestState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
+    /// Decides and sends the guest's outgoing HTTP requests: deny by default.
+    outbound: OutboundHooks,
     table: ResourceTable,
     /// When this request must be done; checked on every epoch tick.
     deadline: Instant,
@@ -86,6 +90,12 @@ pub(crate) struct Guest<'a> {
     pub(crate) timeout: Duration,
     /// Turns true when the version outlived its drain deadline.
     pub(crate) stop: watch::Receiver<bool>,
+    /// Where the guest may send HTTP requests.
+    pub(crate) outbound: Arc<OutboundPolicy>,
+    /// Listeners no guest may connect to (the admin API).
+    pub(crate) forbidden: Arc<[SocketAddr]>,
+    /// The project's count of refused outgoing requests.
+    pub(crate) denials: Arc<Denials>,
 }
 
 impl RequestState {
@@ -97,17 +107,28 @@ impl RequestState {
             memory,
             timeout,
             stop,
+            outbound,
+            forbidden,
+            denials,
         } = guest;
+        let deadline = Instant::now() + timeout;
         let wasi = WasiCtx::builder()
             .envs(env)
             .stdout(GuestLog::new(project.clone(), version, Stream::Stdout))
-            .stderr(GuestLog::new(project, version, Stream::Stderr))
+            .stderr(GuestLog::new(project.clone(), version, Stream::Stderr))
             .build();
         Self {
             wasi,
             http: WasiHttpCtx::new(),
+            outbound: OutboundHooks {
+                project,
+                version,
+                policy: outbound,
+                forbidden,
+                denials,
+            },
             table: ResourceTable::new(),
-            deadline: Instant::now() + timeout,
+            deadline,
             stop,
             limits: MemoryLimit { bytes: memory },
         }
@@ -128,7 +149,7 @@ impl WasiHttpView for RequestState {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: Default::default(),
+            hooks: &mut self.outbound,
         }
     }
 }

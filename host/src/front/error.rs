@@ -36,6 +36,10 @@ pub(crate) enum InvokeError {
     /// The project already runs its `max_concurrency` requests.
     #[error("too many concurrent requests (limit {0})")]
     Overloaded(u32),
+    /// The host's instance pool (`--max-instances`) is full: every slot runs
+    /// a request, of this project or others.
+    #[error("no free instance slot in the host's pool ({0})")]
+    PoolExhausted(String),
     /// The request body is larger than the project's `max_body`.
     #[error("request body larger than {0} bytes")]
     BodyTooLarge(u64),
@@ -50,7 +54,9 @@ impl InvokeError {
         match self {
             InvokeError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             InvokeError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            InvokeError::Drained | InvokeError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            InvokeError::Drained | InvokeError::Overloaded(_) | InvokeError::PoolExhausted(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             InvokeError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             InvokeError::Trap(_)
             | InvokeError::Guest(_)
@@ -70,11 +76,12 @@ impl InvokeError {
                 "the project was replaced and this request ran past the drain deadline"
             }
             InvokeError::Overloaded(_) => "the project is busy; retry shortly",
+            InvokeError::PoolExhausted(_) => "the host is at capacity; retry shortly",
             InvokeError::BodyTooLarge(_) => "the request body is too large for this project",
             _ => "the project failed to handle the request",
         };
         let mut response = text_response(status, text);
-        if let InvokeError::Overloaded(_) = self {
+        if let InvokeError::Overloaded(_) | InvokeError::PoolExhausted(_) = self {
             response.headers_mut().insert(
                 hyper::header::RETRY_AFTER,
                 hyper::header::HeaderValue::from_static(RETRY_AFTER_SECONDS),

@@ -21,7 +21,7 @@ use crate::engine::ticker::GuestRunning;
 use crate::front::body_limit::{LimitedBody, declared_length};
 use crate::front::error::InvokeError;
 use crate::front::slow_lane;
-use crate::model::version::{InFlight, Version};
+use crate::model::version::{InFlight, Stats, Version};
 
 /// A store for one request on `version`, with its deadline, memory limit,
 /// environment and output streams.
@@ -35,6 +35,9 @@ fn new_store(version: &Version) -> Store<RequestState> {
             memory: version.run.memory,
             timeout: version.run.request_timeout,
             stop: version.stop_signal(),
+            outbound: version.run.outbound.clone(),
+            forbidden: version.run.forbidden_outbound.clone(),
+            denials: version.stats().outbound_denied.clone(),
         },
     )
 }
@@ -81,6 +84,35 @@ where
         );
         return Err(InvokeError::Overloaded(version.run.max_concurrency));
     };
+    run_admitted(version, in_flight, request, guest_path).await
+}
+
+/// Runs a candidate version's health check like any request, except that it
+/// does not count against the project's `max_concurrency` (`swap/validate.rs`).
+pub(crate) async fn health_check<B>(
+    version: Arc<Version>,
+    request: Request<B>,
+    guest_path: &str,
+) -> Result<Response<HyperOutgoingBody>, InvokeError>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
+    let in_flight = InFlight::health_check(version.clone());
+    run_admitted(version, in_flight, request, guest_path).await
+}
+
+/// [`invoke`] once the request is admitted.
+async fn run_admitted<B>(
+    version: Arc<Version>,
+    in_flight: InFlight,
+    request: Request<B>,
+    guest_path: &str,
+) -> Result<Response<HyperOutgoingBody>, InvokeError>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
     let max_body = version.run.max_body;
     if declared_length(request.headers()).is_some_and(|length| length > max_body) {
         return Err(InvokeError::BodyTooLarge(max_body));
@@ -139,6 +171,14 @@ where
             Ok(Ok(())) => Ok(()),
             Ok(Err(err)) if err.downcast_ref::<DeadlineExceeded>().is_some() => {
                 Err(InvokeError::Timeout(timeout))
+            }
+            Ok(Err(err))
+                if err
+                    .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                    .is_some() =>
+            {
+                Stats::bump(&version.stats().pool_exhausted);
+                Err(InvokeError::PoolExhausted(err.root_cause().to_string()))
             }
             Ok(Err(err)) if err.downcast_ref::<DrainDeadlineExceeded>().is_some() => {
                 if version.is_retired() {

@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -12,7 +13,10 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use crate::front::connection::{self, Activity, ConnectionLimits, Counted};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop
 /// does not spin while the condition lasts.
@@ -26,45 +30,74 @@ pub(crate) struct Peer(pub(crate) std::net::SocketAddr);
 /// Serves HTTP/1.1 on `listener` with `handler` until `shutdown` resolves,
 /// then stops accepting, lets in-flight requests finish for up to `grace`,
 /// and returns. Used for both the project listener and the admin listener.
+///
+/// At most `limits.max_connections` are open at once: past it the loop stops
+/// accepting, and new connections wait in the kernel's backlog. Each
+/// connection is closed when a request head takes longer than the header
+/// timeout or it sits idle past the idle timeout (`connection.rs`).
 pub(crate) async fn serve<H, F>(
     listener: TcpListener,
     handler: H,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
+    limits: ConnectionLimits,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<HyperOutgoingBody>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
+        let accepted = async {
+            // The semaphore is never closed, so acquiring only ever waits.
+            let slot = slots.clone().acquire_owned().await.ok()?;
+            Some((slot, listener.accept().await))
+        };
+        let (slot, (stream, peer)) = tokio::select! {
+            accepted = accepted => match accepted {
+                Some((slot, Ok(accepted))) => (slot, accepted),
+                Some((_, Err(err))) => {
                     tracing::warn!(cause = %err, "failed to accept a connection");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
+                None => break,
             },
             () = &mut shutdown => break,
         };
         // Responses are small and latency matters more than packet count.
         let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::default());
         let handler = handler.clone();
+        let requests = activity.clone();
         let service = service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(Peer(peer));
+            let busy = requests.request();
             let response = handler(request);
-            async move { Ok::<_, Infallible>(response.await) }
+            async move {
+                let response = response.await;
+                drop(busy);
+                Ok::<_, Infallible>(response)
+            }
         });
-        let connection = http1::Builder::new()
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service);
+        let connection = http1::Builder::new().keep_alive(true).serve_connection(
+            TokioIo::new(Counted::new(stream, activity.clone())),
+            service,
+        );
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(client.addr = %peer, cause = %err, "connection ended with an error");
+            tokio::select! {
+                ended = connection => {
+                    if let Err(err) = ended {
+                        tracing::debug!(client.addr = %peer, cause = %err, "connection ended with an error");
+                    }
+                }
+                expired = connection::expiry(activity, limits) => {
+                    tracing::debug!(client.addr = %peer, ?expired, "connection closed: past its timeout");
+                }
             }
+            drop(slot);
         });
     }
     drop(listener);

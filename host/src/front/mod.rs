@@ -2,6 +2,7 @@
 //! and run it in a fresh instance of that project's current version.
 
 pub(crate) mod body_limit;
+pub(crate) mod connection;
 pub(crate) mod error;
 pub mod handler;
 pub mod invoke;

@@ -10,6 +10,8 @@
 //! health = "/healthz"             # GET this on a new version before it goes live
 //! health_timeout = "5s"           # how long the health check may take
 //! drain_timeout = "30s"           # how long requests may run on on a replaced version
+//! allowed_outbound_hosts = ["https://api.example.com", "http://127.0.0.1:9000"]
+//!                                 # where the guest may send HTTP requests; default: nowhere
 //!
 //! [env]                           # wasi:cli environment of the guest
 //! GREETING = "hi"
@@ -30,6 +32,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::engine::outbound::{AllowedHost, OutboundPolicy};
 use crate::model::router;
 use crate::units::{parse_duration, parse_size};
 
@@ -117,6 +120,8 @@ pub struct Manifest {
     pub(crate) drain_timeout: Option<Duration>,
     /// Resource limits for the project.
     pub(crate) limits: Limits,
+    /// Where the guest may send HTTP requests; nowhere by default.
+    pub(crate) outbound: OutboundPolicy,
 }
 
 /// Why a manifest was refused: the file, the line when the problem has one, and the reason.
@@ -155,6 +160,8 @@ struct RawManifest {
     health: Option<Spanned<String>>,
     health_timeout: Option<Spanned<String>>,
     drain_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    allowed_outbound_hosts: Vec<Spanned<String>>,
     #[serde(default)]
     limits: RawLimits,
 }
@@ -267,6 +274,16 @@ impl Manifest {
             }
             Ok(Some(parsed))
         };
+        let mut allowed = Vec::with_capacity(raw.allowed_outbound_hosts.len());
+        for entry in raw.allowed_outbound_hosts {
+            let parsed = AllowedHost::parse(entry.get_ref()).map_err(|reason| {
+                error(
+                    Some(entry.span()),
+                    format!("allowed_outbound_hosts: {reason}"),
+                )
+            })?;
+            allowed.push(parsed);
+        }
         let health_timeout = duration(raw.health_timeout, "health_timeout")?;
         let drain_timeout = duration(raw.drain_timeout, "drain_timeout")?;
         let limits = raw.limits;
@@ -321,6 +338,7 @@ impl Manifest {
                 memory,
                 max_concurrency,
             },
+            outbound: OutboundPolicy::new(allowed),
         })
     }
 }
@@ -423,6 +441,20 @@ max_concurrency = 8
     }
 
     #[test]
+    fn outbound_hosts_are_none_unless_listed() {
+        let none = parse("").expect("valid");
+        assert!(!none.outbound.allows("http", "127.0.0.1", 80));
+        let some = parse(
+            "allowed_outbound_hosts = [\"http://127.0.0.1:9000\", \"https://*.example.com\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(some.outbound.entries().len(), 2);
+        assert!(some.outbound.allows("http", "127.0.0.1", 9000));
+        assert!(some.outbound.allows("https", "api.example.com", 443));
+        assert!(!some.outbound.allows("http", "127.0.0.1", 9001));
+    }
+
+    #[test]
     fn empty_manifest_is_all_defaults() {
         assert_eq!(parse("").expect("empty is valid"), Manifest::default());
     }
@@ -457,6 +489,11 @@ max_concurrency = 8
             ("route = \n", 1, ""),
             ("health = \"ready\"\n", 1, "must be a path"),
             ("drain_timeout = \"0s\"\n", 1, "more than 0"),
+            (
+                "allowed_outbound_hosts = [\n  \"https://ok.example.com\",\n  \"ftp://x\",\n]\n",
+                3,
+                "allowed_outbound_hosts: `ftp://x`",
+            ),
         ];
         for (text, line, needle) in cases {
             let err = parse(text).expect_err(text);

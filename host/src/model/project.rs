@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
@@ -52,8 +52,6 @@ pub(crate) struct ProjectState {
     pub(crate) entry: std::path::PathBuf,
     /// The last good builds, oldest first; the last one is the current version's.
     pub(crate) history: VecDeque<(u64, Arc<Build>)>,
-    /// Retired versions that may still have requests running.
-    pub(crate) draining: Vec<Weak<Version>>,
     /// Whether a change is being prepared or validated right now.
     pub(crate) preparing: bool,
     /// Why the project cannot serve at all (unreadable config, route conflict).
@@ -99,7 +97,7 @@ impl Project {
             "preparing"
         } else if self.current.load().is_none() || state.error.is_some() {
             "failed"
-        } else if state.draining.iter().any(|v| v.strong_count() > 0) {
+        } else if self.stats.draining.len() > 0 {
             "draining"
         } else {
             "active"
@@ -108,11 +106,12 @@ impl Project {
 
     /// Retired versions still alive, newest first.
     pub(crate) fn draining(&self) -> Vec<Arc<Version>> {
-        let mut state = self.state();
-        state.draining.retain(|v| v.strong_count() > 0);
-        let mut alive: Vec<Arc<Version>> =
-            state.draining.iter().filter_map(Weak::upgrade).collect();
-        alive.sort_by_key(|v| std::cmp::Reverse(v.number));
-        alive
+        self.stats.draining.alive()
+    }
+
+    /// How many retired versions are not released yet: each leaves the
+    /// count when its last request ends.
+    pub fn draining_count(&self) -> usize {
+        self.stats.draining.len()
     }
 }

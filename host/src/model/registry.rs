@@ -47,6 +47,18 @@ pub struct Registry {
     /// Every known project by name, failed ones included. Its lock also
     /// serializes snapshot rebuilds, so the last publish reflects every change.
     projects: Mutex<BTreeMap<String, Arc<Project>>>,
+    /// Held from a change's route check to its publish, so two changes
+    /// cannot both find a route free and then both take it.
+    routes: tokio::sync::Mutex<()>,
+}
+
+/// A route or host that a change asked for and another project serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Claimed {
+    /// What was asked for, e.g. "route `/api`".
+    pub(crate) claim: String,
+    /// The project serving it.
+    pub(crate) holder: String,
 }
 
 impl Registry {
@@ -95,6 +107,42 @@ impl Registry {
         {
             projects.remove(project.name.as_str());
         }
+    }
+
+    /// Locks route changes until the guard drops: check with [`Self::claimed`],
+    /// then swap and publish, under one guard.
+    pub(crate) async fn lock_routes(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.routes.lock().await
+    }
+
+    /// The routed project other than `name` that already serves `route`, one
+    /// of `hosts`, or `name.localhost`, by the router's own rules.
+    pub(crate) fn claimed(&self, name: &str, route: &str, hosts: &[String]) -> Option<Claimed> {
+        let snapshot = self.snapshot();
+        let others: Vec<&Arc<Project>> = snapshot
+            .routed
+            .iter()
+            .filter(|project| project.name.as_str() != name)
+            .collect();
+        let mut builder = RouterBuilder::default();
+        for (index, other) in others.iter().enumerate() {
+            let state = other.state();
+            if let Some(source) = &state.source {
+                // Routed projects never conflict with each other.
+                let _ = builder.add(
+                    index,
+                    other.name.as_str(),
+                    &source.route,
+                    &source.manifest.hosts,
+                    source.manifest.strip_prefix,
+                );
+            }
+        }
+        let conflict = builder.add(others.len(), name, route, hosts, false).err()?;
+        Some(Claimed {
+            claim: conflict.claim,
+            holder: others.get(conflict.holder)?.name.to_string(),
+        })
     }
 
     /// Rebuilds and publishes the snapshot from every project's source and

@@ -11,7 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use std::net::SocketAddr;
+
 use tokio::sync::{Notify, watch};
+
+use crate::engine::outbound::{Denials, OutboundPolicy};
 
 use crate::model::build::Build;
 use crate::model::events::Events;
@@ -47,6 +51,55 @@ pub struct Stats {
     pub(crate) active: AtomicU64,
     /// Requests answered 503 because `max_concurrency` were already running.
     pub(crate) overloaded: AtomicU64,
+    /// Requests answered 503 because the host's instance pool was full.
+    pub(crate) pool_exhausted: AtomicU64,
+    /// Outgoing requests refused by the outbound policy.
+    pub(crate) outbound_denied: Arc<Denials>,
+    /// Retired versions not yet released. Kept here, where every version
+    /// can reach it, so a version takes itself off when it is released.
+    pub(crate) draining: Draining,
+}
+
+/// Retired versions that may still have requests running. A version adds
+/// itself when retired and removes itself when dropped, so the list never
+/// outgrows the versions actually alive, whether or not anyone reads it.
+#[derive(Debug, Default)]
+pub(crate) struct Draining(std::sync::Mutex<Vec<(u64, std::sync::Weak<Version>)>>);
+
+impl Draining {
+    fn entries(&self) -> std::sync::MutexGuard<'_, Vec<(u64, std::sync::Weak<Version>)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds a version just retired.
+    pub(crate) fn push(&self, version: &Arc<Version>) {
+        self.entries()
+            .push((version.number, Arc::downgrade(version)));
+    }
+
+    /// How many retired versions are not released yet.
+    pub(crate) fn len(&self) -> usize {
+        self.entries().len()
+    }
+
+    /// The retired versions still alive, newest first.
+    pub(crate) fn alive(&self) -> Vec<Arc<Version>> {
+        // Upgraded under the lock, dropped by the caller after it: a
+        // version's drop takes this lock too.
+        let mut alive: Vec<Arc<Version>> = self
+            .entries()
+            .iter()
+            .filter_map(|(_, version)| version.upgrade())
+            .collect();
+        alive.sort_by_key(|v| std::cmp::Reverse(v.number));
+        alive
+    }
+
+    fn remove(&self, number: u64) {
+        self.entries().retain(|(kept, _)| *kept != number);
+    }
 }
 
 impl Stats {
@@ -76,6 +129,10 @@ pub struct RunConfig {
     pub max_body: u64,
     /// Most requests the project runs at once, across its versions.
     pub max_concurrency: u32,
+    /// Where the guest may send HTTP requests (`allowed_outbound_hosts`).
+    pub outbound: Arc<OutboundPolicy>,
+    /// Listeners no guest may reach whatever its policy says: the admin API.
+    pub forbidden_outbound: Arc<[SocketAddr]>,
 }
 
 /// A compiled build, with the settings it runs with, that can serve requests.
@@ -124,6 +181,11 @@ impl Version {
             stop: watch::Sender::new(false),
             retired_at: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The counters of the project this version belongs to.
+    pub(crate) fn stats(&self) -> &Arc<Stats> {
+        &self.stats
     }
 
     /// Requests running on this version right now.
@@ -187,6 +249,7 @@ impl Drop for Version {
     /// The version's last reference is gone: its instance state is freed, and
     /// its compiled code too unless the project's history still holds the build.
     fn drop(&mut self) {
+        self.stats.draining.remove(self.number);
         if let Some(retired_at) = self.retired_at.get() {
             let drained = retired_at.elapsed();
             Stats::bump(&self.stats.released);
@@ -211,7 +274,12 @@ impl Drop for Version {
 
 /// Marks one request as running on a version until dropped, and keeps the
 /// version alive for as long as the request needs it.
-pub(crate) struct InFlight(Arc<Version>);
+pub(crate) struct InFlight {
+    version: Arc<Version>,
+    /// Whether this request counts against `max_concurrency` (every
+    /// request but a new version's health check).
+    counted: bool,
+}
 
 impl InFlight {
     /// Counts a request on `version` if fewer than its project's
@@ -226,20 +294,36 @@ impl InFlight {
             return None;
         }
         version.in_flight.fetch_add(1, Ordering::AcqRel);
-        Some(Self(version))
+        Some(Self {
+            version,
+            counted: true,
+        })
+    }
+
+    /// Marks a candidate version's health check as running on it, outside
+    /// `max_concurrency`: a project serving at its limit must still be able
+    /// to check, and so deploy, a new version.
+    pub(crate) fn health_check(version: Arc<Version>) -> Self {
+        version.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self {
+            version,
+            counted: false,
+        }
     }
 
     /// The version this request runs on.
     pub(crate) fn version(&self) -> &Arc<Version> {
-        &self.0
+        &self.version
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.stats.active.fetch_sub(1, Ordering::AcqRel);
-        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
+        if self.counted {
+            self.version.stats.active.fetch_sub(1, Ordering::AcqRel);
+        }
+        if self.version.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.version.idle.notify_waiters();
         }
     }
 }

@@ -10,7 +10,13 @@
 //! Entries are never trusted: the checksum is verified before wasmtime sees the
 //! bytes, and wasmtime checks the artifact's own header. A corrupt, truncated
 //! or foreign entry is deleted and the component recompiled.
+//!
+//! The folder is bounded (`--cache-max-size`): past the bound, the entries
+//! used least recently (a hit touches its entry's modification time) are
+//! deleted, except those of the projects' current versions
+//! (`CompileCache::evict`).
 
+use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -82,7 +88,12 @@ impl CompileCache {
             return self.discard(&path, "checksum mismatch".into());
         }
         match deserialize(engine, artifact) {
-            Ok(component) => Lookup::Hit(component),
+            Ok(component) => {
+                // Recently used: eviction goes by modification time.
+                let _ = std::fs::File::open(&path)
+                    .and_then(|file| file.set_modified(std::time::SystemTime::now()));
+                Lookup::Hit(component)
+            }
             Err(err) => self.discard(&path, format!("{err:#}")),
         }
     }
@@ -113,6 +124,56 @@ impl CompileCache {
         file.persist(&path)
             .with_context(|| format!("failed to write cache entry {}", path.display()))?;
         Ok(())
+    }
+}
+
+impl CompileCache {
+    /// Deletes the least recently used entries until the folder holds at
+    /// most `max_size` bytes, keeping every entry whose digest is in `live`.
+    /// Returns how many were deleted. Blocking.
+    pub(crate) fn evict(&self, max_size: u64, live: &HashSet<String>) -> usize {
+        let Some(dir) = &self.dir else { return 0 };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        let mut found: Vec<(std::time::SystemTime, u64, PathBuf, String)> = entries
+            .flatten()
+            .filter_map(|entry| {
+                let path = entry.path();
+                let digest = path
+                    .file_name()?
+                    .to_str()?
+                    .strip_suffix(".cwasm")?
+                    .to_string();
+                let meta = entry.metadata().ok()?;
+                Some((meta.modified().ok()?, meta.len(), path, digest))
+            })
+            .collect();
+        let mut total: u64 = found.iter().map(|(_, len, _, _)| len).sum();
+        found.sort();
+        let mut evicted = 0;
+        for (_, len, path, digest) in found {
+            if total <= max_size {
+                break;
+            }
+            if live.contains(&digest) {
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    total -= len;
+                    evicted += 1;
+                }
+                Err(err) => tracing::warn!(cause = %err, "failed to evict {}", path.display()),
+            }
+        }
+        if evicted > 0 {
+            tracing::info!(
+                "compile cache over {}: evicted {evicted} least recently used entries",
+                crate::units::format_size(max_size)
+            );
+        }
+        evicted
     }
 }
 
@@ -158,4 +219,41 @@ pub(crate) fn default_dir() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
     Some(base.join("wasmhost"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(dir: &Path, digest: &str, len: usize, age_secs: u64) {
+        let path = dir.join(format!("{digest}.cwasm"));
+        std::fs::write(&path, vec![0u8; len]).expect("write");
+        let at = std::time::SystemTime::now() - std::time::Duration::from_secs(age_secs);
+        std::fs::File::open(&path)
+            .and_then(|file| file.set_modified(at))
+            .expect("mtime");
+    }
+
+    #[test]
+    fn eviction_drops_the_least_recently_used_entries_no_live_version_uses() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let cache = CompileCache {
+            dir: Some(root.path().to_path_buf()),
+        };
+        entry(root.path(), "oldest", 400, 400);
+        entry(root.path(), "old-but-live", 400, 300);
+        entry(root.path(), "older", 400, 200);
+        entry(root.path(), "newest", 400, 100);
+        let live: HashSet<String> = ["old-but-live".to_string()].into();
+        assert_eq!(cache.evict(900, &live), 2);
+        let mut left: Vec<String> = std::fs::read_dir(root.path())
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["newest.cwasm", "old-but-live.cwasm"]);
+        // Under the bound, nothing more goes.
+        assert_eq!(cache.evict(900, &live), 0);
+    }
 }

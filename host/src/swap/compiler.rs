@@ -86,6 +86,11 @@ impl Compiler {
         }
     }
 
+    /// The compile cache this compiler stores into.
+    pub(crate) fn cache(&self) -> &CompileCache {
+        &self.cache
+    }
+
     /// The sha256 digest of `bytes`, as builds are identified.
     pub(crate) fn digest(bytes: &[u8]) -> String {
         hex(&Sha256::digest(bytes))

@@ -63,6 +63,9 @@ impl Pipeline {
         let reused = reusable.is_some();
         let number = project.next_version();
         let name = project.name.as_str();
+        // Checked before compiling, so a colliding change fails fast, and
+        // again right before the swap, under the routes lock.
+        self.check_routes(project, &source, number, &digest, origin)?;
 
         let build = match reusable {
             Some(build) => build,
@@ -126,9 +129,10 @@ impl Pipeline {
             candidate.force_stop();
             return Err(self.reject(project, Some(number), "validate", reason, Some(&digest)));
         }
-        // Staged (written and fsynced) before the swap, renamed into place
-        // after it. An fsync can take tens of milliseconds: on the blocking
-        // pool, so it never stalls the thread serving requests.
+        // Staged (written and fsynced) beside their targets, then renamed into
+        // place right before the swap (`persist.rs`). An fsync can take tens
+        // of milliseconds: on the blocking pool, so it never stalls the thread
+        // serving requests.
         let to_stage = writes.to_vec();
         let staged = tokio::task::spawn_blocking(move || {
             to_stage
@@ -140,6 +144,23 @@ impl Pipeline {
         .map_err(|err| ChangeError::Failed(anyhow::anyhow!("the file write task failed: {err}")))?
         .map_err(ChangeError::Failed)?;
 
+        let routes = self.registry.lock_routes().await;
+        self.check_routes(project, &source, number, &digest, origin)?;
+        if !staged.is_empty() {
+            let projects_dir = self.settings.projects_dir.clone();
+            tokio::task::spawn_blocking(move || persist::commit(staged, &projects_dir))
+                .await
+                .map_err(|err| ChangeError::Failed(anyhow::anyhow!("the file write task failed: {err}")))?
+                .map_err(|err| {
+                    tracing::error!(
+                        project = name,
+                        "{name}: v{number} not made live: {err:#}; the previous version keeps serving"
+                    );
+                    ChangeError::Failed(err.context(format!(
+                        "{name}: v{number} was not made live because its files could not be written"
+                    )))
+                })?;
+        }
         let swap_started = Instant::now();
         let routing_changed = {
             let mut state = project.state();
@@ -160,32 +181,7 @@ impl Pipeline {
             self.registry.republish();
         }
         let swap = swap_started.elapsed();
-
-        let mut renamed = Vec::new();
-        for (file, path) in staged {
-            match file.persist(&path) {
-                Ok(_) => renamed.push(path),
-                Err(err) => tracing::error!(
-                    project = name,
-                    "{name}: v{number} is live but could not be written to {}: {}",
-                    path.display(),
-                    err.error
-                ),
-            }
-        }
-        if !renamed.is_empty() {
-            let dirs = persist::folders_to_sync(&self.settings.projects_dir, &renamed);
-            let synced = tokio::task::spawn_blocking(move || persist::sync_folders(&dirs)).await;
-            if let Err(err) = synced
-                .map_err(anyhow::Error::from)
-                .and_then(|synced| synced)
-            {
-                tracing::error!(
-                    project = name,
-                    "{name}: v{number} is live but its files may not survive a power loss: {err:#}"
-                );
-            }
-        }
+        drop(routes);
         let stats = &project.stats;
         Stats::bump(&stats.swaps);
         Stats::set_duration(&stats.last_swap_us, swap);
@@ -199,7 +195,7 @@ impl Pipeline {
                 state.history.pop_front();
             }
             if let Some(old) = &old {
-                state.draining.push(Arc::downgrade(old));
+                project.stats.draining.push(old);
             }
         }
         let swap_ms = swap.as_secs_f64() * 1000.0;
@@ -235,6 +231,9 @@ impl Pipeline {
         if let Some(old) = old {
             drain::retire(old);
         }
+        if !build.cache_hit && !reused {
+            self.evict_cache();
+        }
         Ok(Outcome::Live {
             version: number,
             previous,
@@ -242,6 +241,39 @@ impl Pipeline {
             swap,
             cache_hit: build.cache_hit || reused,
         })
+    }
+
+    /// Refuses a change whose route or hosts another routed project serves.
+    /// At start-up every project loads at once and the registry settles
+    /// conflicts by name instead (the first name keeps the route).
+    fn check_routes(
+        &self,
+        project: &Project,
+        source: &ProjectSource,
+        number: u64,
+        digest: &str,
+        origin: Origin,
+    ) -> Result<(), ChangeError> {
+        if origin == Origin::Load {
+            return Ok(());
+        }
+        let name = project.name.as_str();
+        match self
+            .registry
+            .claimed(name, &source.route, &source.manifest.hosts)
+        {
+            None => Ok(()),
+            Some(claimed) => Err(self.reject(
+                project,
+                Some(number),
+                "route",
+                format!(
+                    "{} is already served by project `{}`",
+                    claimed.claim, claimed.holder
+                ),
+                Some(digest),
+            )),
+        }
     }
 
     /// Records and logs a refused change, and builds its error.

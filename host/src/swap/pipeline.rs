@@ -134,6 +134,7 @@ impl Pipeline {
     /// Loads every project in the projects folder, concurrently (compiles are
     /// still bounded by the compiler). Returns the entries that are not projects.
     pub async fn load_all(&self) -> anyhow::Result<Vec<Skipped>> {
+        crate::swap::persist::remove_leftovers(&self.settings.projects_dir);
         let scan = discovery::scan(&self.settings.projects_dir)?;
         for failed in scan.failed {
             let project = self.registry.get_or_insert(failed.name.as_str(), || {
@@ -166,7 +167,25 @@ impl Pipeline {
             joined.context("a project load task failed")?;
         }
         self.registry.republish();
+        self.evict_cache();
         Ok(scan.skipped)
+    }
+
+    /// Bounds the compile cache in the background, keeping the entries of
+    /// every project's current version: those a restart loads. (Draining
+    /// versions and rollback builds are compiled in memory already; their
+    /// entries only speed up a later deploy of the same bytes.)
+    pub(super) fn evict_cache(&self) {
+        let live: std::collections::HashSet<String> = self
+            .registry
+            .all()
+            .iter()
+            .filter_map(|project| project.current.load_full())
+            .map(|version| version.build.digest.clone())
+            .collect();
+        let cache = self.compiler.cache().clone();
+        let max_size = self.settings.cache_max_size;
+        tokio::task::spawn_blocking(move || cache.evict(max_size, &live));
     }
 
     /// Re-reads project `name`'s config and component from disk and makes them live.
@@ -346,7 +365,7 @@ impl Pipeline {
         let _change = project.lifecycle.lock().await;
         self.registry.remove(name.as_str());
         if let Some(old) = project.current.swap(None) {
-            project.state().draining.push(Arc::downgrade(&old));
+            project.stats.draining.push(&old);
             drain::retire(old);
         }
         let entry = project.state().entry.clone();

@@ -1,7 +1,9 @@
 //! The host-wide defaults a change is made with, and how a project's own
 //! settings override them into the settings a version runs with.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::model::discovery::ProjectSource;
@@ -23,6 +25,12 @@ pub struct Settings {
     pub keep_versions: usize,
     /// Limits for projects that set none.
     pub limits: DefaultLimits,
+    /// Most bytes the compile cache may hold; least recently used entries of
+    /// versions no longer running are evicted past it.
+    pub cache_max_size: u64,
+    /// Listeners no guest may connect to, whatever its outbound policy says
+    /// (the admin API's address).
+    pub forbidden_outbound: Arc<[SocketAddr]>,
 }
 
 /// Host-wide limits, applied to every project that does not set its own.
@@ -54,6 +62,8 @@ impl Settings {
                 .limits
                 .max_concurrency
                 .unwrap_or(defaults.max_concurrency),
+            outbound: Arc::new(manifest.outbound.clone()),
+            forbidden_outbound: self.forbidden_outbound.clone(),
         }
     }
 

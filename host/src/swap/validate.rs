@@ -11,7 +11,7 @@ use http_body_util::Empty;
 use hyper::Request;
 use hyper::header::HOST;
 
-use crate::front::invoke::{invoke, trial_instantiate};
+use crate::front::invoke::{health_check, trial_instantiate};
 use crate::model::version::Version;
 
 /// The health check a project configured.
@@ -37,8 +37,11 @@ pub(crate) async fn validate(
         .header(HOST, format!("{}.localhost", candidate.project))
         .body(Empty::<Bytes>::new())
         .map_err(|err| format!("health check path `{path}` is not a valid request: {err}"))?;
-    let answer =
-        tokio::time::timeout(health.timeout, invoke(candidate.clone(), request, path)).await;
+    let answer = tokio::time::timeout(
+        health.timeout,
+        health_check(candidate.clone(), request, path),
+    )
+    .await;
     match answer {
         Err(_) => Err(format!(
             "health check GET {path} did not answer within {} ms",

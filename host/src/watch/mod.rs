@@ -10,14 +10,18 @@
 //!
 //! If the OS watcher cannot be created, or hits its limit (inotify's
 //! `fs.inotify.max_user_watches` / `max_user_instances`), one warning names
-//! the limit and the watcher falls back to polling instead of running blind.
+//! the limit and the watcher falls back to polling (`poll.rs`) instead of
+//! running blind. If the OS drops events (inotify's queue overflowed), every
+//! project is synced, so no change is lost.
+
+mod poll;
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode, EventKind, MetadataKind, ModifyKind};
-use notify::{Event, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher as _};
+use notify::{Event, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -36,6 +40,9 @@ pub(crate) struct WatchSettings {
 }
 
 type Events = mpsc::UnboundedSender<notify::Result<Event>>;
+
+/// What produces the events; dropping it stops them.
+type Source = Box<dyn std::any::Any + Send>;
 
 /// Starts watching `root`; changes go to `pipeline` until the process ends.
 pub(crate) fn start(
@@ -70,7 +77,7 @@ pub(crate) fn start(
     Ok(())
 }
 
-fn native_watcher(root: &Path, events: Events) -> notify::Result<Box<dyn notify::Watcher + Send>> {
+fn native_watcher(root: &Path, events: Events) -> notify::Result<Source> {
     let mut watcher = RecommendedWatcher::new(
         move |event| drop(events.send(event)),
         notify::Config::default(),
@@ -79,23 +86,8 @@ fn native_watcher(root: &Path, events: Events) -> notify::Result<Box<dyn notify:
     Ok(Box::new(watcher))
 }
 
-fn poll_watcher(
-    root: &Path,
-    events: Events,
-    interval: Duration,
-) -> anyhow::Result<Box<dyn notify::Watcher + Send>> {
-    // notify's poller compares modification times in whole seconds, so two
-    // saves within one second would look like one; comparing contents catches
-    // every change, at the cost of hashing the folder's files each poll.
-    let config = notify::Config::default()
-        .with_poll_interval(interval)
-        .with_compare_contents(true);
-    let mut watcher = PollWatcher::new(move |event| drop(events.send(event)), config)
-        .map_err(|err| anyhow::anyhow!("failed to start polling {}: {err}", root.display()))?;
-    watcher
-        .watch(root, RecursiveMode::Recursive)
-        .map_err(|err| anyhow::anyhow!("failed to poll {}: {err}", root.display()))?;
-    Ok(Box::new(watcher))
+fn poll_watcher(root: &Path, events: Events, interval: Duration) -> anyhow::Result<Source> {
+    Ok(Box::new(poll::start(root, interval, events)?))
 }
 
 /// Whether `err` means the OS ran out of watches or watch instances.
@@ -134,7 +126,7 @@ async fn run(
     root: PathBuf,
     pipeline: Pipeline,
     settings: WatchSettings,
-    mut watcher: Box<dyn notify::Watcher + Send>,
+    mut watcher: Source,
     events: Events,
     mut received: mpsc::UnboundedReceiver<notify::Result<Event>>,
 ) {
@@ -147,10 +139,12 @@ async fn run(
                 None => break,
                 Some(Ok(event)) => {
                     tracing::trace!(?event, "file event");
-                    if is_change(&event.kind) {
-                        for name in event.paths.iter().filter_map(|path| project_of(&root, path)) {
-                            due.insert(name, Instant::now() + settings.debounce);
-                        }
+                    if event.need_rescan() {
+                        tracing::warn!("the OS dropped file events (its queue overflowed); syncing every project");
+                    }
+                    let known: Vec<ProjectName> = pipeline.registry().all().iter().map(|p| p.name.clone()).collect();
+                    for name in projects_to_sync(&root, &event, &known) {
+                        due.insert(name, Instant::now() + settings.debounce);
                     }
                 }
                 Some(Err(err)) => {
@@ -188,6 +182,33 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// The projects `event` may have changed: those its paths belong to, or,
+/// when the OS says events were lost (`need_rescan`), every project on disk
+/// and every project the host knows (`known`), so deletions are seen too.
+fn projects_to_sync(root: &Path, event: &Event, known: &[ProjectName]) -> Vec<ProjectName> {
+    if event.need_rescan() {
+        let mut all: Vec<ProjectName> = known.to_vec();
+        if let Ok(entries) = std::fs::read_dir(root) {
+            all.extend(
+                entries
+                    .flatten()
+                    .filter_map(|entry| project_of(root, &entry.path())),
+            );
+        }
+        all.sort();
+        all.dedup();
+        return all;
+    }
+    if !is_change(&event.kind) {
+        return Vec::new();
+    }
+    event
+        .paths
+        .iter()
+        .filter_map(|path| project_of(root, path))
+        .collect()
 }
 
 /// Events that can change what a project serves. Reads (including the
@@ -237,6 +258,29 @@ mod tests {
         assert_eq!(name("/p/Bad"), None);
         assert_eq!(name("/p"), None);
         assert_eq!(name("/elsewhere/x.wasm"), None);
+    }
+
+    #[test]
+    fn lost_events_sync_every_project_on_disk_and_known() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("a")).expect("mkdir");
+        std::fs::write(dir.path().join("b.wasm"), "").expect("write");
+        std::fs::write(dir.path().join("notes.txt"), "").expect("write");
+        let known = [ProjectName::parse("gone").expect("name")];
+        let overflow = Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
+        let names: Vec<String> = projects_to_sync(dir.path(), &overflow, &known)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(names, ["a", "b", "gone"]);
+        // An ordinary event syncs only the projects of its paths.
+        let one =
+            Event::new(EventKind::Modify(ModifyKind::Any)).add_path(dir.path().join("a/x.wasm"));
+        let names: Vec<String> = projects_to_sync(dir.path(), &one, &known)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(names, ["a"]);
     }
 
     #[test]
