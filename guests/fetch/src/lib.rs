@@ -18,7 +18,11 @@ struct Fetch;
 impl Guest for Fetch {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let Some(to) = query_param(&request, "to") else {
-            respond_text(out, 400, "usage: ?to=HOST:PORT[&scheme=http][&path=/x][&method=GET]\n");
+            respond_text(
+                out,
+                400,
+                "usage: ?to=HOST:PORT[&scheme=http][&path=/x][&method=GET]\n",
+            );
             return;
         };
         let scheme = match query_param(&request, "scheme").as_deref() {
@@ -43,10 +47,18 @@ impl Guest for Fetch {
 fn send(to: &str, scheme: Scheme, method: Method, path: &str) -> Result<(u16, String), ErrorCode> {
     let internal = |what: &str| ErrorCode::InternalError(Some(what.to_string()));
     let request = OutgoingRequest::new(Fields::new());
-    request.set_method(&method).map_err(|()| internal("method"))?;
-    request.set_scheme(Some(&scheme)).map_err(|()| internal("scheme"))?;
-    request.set_authority(Some(to)).map_err(|()| internal("authority"))?;
-    request.set_path_with_query(Some(path)).map_err(|()| internal("path"))?;
+    request
+        .set_method(&method)
+        .map_err(|()| internal("method"))?;
+    request
+        .set_scheme(Some(&scheme))
+        .map_err(|()| internal("scheme"))?;
+    request
+        .set_authority(Some(to))
+        .map_err(|()| internal("authority"))?;
+    request
+        .set_path_with_query(Some(path))
+        .map_err(|()| internal("path"))?;
     let body = request.body().map_err(|()| internal("body"))?;
     let future = outgoing_handler::handle(request, None)?;
     OutgoingBody::finish(body, None)?;
