@@ -18,7 +18,7 @@
 //! - [`model`]: what a project is: manifest, discovery, project, version,
 //!   build, and the registry whose routing snapshot the request path reads.
 //! - [`admin`]: the admin API: routes, access, views, uploads, events.
-//! - `watch.rs`: file events in the projects folder → per-project syncs.
+//! - `watch/`: file events in the projects folder (or polling) → per-project syncs.
 //! - [`engine`]: the wasmtime engine, linker, per-request store and epoch ticker,
 //!   below both paths.
 //!

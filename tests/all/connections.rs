@@ -34,18 +34,6 @@ async fn get_on(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-/// Waits until the server closes `stream` (EOF or reset).
-async fn closed(stream: &mut TcpStream) {
-    let mut buf = [0u8; 1024];
-    loop {
-        match tokio::time::timeout(DEADLINE, stream.read(&mut buf)).await {
-            Err(_) => panic!("the connection was never closed"),
-            Ok(Ok(0)) | Ok(Err(_)) => return,
-            Ok(Ok(_)) => {}
-        }
-    }
-}
-
 /// A client that sends a request head one byte a second and reports how
 /// many bytes it got out, and after how long, when the server closed it.
 async fn trickle(addr: SocketAddr) -> (usize, Duration) {
@@ -103,12 +91,20 @@ async fn an_idle_keep_alive_connection_is_closed_but_a_long_request_is_not() {
         .project("slow", guests::SLOW)
         .arg("--idle-timeout")
         .arg("1s")
+        .arg("--header-timeout")
+        .arg("60s")
         .spawn();
     let mut stream = TcpStream::connect(host.addr).await.expect("connect");
     let answer = get_on(&mut stream).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let idle_since = Instant::now();
-    closed(&mut stream).await;
+    // Closed for being idle, well before the header timeout could do it.
+    let mut buf = [0u8; 64];
+    let ended = tokio::time::timeout(Duration::from_secs(45), stream.read(&mut buf)).await;
+    assert!(
+        matches!(ended, Ok(Ok(0)) | Ok(Err(_))),
+        "not closed while idle: {ended:?}"
+    );
     assert!(idle_since.elapsed() >= Duration::from_millis(800));
 
     // A request that takes longer than the idle timeout is not idle.
@@ -141,4 +137,34 @@ async fn connections_past_the_cap_wait_until_one_closes() {
         .expect("read");
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     get_on(&mut second).await;
+}
+
+#[tokio::test]
+async fn a_streaming_response_is_not_idle_between_its_chunks() {
+    let host = TestHost::new().arg("--idle-timeout").arg("1s").spawn();
+    let mut stream = TcpStream::connect(host.admin).await.expect("connect");
+    stream
+        .write_all(b"GET /events HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&seen).contains(": wasmhost events") {
+        let n = tokio::time::timeout(DEADLINE, stream.read(&mut buf))
+            .await
+            .expect("the stream starts")
+            .expect("read");
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // Longer than the idle timeout passes with no request and at most a
+    // keep-alive comment (every 15 s), yet the stream stays open.
+    let until = tokio::time::Instant::now() + Duration::from_millis(2500);
+    loop {
+        match tokio::time::timeout_at(until, stream.read(&mut buf)).await {
+            Err(_) => break,
+            Ok(Ok(0)) | Ok(Err(_)) => panic!("the stream was closed while idle"),
+            Ok(Ok(_)) => {}
+        }
+    }
 }

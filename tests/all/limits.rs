@@ -58,12 +58,8 @@ async fn requests_beyond_max_concurrency_get_503_with_retry_after() {
     let first = tokio::spawn(async move {
         send(addr, request("GET", "localhost", "/slow?ms=3000", empty())).await
     });
-    eventually("saw the first request running", || async {
-        let project = host.admin_project("slow").await;
-        match project["stats"]["active"].as_u64() {
-            Some(1) => Ok(()),
-            other => Err(format!("active {other:?}")),
-        }
+    host.wait_for_project("slow", "saw the first request running", |slow| {
+        slow["stats"]["active"] == 1
     })
     .await;
     let refused = host.get("/slow?ms=1").await;
@@ -93,12 +89,8 @@ async fn a_project_at_its_concurrency_limit_still_deploys_a_health_checked_versi
     let busy = tokio::spawn(async move {
         send(addr, request("GET", "localhost", "/slow?ms=3000", empty())).await
     });
-    eventually("saw the only slot taken", || async {
-        let project = host.admin_project("slow").await;
-        match project["stats"]["active"].as_u64() {
-            Some(1) => Ok(()),
-            other => Err(format!("active {other:?}")),
-        }
+    host.wait_for_project("slow", "saw the only slot taken", |slow| {
+        slow["stats"]["active"] == 1
     })
     .await;
     // A change of config is a new version, checked by its health check while
@@ -133,12 +125,8 @@ async fn a_full_instance_pool_is_503_with_retry_after_and_counted() {
         })
     };
     let (first, second) = (hold(), hold());
-    eventually("saw both slots taken", || async {
-        let project = host.admin_project("slow").await;
-        match project["stats"]["active"].as_u64() {
-            Some(2) => Ok(()),
-            other => Err(format!("active {other:?}")),
-        }
+    host.wait_for_project("slow", "saw both slots taken", |slow| {
+        slow["stats"]["active"] == 2
     })
     .await;
     // Admitted but not yet instantiated, one of the two may still lose its

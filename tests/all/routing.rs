@@ -292,3 +292,25 @@ async fn a_watched_change_or_reload_never_takes_another_projects_route() {
     assert_eq!(reload.status, StatusCode::CONFLICT, "{}", reload.text());
     assert_eq!(host.get("/a").await.header("wasmhost-project"), Some("a"));
 }
+
+#[tokio::test]
+async fn a_route_never_moves_off_the_project_serving_it() {
+    // At start-up `p0` takes the host, so `pa` (host and route) is not routed
+    // and `pb` gets the route.
+    let host = TestHost::new()
+        .project("p0", guests::HELLO)
+        .manifest("p0", "hosts = [\"h.example\"]\n")
+        .project("pa", guests::ECHO)
+        .manifest("pa", "route = \"/x\"\nhosts = [\"h.example\"]\n")
+        .project("pb", guests::HELLO)
+        .manifest("pb", "route = \"/x\"\n")
+        .spawn();
+    assert_eq!(host.get("/x").await.header("wasmhost-project"), Some("pb"));
+    assert_eq!(host.admin_project("pa").await["state"], "failed");
+    // Removing `p0` frees the host, but `/x` stays with `pb`, which serves it,
+    // although `pa` sorts first.
+    let removed = host.admin("DELETE", "/projects/p0", Vec::new()).await;
+    assert_eq!(removed.status, StatusCode::OK, "{}", removed.text());
+    assert_eq!(host.get("/x").await.header("wasmhost-project"), Some("pb"));
+    assert_eq!(host.admin_project("pb").await["state"], "active");
+}

@@ -121,6 +121,22 @@ async fn the_admin_api_refuses_requests_from_web_pages_of_other_sites() {
         "{}",
         cross_site.text()
     );
+    // A page served from loopback on another port (a guest on the project
+    // listener, say) is another origin too.
+    let mut reload = request("POST", "127.0.0.1", "/projects/victim/reload", empty());
+    reload.headers_mut().insert(
+        "origin",
+        format!("http://{}", host.addr)
+            .parse()
+            .expect("valid header"),
+    );
+    let from_a_guest_page = send(host.admin, reload).await;
+    assert_eq!(
+        from_a_guest_page.status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        from_a_guest_page.text()
+    );
     assert_eq!(host.get("/victim").await.text(), "Hello, world!\n");
     assert!(host.dir().join("victim/victim.wasm").is_file());
     // Local tools, which name a loopback host, are answered.

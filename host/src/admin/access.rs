@@ -2,11 +2,14 @@
 //! only loopback peers may change anything, and only requests addressed to a
 //! loopback name are answered at all.
 //!
-//! The last rule closes the admin API to web pages: a page on another site
-//! can make the user's browser send requests to `127.0.0.1:8081`, either
-//! directly (cross-site, with an `Origin` header naming the page) or through
-//! a name of its own that it re-points at 127.0.0.1 (DNS rebinding, with a
-//! `Host` header naming the page's domain). Both are refused with 403.
+//! The last rules close the admin API to web pages: a page can make the
+//! user's browser send requests to `127.0.0.1:8081`, either directly
+//! (cross-origin, with an `Origin` header naming the page, which may itself
+//! be served from loopback, e.g. by a guest on the project listener) or
+//! through a name of its own that it re-points at 127.0.0.1 (DNS rebinding,
+//! with a `Host` header naming the page's domain). So a request whose `Host`
+//! is not a loopback name, or whose `Origin` is not the admin API's own
+//! origin, is refused with 403. The CLI sends no `Origin`.
 
 use hyper::{Method, Request, Response, StatusCode, header};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -67,10 +70,11 @@ impl Access {
     }
 }
 
-/// Why a request looks sent by a web page of another site, if it does: its
-/// `Host` is not a loopback name (DNS rebinding), or its `Origin` is not a
-/// loopback origin (a cross-site request). A request without `Host` (HTTP/1.0)
-/// cannot come from a browser and is let through.
+/// Why a request looks sent by a web page of another origin, if it does: its
+/// `Host` is not a loopback name (DNS rebinding), or it carries an `Origin`
+/// that is not the admin API's own, `http://` + its `Host` (a cross-origin
+/// request, from any other site or port). A request without `Host`
+/// (HTTP/1.0) cannot come from a browser and is let through.
 fn foreign_page<B>(request: &Request<B>) -> Option<String> {
     let header_text = |name: header::HeaderName| {
         request
@@ -86,10 +90,8 @@ fn foreign_page<B>(request: &Request<B>) -> Option<String> {
         ));
     }
     if let Some(origin) = header_text(header::ORIGIN) {
-        let authority = origin
-            .strip_prefix("http://")
-            .or_else(|| origin.strip_prefix("https://"));
-        if !authority.is_some_and(is_loopback_authority) {
+        let own = header_text(header::HOST).map(|host| format!("http://{host}"));
+        if !own.is_some_and(|own| own.eq_ignore_ascii_case(&origin)) {
             return Some(format!(
                 "the admin API refuses requests from web pages of other origins, such as `{origin}`"
             ));
@@ -220,13 +222,14 @@ mod tests {
                 "{host}"
             );
         }
-        for origin in [
-            "http://localhost:3000",
-            "https://127.0.0.1",
-            "http://[::1]:1",
+        // The admin API's own pages may call it; nothing else may.
+        for (host, origin) in [
+            ("localhost:8081", "http://localhost:8081"),
+            ("127.0.0.1:8081", "http://127.0.0.1:8081"),
+            ("[::1]:8081", "http://[::1]:8081"),
         ] {
             assert_eq!(
-                status(&access, &with(Some("localhost"), Some(origin))),
+                status(&access, &with(Some(host), Some(origin))),
                 None,
                 "{origin}"
             );
@@ -235,37 +238,16 @@ mod tests {
             "https://attacker.example",
             "null",
             "http://localhost.attacker.example",
+            // A page on another loopback port, e.g. a guest on the project listener.
+            "http://127.0.0.1:8080",
+            "http://localhost:8081",
+            "https://127.0.0.1:8081",
         ] {
             assert_eq!(
-                status(&access, &with(Some("localhost"), Some(origin))),
+                status(&access, &with(Some("127.0.0.1:8081"), Some(origin))),
                 Some(StatusCode::FORBIDDEN),
                 "{origin}"
             );
         }
-    }
-
-    #[test]
-    fn with_a_token_every_request_needs_it() {
-        let access = Access {
-            token: Some("s3cret".into()),
-            max_deploy_size: 1,
-        };
-        let local = "127.0.0.1:40000";
-        assert_eq!(
-            status(&access, &from(local, Method::GET, None)),
-            Some(StatusCode::UNAUTHORIZED)
-        );
-        assert_eq!(
-            status(&access, &from(local, Method::GET, Some("Bearer wrong"))),
-            Some(StatusCode::UNAUTHORIZED)
-        );
-        assert_eq!(
-            status(
-                &access,
-                &from("192.0.2.7:1", Method::PUT, Some("Bearer s3cret"))
-            ),
-            None
-        );
-        assert!(same_secret("s3cret", "s3cret") && !same_secret("s3cre", "s3cret"));
     }
 }

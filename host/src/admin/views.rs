@@ -47,6 +47,8 @@ fn ms(gauge: &AtomicU64) -> f64 {
 impl ProjectView {
     pub(crate) fn new(project: &Project) -> Self {
         let current = project.current.load_full();
+        // `state_name` takes the project's state lock, which is not
+        // re-entrant: ask it before holding that lock below.
         let state_name = project.state_name();
         let draining = project.draining();
         let state = project.state();

@@ -229,19 +229,49 @@ impl Denials {
     }
 }
 
+/// Most outgoing requests one incoming request may have under way at once;
+/// more fail at once with `connection-limit-reached`. Each takes a DNS lookup
+/// on the blocking pool and a socket, which the rest of the host needs too.
+const MAX_OUTGOING: usize = 16;
+
+/// How long resolving an outgoing request's host may take.
+const DNS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The `wasi:http` hooks of one request: its project's allow-list, the
 /// addresses no guest may reach, and where refusals are counted.
 pub struct OutboundHooks {
     /// The project, for the log line of a refusal.
-    pub project: Arc<str>,
+    project: Arc<str>,
     /// The version, for the log line of a refusal.
-    pub version: u64,
+    version: u64,
     /// What the project may reach.
-    pub policy: Arc<OutboundPolicy>,
+    policy: Arc<OutboundPolicy>,
     /// Listeners no guest may connect to (the admin API), whatever the list says.
-    pub forbidden: Arc<[SocketAddr]>,
+    forbidden: Arc<[SocketAddr]>,
     /// Where refusals are counted and rate-limited.
-    pub denials: Arc<Denials>,
+    denials: Arc<Denials>,
+    /// Outgoing requests under way for this incoming request.
+    under_way: Arc<tokio::sync::Semaphore>,
+}
+
+impl OutboundHooks {
+    /// The hooks of one request of `project` version `version`.
+    pub fn new(
+        project: Arc<str>,
+        version: u64,
+        policy: Arc<OutboundPolicy>,
+        forbidden: Arc<[SocketAddr]>,
+        denials: Arc<Denials>,
+    ) -> Self {
+        Self {
+            project,
+            version,
+            policy,
+            forbidden,
+            denials,
+            under_way: Arc::new(tokio::sync::Semaphore::new(MAX_OUTGOING)),
+        }
+    }
 }
 
 type SendFuture = Box<
@@ -289,19 +319,24 @@ impl WasiHttpHooks for OutboundHooks {
             let denied = refusal.deny("not in the project's allowed_outbound_hosts");
             return Box::new(async move { Err(denied) });
         }
+        let Ok(slot) = self.under_way.clone().try_acquire_owned() else {
+            return Box::new(async { Err(Error::ConnectionLimitReached) });
+        };
         let lookup = format!(
             "{}:{port}",
             host.trim_start_matches('[').trim_end_matches(']')
         );
         let forbidden = self.forbidden.clone();
         Box::new(async move {
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host(&lookup)
-                .await
-                .map_err(|err| Error::DnsError {
-                    rcode: Some(err.to_string()),
-                    info_code: None,
-                })?
-                .collect();
+            let resolved: Vec<SocketAddr> =
+                tokio::time::timeout(DNS_TIMEOUT, tokio::net::lookup_host(&lookup))
+                    .await
+                    .map_err(|_| Error::DnsTimeout)?
+                    .map_err(|err| Error::DnsError {
+                        rcode: Some(err.to_string()),
+                        info_code: None,
+                    })?
+                    .collect();
             let Some(first) = resolved.first().copied() else {
                 return Err(Error::DestinationNotFound);
             };
@@ -321,6 +356,7 @@ impl WasiHttpHooks for OutboundHooks {
                     .map_err(|_| Error::HttpRequestUriInvalid)?;
             }
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            drop(slot);
             Ok((
                 response.map(|body| body.boxed_unsync()),
                 Box::new(io) as Box<dyn Future<Output = Result<(), Error>> + Send>,
@@ -481,6 +517,54 @@ mod tests {
         assert!(reaches_any(
             "192.0.2.1:8081".parse().expect("addr"),
             &[wildcard]
+        ));
+    }
+
+    fn get(uri: &str) -> hyper::http::Request<WasiBody> {
+        let body = http_body_util::Empty::new()
+            .map_err(|never: std::convert::Infallible| match never {})
+            .boxed_unsync();
+        hyper::http::Request::get(uri).body(body).expect("request")
+    }
+
+    #[tokio::test]
+    async fn one_request_has_at_most_a_bounded_number_of_outgoing_requests_under_way() {
+        let mut hooks = OutboundHooks::new(
+            "p".into(),
+            1,
+            Arc::new(policy(&["http://127.0.0.1:9"])),
+            Arc::from([]),
+            Arc::default(),
+        );
+        // Each takes its slot when made, before it is polled.
+        let under_way: Vec<_> = (0..MAX_OUTGOING)
+            .map(|_| {
+                hooks.send_request(get("http://127.0.0.1:9/"), None, Box::new(async { Ok(()) }))
+            })
+            .collect();
+        let one_more =
+            hooks.send_request(get("http://127.0.0.1:9/"), None, Box::new(async { Ok(()) }));
+        assert!(matches!(
+            Box::into_pin(one_more).await,
+            Err(Error::ConnectionLimitReached)
+        ));
+        drop(under_way);
+        let refused = hooks.send_request(
+            get("http://127.0.0.1:10/"),
+            None,
+            Box::new(async { Ok(()) }),
+        );
+        assert!(matches!(
+            Box::into_pin(refused).await,
+            Err(Error::HttpRequestDenied)
+        ));
+        let after =
+            hooks.send_request(get("http://127.0.0.1:9/"), None, Box::new(async { Ok(()) }));
+        // A slot again: the request goes out (and fails to connect to the
+        // discard port), it is not refused for the limit.
+        assert!(!matches!(
+            Box::into_pin(after).await,
+            Err(Error::ConnectionLimitReached | Error::HttpRequestDenied)
         ));
     }
 

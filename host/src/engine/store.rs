@@ -120,13 +120,7 @@ impl RequestState {
         Self {
             wasi,
             http: WasiHttpCtx::new(),
-            outbound: OutboundHooks {
-                project,
-                version,
-                policy: outbound,
-                forbidden,
-                denials,
-            },
+            outbound: OutboundHooks::new(project, version, outbound, forbidden, denials),
             table: ResourceTable::new(),
             deadline,
             stop,

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
@@ -46,6 +47,9 @@ pub(crate) struct Activity {
     heads: AtomicU64,
     /// Requests being handled right now.
     busy: AtomicUsize,
+    /// `read` when the last request finished: bytes past it, while no
+    /// request is handled, are the start of the next request head.
+    read_at_rest: AtomicU64,
 }
 
 impl Activity {
@@ -62,7 +66,44 @@ pub(crate) struct Busy(Arc<Activity>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
+        let read = self.0.read.load(Ordering::Relaxed);
+        self.0.read_at_rest.store(read, Ordering::Relaxed);
         self.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its request counted as handled until the body
+/// ends (hyper drops it), so a response that streams with pauses, such as
+/// `GET /events`, is never taken for an idle connection.
+pub(crate) struct Streaming<B> {
+    inner: B,
+    _busy: Busy,
+}
+
+impl<B> Streaming<B> {
+    /// `inner`, holding `busy` until it is dropped.
+    pub(crate) fn new(inner: B, busy: Busy) -> Self {
+        Self { inner, _busy: busy }
+    }
+}
+
+impl<B: Body + Unpin> Body for Streaming<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -91,21 +132,19 @@ pub(crate) async fn expiry(activity: Arc<Activity>, limits: ConnectionLimits) ->
             activity.written.load(Ordering::Relaxed),
             activity.heads.load(Ordering::Relaxed),
         );
-        let read_more = counters.0 != seen.0;
         if counters != seen {
             last_activity = now;
-        }
-        if counters.2 != seen.2 {
-            head_started = None;
         }
         seen = counters;
         if activity.busy.load(Ordering::Relaxed) > 0 {
             head_started = None;
             continue;
         }
-        if read_more && head_started.is_none() {
-            // Bytes while no request is handled: the start of the next head.
-            head_started = Some(now - tick);
+        // Bytes read since the last request finished: the next head has begun.
+        if counters.0 > activity.read_at_rest.load(Ordering::Relaxed) {
+            head_started.get_or_insert(now - tick);
+        } else {
+            head_started = None;
         }
         match head_started {
             Some(started) if now.duration_since(started) >= limits.header_timeout => {
@@ -129,6 +168,16 @@ impl<S> Counted<S> {
     /// `inner`, counted into `activity`.
     pub(crate) fn new(inner: S, activity: Arc<Activity>) -> Self {
         Self { inner, activity }
+    }
+
+    /// Counts the bytes a write reports, and hands its result on.
+    fn count_written(&self, poll: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(Ok(written)) = &poll {
+            self.activity
+                .written
+                .fetch_add(*written as u64, Ordering::Relaxed);
+        }
+        poll
     }
 }
 
@@ -157,12 +206,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(written)) = &poll {
-            this.activity
-                .written
-                .fetch_add(*written as u64, Ordering::Relaxed);
-        }
-        poll
+        this.count_written(poll)
     }
 
     fn poll_write_vectored(
@@ -172,12 +216,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(written)) = &poll {
-            this.activity
-                .written
-                .fetch_add(*written as u64, Ordering::Relaxed);
-        }
-        poll
+        this.count_written(poll)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -196,12 +196,20 @@ where
             }
             Err(_) => Err(InvokeError::Timeout(timeout)),
         };
-        if let Err(err) = &result {
-            tracing::warn!(
+        match &result {
+            // Counted in the project's stats; a warning each would let
+            // clients flood the log by filling the pool.
+            Err(err @ InvokeError::PoolExhausted(_)) => tracing::debug!(
                 project = &*version.project,
                 version = version.number,
                 "{err}"
-            );
+            ),
+            Err(err) => tracing::warn!(
+                project = &*version.project,
+                version = version.number,
+                "{err}"
+            ),
+            Ok(()) => {}
         }
         result
     });

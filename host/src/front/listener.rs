@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -16,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::front::connection::{self, Activity, ConnectionLimits, Counted};
+use crate::front::connection::{self, Activity, ConnectionLimits, Counted, Streaming};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop
 /// does not spin while the condition lasts.
@@ -77,8 +78,7 @@ pub(crate) async fn serve<H, F>(
             let response = handler(request);
             async move {
                 let response = response.await;
-                drop(busy);
-                Ok::<_, Infallible>(response)
+                Ok::<_, Infallible>(response.map(|body| Streaming::new(body, busy).boxed_unsync()))
             }
         });
         let connection = http1::Builder::new().keep_alive(true).serve_connection(

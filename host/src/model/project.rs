@@ -17,7 +17,7 @@ use crate::model::version::{Stats, Version};
 /// Why the last change to a project was refused.
 #[derive(Clone, Debug)]
 pub(crate) struct Failure {
-    /// The pipeline step that refused it: `read`, `prepare` or `validate`.
+    /// The pipeline step that refused it: `read`, `route`, `prepare` or `validate`.
     pub(crate) step: &'static str,
     /// What was wrong.
     pub(crate) reason: String,

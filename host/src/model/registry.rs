@@ -98,13 +98,17 @@ impl Registry {
         removed
     }
 
+    /// Whether `project` is the one registered under its name: a change that
+    /// waited for a project's lock checks this, as the project may have been
+    /// removed meanwhile.
+    pub(crate) fn holds(&self, project: &Arc<Project>) -> bool {
+        held(&self.projects(), project)
+    }
+
     /// Forgets `project` if it is still the one registered under its name.
     pub(crate) fn forget_if_same(&self, project: &Arc<Project>) {
         let mut projects = self.projects();
-        if projects
-            .get(project.name.as_str())
-            .is_some_and(|p| Arc::ptr_eq(p, project))
-        {
+        if held(&projects, project) {
             projects.remove(project.name.as_str());
         }
     }
@@ -145,14 +149,35 @@ impl Registry {
         })
     }
 
+    /// Publishes the snapshot anew, by name only: at start-up, when every
+    /// project loaded at once and none serves yet, the first name keeps a
+    /// contested route whatever order the loads finished in.
+    pub(crate) fn republish_by_name(&self) {
+        self.snapshot.store(Arc::new(Snapshot::default()));
+        self.republish();
+    }
+
     /// Rebuilds and publishes the snapshot from every project's source and
-    /// current version. A project whose route or host an earlier one (by name)
-    /// already claims is not routed; the conflict becomes its error.
+    /// current version. A project whose route or host is already claimed (by
+    /// a project routed before, else by one earlier by name) is not routed;
+    /// the conflict becomes its error.
     pub fn republish(&self) {
         let projects = self.projects();
+        // Projects routed now claim first, so a route or host never moves
+        // off a project that serves it because another one, waiting behind
+        // a conflict, sorts before it; the rest follow by name.
+        let incumbents: std::collections::HashSet<String> = self
+            .snapshot()
+            .routed
+            .iter()
+            .map(|project| project.name.to_string())
+            .collect();
+        let (first, rest): (Vec<&Arc<Project>>, Vec<&Arc<Project>>) = projects
+            .values()
+            .partition(|project| incumbents.contains(project.name.as_str()));
         let mut builder = RouterBuilder::default();
         let mut routed: Vec<Arc<Project>> = Vec::new();
-        for project in projects.values() {
+        for project in first.into_iter().chain(rest) {
             let mut state = project.state();
             let Some(source) = state.source.as_ref() else {
                 continue;
@@ -193,4 +218,11 @@ impl Registry {
             routed,
         }));
     }
+}
+
+/// Whether `project` is the one `projects` holds under its name.
+fn held(projects: &BTreeMap<String, Arc<Project>>, project: &Arc<Project>) -> bool {
+    projects
+        .get(project.name.as_str())
+        .is_some_and(|held| Arc::ptr_eq(held, project))
 }

@@ -125,9 +125,7 @@ impl CompileCache {
             .with_context(|| format!("failed to write cache entry {}", path.display()))?;
         Ok(())
     }
-}
 
-impl CompileCache {
     /// Deletes the least recently used entries until the folder holds at
     /// most `max_size` bytes, keeping every entry whose digest is in `live`.
     /// Returns how many were deleted. Blocking.

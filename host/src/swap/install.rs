@@ -133,6 +133,7 @@ impl Pipeline {
         // place right before the swap (`persist.rs`). An fsync can take tens
         // of milliseconds: on the blocking pool, so it never stalls the thread
         // serving requests.
+        let mut new_folder = persist::NewFolder::watch(&source.entry);
         let to_stage = writes.to_vec();
         let staged = tokio::task::spawn_blocking(move || {
             to_stage
@@ -161,6 +162,7 @@ impl Pipeline {
                     )))
                 })?;
         }
+        new_folder.keep();
         let swap_started = Instant::now();
         let routing_changed = {
             let mut state = project.state();

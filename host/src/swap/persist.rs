@@ -72,9 +72,13 @@ pub(crate) fn commit(staged: Vec<Staged>, projects_dir: &Path) -> anyhow::Result
     let mut replaced: Vec<(PathBuf, Option<tempfile::TempPath>)> = Vec::new();
     let result = (|| {
         for (file, target) in staged {
-            let backup = match target.try_exists() {
-                Ok(true) => Some(backup_of(&target)?),
-                _ => None,
+            let exists = target
+                .try_exists()
+                .with_context(|| format!("failed to look at {}", target.display()))?;
+            let backup = if exists {
+                Some(backup_of(&target)?)
+            } else {
+                None
             };
             file.persist(&target)
                 .map_err(|err| err.error)
@@ -96,6 +100,32 @@ pub(crate) fn commit(staged: Vec<Staged>, projects_dir: &Path) -> anyhow::Result
         }
     }
     result
+}
+
+/// A project folder a deploy may create when it stages its files: removed
+/// again on drop, if it is still empty, unless the deploy went through, so a
+/// refused deploy of a new project leaves no folder for the watcher to find.
+pub(crate) struct NewFolder(Option<PathBuf>);
+
+impl NewFolder {
+    /// Remembers `folder` if it does not exist yet.
+    pub(crate) fn watch(folder: &Path) -> Self {
+        Self((!folder.exists()).then(|| folder.to_path_buf()))
+    }
+
+    /// The deploy went through: the folder stays.
+    pub(crate) fn keep(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for NewFolder {
+    fn drop(&mut self) {
+        if let Some(folder) = &self.0 {
+            // Fails, harmlessly, if anything is in it.
+            let _ = std::fs::remove_dir(folder);
+        }
+    }
 }
 
 /// A hidden hard link to `target` beside it, deleted when dropped.
@@ -204,6 +234,28 @@ mod tests {
             .expect("dir")
             .count();
         assert_eq!(entries, 2);
+    }
+
+    #[test]
+    fn a_folder_a_failed_deploy_created_is_removed_if_empty() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fresh = dir.path().join("fresh");
+        {
+            let _folder = NewFolder::watch(&fresh);
+            let _staged = stage(&fresh.join("fresh.wasm"), b"x").expect("staged");
+            assert!(fresh.is_dir());
+        }
+        assert!(!fresh.exists());
+        {
+            let mut folder = NewFolder::watch(&fresh);
+            commit(
+                vec![stage(&fresh.join("fresh.wasm"), b"x").expect("staged")],
+                dir.path(),
+            )
+            .expect("committed");
+            folder.keep();
+        }
+        assert!(fresh.join("fresh.wasm").is_file());
     }
 
     #[test]

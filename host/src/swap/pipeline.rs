@@ -76,7 +76,8 @@ pub(crate) enum ChangeError {
         project: String,
         /// `vN`, or `change` when no number was assigned yet.
         version_label: String,
-        /// The step that failed: `read`, `prepare` or `validate`.
+        /// The step that failed: `read`, `route` (another project serves
+        /// its route or a host), `prepare` or `validate`.
         step: &'static str,
         /// What was wrong.
         reason: String,
@@ -166,7 +167,7 @@ impl Pipeline {
         while let Some(joined) = loads.join_next().await {
             joined.context("a project load task failed")?;
         }
-        self.registry.republish();
+        self.registry.republish_by_name();
         self.evict_cache();
         Ok(scan.skipped)
     }
@@ -254,8 +255,9 @@ impl Pipeline {
     }
 
     /// Makes `bytes` the component of project `name` (created if new), with
-    /// `config` as its `wasmhost.toml` when given, and once live writes them
-    /// into the project's folder, so a restart serves exactly this.
+    /// `config` as its `wasmhost.toml` when given. They are written into the
+    /// project's folder before the new version goes live (`persist.rs`), so
+    /// a restart serves exactly this.
     pub(crate) async fn deploy(
         &self,
         name: &ProjectName,
@@ -300,18 +302,25 @@ impl Pipeline {
         F: FnOnce(Arc<Project>) -> Fut,
         Fut: std::future::Future<Output = Result<Outcome, ChangeError>>,
     {
-        let created = self.registry.get(name.as_str()).is_none();
-        let entry = self.settings.projects_dir.join(name.as_str());
-        let project = self
-            .registry
-            .get_or_insert(name.as_str(), || Project::new(name.clone(), entry));
-        let _change = project.lifecycle.lock().await;
-        let outcome = change(project.clone()).await;
-        let never_live = project.current.load().is_none() && project.state().history.is_empty();
-        if forget_if_never_live && created && never_live {
-            self.registry.forget_if_same(&project);
+        loop {
+            let created = self.registry.get(name.as_str()).is_none();
+            let entry = self.settings.projects_dir.join(name.as_str());
+            let project = self
+                .registry
+                .get_or_insert(name.as_str(), || Project::new(name.clone(), entry));
+            let _change = project.lifecycle.lock().await;
+            if !self.registry.holds(&project) {
+                // Removed (or forgotten by a failed first deploy) while this
+                // change waited for the lock: start again from the registry.
+                continue;
+            }
+            let outcome = change(project.clone()).await;
+            let never_live = project.current.load().is_none() && project.state().history.is_empty();
+            if forget_if_never_live && created && never_live {
+                self.registry.forget_if_same(&project);
+            }
+            return outcome;
         }
-        outcome
     }
 
     /// Goes back to the build before the current one, as a new version, and
@@ -322,6 +331,9 @@ impl Pipeline {
             .get(name.as_str())
             .ok_or_else(|| ChangeError::NotFound(name.to_string()))?;
         let _change = project.lifecycle.lock().await;
+        if !self.registry.holds(&project) {
+            return Err(ChangeError::NotFound(name.to_string()));
+        }
         let (source, previous, current_number) = {
             let state = project.state();
             let current = project.current.load_full();
@@ -363,6 +375,9 @@ impl Pipeline {
             .get(name.as_str())
             .ok_or_else(|| ChangeError::NotFound(name.to_string()))?;
         let _change = project.lifecycle.lock().await;
+        if !self.registry.holds(&project) {
+            return Err(ChangeError::NotFound(name.to_string()));
+        }
         self.registry.remove(name.as_str());
         if let Some(old) = project.current.swap(None) {
             project.stats.draining.push(&old);

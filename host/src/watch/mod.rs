@@ -142,7 +142,11 @@ async fn run(
                     if event.need_rescan() {
                         tracing::warn!("the OS dropped file events (its queue overflowed); syncing every project");
                     }
-                    let known: Vec<ProjectName> = pipeline.registry().all().iter().map(|p| p.name.clone()).collect();
+                    let known: Vec<ProjectName> = if event.need_rescan() {
+                        pipeline.registry().all().iter().map(|p| p.name.clone()).collect()
+                    } else {
+                        Vec::new()
+                    };
                     for name in projects_to_sync(&root, &event, &known) {
                         due.insert(name, Instant::now() + settings.debounce);
                     }
@@ -186,7 +190,8 @@ async fn sleep_until(at: Option<Instant>) {
 
 /// The projects `event` may have changed: those its paths belong to, or,
 /// when the OS says events were lost (`need_rescan`), every project on disk
-/// and every project the host knows (`known`), so deletions are seen too.
+/// and every project the host knows (`known`, needed only then), so
+/// deletions are seen too.
 fn projects_to_sync(root: &Path, event: &Event, known: &[ProjectName]) -> Vec<ProjectName> {
     if event.need_rescan() {
         let mut all: Vec<ProjectName> = known.to_vec();
