@@ -250,8 +250,9 @@ pub struct OutboundHooks {
     forbidden: Arc<[SocketAddr]>,
     /// Where refusals are counted and rate-limited.
     denials: Arc<Denials>,
-    /// Outgoing requests under way for this incoming request.
-    under_way: Arc<tokio::sync::Semaphore>,
+    /// Outgoing requests under way for this incoming request; made by the
+    /// first one, so requests that send none (most) allocate nothing here.
+    under_way: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl OutboundHooks {
@@ -269,7 +270,7 @@ impl OutboundHooks {
             policy,
             forbidden,
             denials,
-            under_way: Arc::new(tokio::sync::Semaphore::new(MAX_OUTGOING)),
+            under_way: None,
         }
     }
 }
@@ -319,7 +320,10 @@ impl WasiHttpHooks for OutboundHooks {
             let denied = refusal.deny("not in the project's allowed_outbound_hosts");
             return Box::new(async move { Err(denied) });
         }
-        let Ok(slot) = self.under_way.clone().try_acquire_owned() else {
+        let under_way = self
+            .under_way
+            .get_or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(MAX_OUTGOING)));
+        let Ok(slot) = under_way.clone().try_acquire_owned() else {
             return Box::new(async { Err(Error::ConnectionLimitReached) });
         };
         let lookup = format!(
