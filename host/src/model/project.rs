@@ -38,7 +38,7 @@ pub struct Project {
     pub(crate) stats: Arc<Stats>,
     /// Serializes changes to this project (deploy, reload, rollback, remove) so
     /// overlapping ones cannot interleave their steps; each caller gets its own answer.
-    pub(crate) lifecycle: tokio::sync::Mutex<()>,
+    pub(crate) lifecycle: Arc<tokio::sync::Mutex<()>>,
     next_version: AtomicU64,
     state: Mutex<ProjectState>,
 }
@@ -67,7 +67,7 @@ impl Project {
             name,
             current: ArcSwapOption::empty(),
             stats: Arc::new(Stats::default()),
-            lifecycle: tokio::sync::Mutex::new(()),
+            lifecycle: Arc::default(),
             next_version: AtomicU64::new(1),
             state: Mutex::new(ProjectState {
                 entry,

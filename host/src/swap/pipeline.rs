@@ -323,17 +323,25 @@ impl Pipeline {
         }
     }
 
+    /// Existing project `name` under its lifecycle lock: not found if there
+    /// is none, or if it was removed while this waited for the lock.
+    async fn locked(
+        &self,
+        name: &ProjectName,
+    ) -> Result<(Arc<Project>, tokio::sync::OwnedMutexGuard<()>), ChangeError> {
+        let not_found = || ChangeError::NotFound(name.to_string());
+        let project = self.registry.get(name.as_str()).ok_or_else(not_found)?;
+        let guard = project.lifecycle.clone().lock_owned().await;
+        if !self.registry.holds(&project) {
+            return Err(not_found());
+        }
+        Ok((project, guard))
+    }
+
     /// Goes back to the build before the current one, as a new version, and
     /// writes it back to disk.
     pub(crate) async fn rollback(&self, name: &ProjectName) -> Result<Outcome, ChangeError> {
-        let project = self
-            .registry
-            .get(name.as_str())
-            .ok_or_else(|| ChangeError::NotFound(name.to_string()))?;
-        let _change = project.lifecycle.lock().await;
-        if !self.registry.holds(&project) {
-            return Err(ChangeError::NotFound(name.to_string()));
-        }
+        let (project, _change) = self.locked(name).await?;
         let (source, previous, current_number) = {
             let state = project.state();
             let current = project.current.load_full();
@@ -370,14 +378,7 @@ impl Pipeline {
 
     /// Unroutes project `name` and drains it; deletes its files when `delete`.
     async fn unload(&self, name: &ProjectName, delete: bool) -> Result<(), ChangeError> {
-        let project = self
-            .registry
-            .get(name.as_str())
-            .ok_or_else(|| ChangeError::NotFound(name.to_string()))?;
-        let _change = project.lifecycle.lock().await;
-        if !self.registry.holds(&project) {
-            return Err(ChangeError::NotFound(name.to_string()));
-        }
+        let (project, _change) = self.locked(name).await?;
         self.registry.remove(name.as_str());
         if let Some(old) = project.current.swap(None) {
             project.stats.draining.push(&old);
