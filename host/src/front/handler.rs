@@ -11,15 +11,18 @@ use hyper::{Request, Response, StatusCode};
 use tracing::{Instrument, field};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+use crate::front::error::InvokeError;
 use crate::front::invoke::invoke;
 use crate::front::responses::text_response;
+use crate::model::project::Unavailable;
 use crate::model::registry::Registry;
+use crate::model::version::Version;
 
 /// Routes one request to its project and runs it there.
 ///
-/// The snapshot and then the project's current version are each loaded once,
-/// before any await, and only the version's `Arc` is kept, so a swap during
-/// the request cannot mix versions.
+/// The snapshot is loaded once and the request admitted to the project's
+/// current version before any await; only the version's `Arc` is kept, so a
+/// swap during the request cannot mix versions.
 ///
 /// Generic over the request body, so tests can call it with an in-memory one.
 pub async fn handle<B>(registry: Arc<Registry>, request: Request<B>) -> Response<HyperOutgoingBody>
@@ -49,27 +52,32 @@ where
             snapshot
                 .router
                 .route(host, &path_and_query)
-                .and_then(|found| {
-                    let version = snapshot.routed[found.project].current.load_full()?;
-                    Some((version, found.guest_path))
-                })
+                .map(|found| (snapshot.routed[found.project].admit(), found.guest_path))
         };
         let response = match target {
-            None => text_response(StatusCode::NOT_FOUND, "no project is routed here"),
-            Some((version, guest_path)) => {
+            None | Some((Err(Unavailable::NotServing), _)) => {
+                text_response(StatusCode::NOT_FOUND, "no project is routed here")
+            }
+            Some((Err(Unavailable::Overloaded(version)), _)) => {
+                tracing::debug!(
+                    project = &*version.project,
+                    version = version.number,
+                    "refused: {} requests already running",
+                    version.run.max_concurrency
+                );
+                let refused = InvokeError::Overloaded(version.run.max_concurrency);
+                tagged(refused.to_response(), &version)
+            }
+            Some((Ok(in_flight), guest_path)) => {
+                let version = in_flight.version().clone();
                 let span = tracing::Span::current();
                 span.record("project", &*version.project);
                 span.record("version", version.number);
-                let mut response = match invoke(version.clone(), request, &guest_path).await {
+                let response = match invoke(in_flight, request, &guest_path).await {
                     Ok(response) => response,
                     Err(err) => err.to_response(),
                 };
-                let headers = response.headers_mut();
-                if let Ok(name) = HeaderValue::from_str(&version.project) {
-                    headers.insert("wasmhost-project", name);
-                }
-                headers.insert("wasmhost-version", HeaderValue::from(version.number));
-                response
+                tagged(response, &version)
             }
         };
         let span = tracing::Span::current();
@@ -80,4 +88,18 @@ where
     }
     .instrument(span)
     .await
+}
+
+/// Names the project and version that answered, on every answer a version
+/// gave or refused.
+fn tagged(
+    mut response: Response<HyperOutgoingBody>,
+    version: &Version,
+) -> Response<HyperOutgoingBody> {
+    let headers = response.headers_mut();
+    if let Ok(name) = HeaderValue::from_str(&version.project) {
+        headers.insert("wasmhost-project", name);
+    }
+    headers.insert("wasmhost-version", HeaderValue::from(version.number));
+    response
 }

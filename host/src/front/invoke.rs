@@ -61,13 +61,14 @@ pub async fn trial_instantiate(version: &Version) -> Result<(), String> {
     }
 }
 
-/// Runs `request` on `version`; the guest sees `guest_path` as its path and query.
+/// Runs `request` on the version it was admitted to; the guest sees
+/// `guest_path` as its path and query.
 ///
 /// The guest runs in its own task so it can keep streaming the body after the
 /// head is returned. That task owns the [`InFlight`] mark, so the version stays
 /// counted (and alive) until the guest is really done, not when the head is sent.
 pub(crate) async fn invoke<B>(
-    version: Arc<Version>,
+    in_flight: InFlight,
     request: Request<B>,
     guest_path: &str,
 ) -> Result<Response<HyperOutgoingBody>, InvokeError>
@@ -75,15 +76,7 @@ where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<wasmtime_wasi_http::Error>,
 {
-    let Some(in_flight) = InFlight::admit(version.clone()) else {
-        tracing::debug!(
-            project = &*version.project,
-            version = version.number,
-            "refused: {} requests already running",
-            version.run.max_concurrency
-        );
-        return Err(InvokeError::Overloaded(version.run.max_concurrency));
-    };
+    let version = in_flight.version().clone();
     run_admitted(version, in_flight, request, guest_path).await
 }
 

@@ -12,7 +12,7 @@ use arc_swap::ArcSwapOption;
 use crate::model::build::Build;
 use crate::model::discovery::ProjectSource;
 use crate::model::manifest::ProjectName;
-use crate::model::version::{Stats, Version};
+use crate::model::version::{InFlight, Refused, Stats, Version};
 
 /// Why the last change to a project was refused.
 #[derive(Clone, Debug)]
@@ -25,6 +25,15 @@ pub(crate) struct Failure {
     pub(crate) digest: Option<String>,
     /// When it was refused.
     pub(crate) at: SystemTime,
+}
+
+/// Why a request could not be admitted to a project.
+pub(crate) enum Unavailable {
+    /// No version serves the project (it was removed, or never went live).
+    NotServing,
+    /// The project already runs `max_concurrency` requests; the version
+    /// that refused, for the answer's headers.
+    Overloaded(Arc<Version>),
 }
 
 /// A project as the host knows it.
@@ -82,6 +91,25 @@ impl Project {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Admits a request to the version serving the project now.
+    ///
+    /// A version retired between the load and the admission refuses
+    /// ([`Version`]'s admission word), and the then-current version is loaded
+    /// again: a swap has already stored it before retiring the old one. Each
+    /// retry means another version went live meanwhile, so the loop ends.
+    pub(crate) fn admit(&self) -> Result<InFlight, Unavailable> {
+        loop {
+            let Some(version) = self.current.load_full() else {
+                return Err(Unavailable::NotServing);
+            };
+            match InFlight::admit(&version) {
+                Ok(in_flight) => return Ok(in_flight),
+                Err(Refused::Retired) => continue,
+                Err(Refused::Overloaded) => return Err(Unavailable::Overloaded(version)),
+            }
+        }
     }
 
     /// Takes the next version number.

@@ -20,6 +20,71 @@ use crate::engine::outbound::{Denials, OutboundPolicy};
 use crate::model::build::Build;
 use crate::model::events::Events;
 
+/// The high bit of an [`Admission`] word: set once the version is retired.
+/// The rest counts requests, which the instance pool keeps far below it.
+const RETIRED: usize = 1 << (usize::BITS - 1);
+
+/// How many requests run on a version, and whether it still admits new ones,
+/// in one atomic word.
+///
+/// Request workers run on every core, so a request may load a version just
+/// before a swap retires it. Because the count and the retired flag share a
+/// word, a request's increment lands either before [`Admission::retire`]'s
+/// `fetch_or`, and the drain waits for it, or after, and the request sees the
+/// flag, backs out and goes to the new version. Once a drain has seen zero,
+/// no request ever enters again.
+#[derive(Debug, Default)]
+struct Admission(AtomicUsize);
+
+impl Admission {
+    /// Counts one more request unless retired; `false` when retired.
+    fn enter(&self) -> bool {
+        let before = self.0.fetch_add(1, Ordering::SeqCst);
+        if before & RETIRED != 0 {
+            self.leave();
+            return false;
+        }
+        true
+    }
+
+    /// Counts one more request even if retired (a candidate's health check,
+    /// which nothing can retire while it runs).
+    fn force_enter(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Counts one request off; `true` when it was the last.
+    fn leave(&self) -> bool {
+        self.0.fetch_sub(1, Ordering::SeqCst) & !RETIRED == 1
+    }
+
+    /// Admits no more requests from now on; how many were running.
+    fn retire(&self) -> usize {
+        self.0.fetch_or(RETIRED, Ordering::SeqCst) & !RETIRED
+    }
+
+    fn is_retired(&self) -> bool {
+        self.0.load(Ordering::SeqCst) & RETIRED != 0
+    }
+
+    fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst) & !RETIRED
+    }
+}
+
+/// Takes one of `limit` slots counted by `active`; `false` when all are
+/// taken. A single `fetch_add` decides, so however many workers race, no more
+/// than `limit` ever hold a slot at once. (Two racing at the limit may both
+/// be refused while the one that lost backs out: refusing a request too many
+/// is safe, running one too many is not.)
+fn take_slot(active: &AtomicU64, limit: u32) -> bool {
+    if active.fetch_add(1, Ordering::AcqRel) >= u64::from(limit) {
+        active.fetch_sub(1, Ordering::AcqRel);
+        return false;
+    }
+    true
+}
+
 /// Per-project counters, shared by the project and all its versions.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -149,7 +214,8 @@ pub struct Version {
     stats: Arc<Stats>,
     /// Where `draining` and `released` are announced.
     events: Events,
-    in_flight: AtomicUsize,
+    /// Requests running on this version, and whether it is retired.
+    admission: Admission,
     /// Woken whenever the in-flight count drops to zero.
     idle: Notify,
     /// Set to `true` when the version's drain deadline passes: running
@@ -176,7 +242,7 @@ impl Version {
             run,
             stats,
             events,
-            in_flight: AtomicUsize::new(0),
+            admission: Admission::default(),
             idle: Notify::new(),
             stop: watch::Sender::new(false),
             retired_at: std::sync::OnceLock::new(),
@@ -190,7 +256,19 @@ impl Version {
 
     /// Requests running on this version right now.
     pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Acquire)
+        self.admission.count()
+    }
+
+    /// Counts one more request on this version unless it is retired.
+    fn enter(&self) -> bool {
+        self.admission.enter()
+    }
+
+    /// Counts one request off, waking the drain when it was the last.
+    fn leave(&self) {
+        if self.admission.leave() {
+            self.idle.notify_waiters();
+        }
     }
 
     /// A receiver that turns `true` when running requests must stop.
@@ -203,14 +281,16 @@ impl Version {
         self.stop.send_replace(true);
     }
 
-    /// Marks the version as retired now (only the first call counts).
-    pub(crate) fn retire(&self) {
+    /// Marks the version as retired now (only the first call counts): from
+    /// here on it admits no new request. Returns how many were running.
+    pub(crate) fn retire(&self) -> usize {
         let _ = self.retired_at.set(Instant::now());
+        self.admission.retire()
     }
 
     /// Whether the version was retired.
     pub(crate) fn is_retired(&self) -> bool {
-        self.retired_at.get().is_some()
+        self.admission.is_retired()
     }
 
     /// Waits until no request runs on this version, or `deadline` passes.
@@ -272,6 +352,15 @@ impl Drop for Version {
     }
 }
 
+/// Why a request was not admitted to a version.
+pub(crate) enum Refused {
+    /// The version was retired after the request loaded it: load the
+    /// project's current version again.
+    Retired,
+    /// `max_concurrency` requests of the project are already running.
+    Overloaded,
+}
+
 /// Marks one request as running on a version until dropped, and keeps the
 /// version alive for as long as the request needs it.
 pub(crate) struct InFlight {
@@ -282,29 +371,34 @@ pub(crate) struct InFlight {
 }
 
 impl InFlight {
-    /// Counts a request on `version` if fewer than its project's
-    /// `max_concurrency` are running (old versions' requests included, so a
-    /// swap cannot double the limit); `None` when the project is full.
-    pub(crate) fn admit(version: Arc<Version>) -> Option<Self> {
-        let limit = u64::from(version.run.max_concurrency);
-        let before = version.stats.active.fetch_add(1, Ordering::AcqRel);
-        if before >= limit {
-            version.stats.active.fetch_sub(1, Ordering::AcqRel);
-            Stats::bump(&version.stats.overloaded);
-            return None;
+    /// Admits a request to `version` unless it is retired, and if fewer than
+    /// its project's `max_concurrency` are running: old versions' requests
+    /// count too, so a swap cannot double the limit. One atomic add decides
+    /// each, so the limit is exact however many workers admit at once.
+    pub(crate) fn admit(version: &Arc<Version>) -> Result<Self, Refused> {
+        if !version.enter() {
+            return Err(Refused::Retired);
         }
-        version.in_flight.fetch_add(1, Ordering::AcqRel);
-        Some(Self {
-            version,
-            counted: true,
-        })
+        // From here, dropping `admitted` counts the request off again.
+        let mut admitted = Self {
+            version: version.clone(),
+            counted: false,
+        };
+        let stats = &admitted.version.stats;
+        if !take_slot(&stats.active, admitted.version.run.max_concurrency) {
+            Stats::bump(&stats.overloaded);
+            return Err(Refused::Overloaded);
+        }
+        admitted.counted = true;
+        Ok(admitted)
     }
 
     /// Marks a candidate version's health check as running on it, outside
     /// `max_concurrency`: a project serving at its limit must still be able
-    /// to check, and so deploy, a new version.
+    /// to check, and so deploy, a new version. A candidate is never retired
+    /// while it is being checked, so this always counts.
     pub(crate) fn health_check(version: Arc<Version>) -> Self {
-        version.in_flight.fetch_add(1, Ordering::AcqRel);
+        version.admission.force_enter();
         Self {
             version,
             counted: false,
@@ -322,8 +416,101 @@ impl Drop for InFlight {
         if self.counted {
             self.version.stats.active.fetch_sub(1, Ordering::AcqRel);
         }
-        if self.version.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.version.idle.notify_waiters();
+        self.version.leave();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+    use super::{Admission, take_slot};
+
+    /// Threads that keep entering and leaving while the version is retired:
+    /// after the drain saw zero, none may get in. Many short rounds, so the
+    /// retirement lands at every point of an admission; a check-then-add
+    /// protocol let requests in after the drain here.
+    #[test]
+    fn no_request_enters_once_a_drain_has_seen_zero() {
+        for _ in 0..300 {
+            let admission = Arc::new(Admission::default());
+            let drained = Arc::new(AtomicBool::new(false));
+            let late = Arc::new(AtomicUsize::new(0));
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    let (admission, drained, late) =
+                        (admission.clone(), drained.clone(), late.clone());
+                    std::thread::spawn(move || {
+                        for _ in 0..2_000 {
+                            if admission.enter() {
+                                if drained.load(Ordering::SeqCst) {
+                                    late.fetch_add(1, Ordering::SeqCst);
+                                }
+                                admission.leave();
+                            }
+                        }
+                    })
+                })
+                .collect();
+            std::thread::yield_now();
+            admission.retire();
+            while admission.count() != 0 {
+                std::hint::spin_loop();
+            }
+            drained.store(true, Ordering::SeqCst);
+            for thread in threads {
+                thread.join().expect("admitting thread");
+            }
+            assert_eq!(
+                late.load(Ordering::SeqCst),
+                0,
+                "requests entered after the drain"
+            );
+            assert_eq!(admission.count(), 0);
+            assert!(!admission.enter());
         }
+    }
+
+    /// However many threads race for a project's slots, no more than the
+    /// limit hold one at once, and every slot comes back.
+    #[test]
+    fn max_concurrency_is_exact_across_threads() {
+        const LIMIT: u32 = 3;
+        let active = Arc::new(AtomicU64::new(0));
+        let holding = Arc::new(AtomicU64::new(0));
+        let most = Arc::new(AtomicU64::new(0));
+        let taken = Arc::new(AtomicU64::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (active, holding, most, taken) =
+                    (active.clone(), holding.clone(), most.clone(), taken.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..20_000 {
+                        if take_slot(&active, LIMIT) {
+                            let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            taken.fetch_add(1, Ordering::Relaxed);
+                            // Hold it a little, so the count sits at the
+                            // limit's edge while others race for it.
+                            for _ in 0..50 {
+                                std::hint::spin_loop();
+                            }
+                            holding.fetch_sub(1, Ordering::SeqCst);
+                            active.fetch_sub(1, Ordering::AcqRel);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("racing thread");
+        }
+        assert!(
+            most.load(Ordering::SeqCst) <= u64::from(LIMIT),
+            "{most:?} held at once"
+        );
+        assert!(taken.load(Ordering::Relaxed) > 0);
+        assert_eq!(active.load(Ordering::SeqCst), 0);
     }
 }

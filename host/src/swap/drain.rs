@@ -11,8 +11,7 @@ use crate::model::version::Version;
 
 /// Retires `old` and supervises its drain in the background.
 pub(crate) fn retire(old: Arc<Version>) {
-    old.retire();
-    let in_flight = old.in_flight();
+    let in_flight = old.retire();
     if in_flight > 0 {
         old.announce("draining", serde_json::json!({ "in_flight": in_flight }));
         tracing::info!(
