@@ -14,6 +14,8 @@ pub(crate) struct Config {
     pub(crate) listen: SocketAddr,
     /// Where the admin API is served.
     pub(crate) admin_listen: SocketAddr,
+    /// Request worker threads serving project traffic.
+    pub(crate) workers: usize,
     /// How long in-flight requests may run on after a shutdown signal.
     pub(crate) grace_period: Duration,
     /// Request timeout for projects that do not set `limits.request_timeout`.

@@ -1,20 +1,19 @@
 //! The one place the tokio runtime flavour is chosen.
 //!
-//! wasmhost runs on a current_thread runtime: a multi-thread one cost about
-//! 3× the server CPU per request, mostly in cross-core TLB shootdowns of the
-//! pooling allocator's slots (`docs/performance.md`). Compiles run on their
-//! own threads (`swap/compiler.rs`) and guests that keep computing move to
-//! the slow lane (`front/slow_lane.rs`), so one thread does not mean one
-//! request at a time.
+//! Every runtime wasmhost builds is current_thread: the main one (admin API,
+//! swap pipeline, watcher, drains) and one per request worker
+//! (`front/workers.rs`). A request never leaves its worker's thread unless
+//! its guest keeps computing (`front/slow_lane.rs`). One multi-thread
+//! runtime, tried first, cost about 3× the server CPU per request: tasks
+//! migrated between cores, and every instance slot freed on one core and
+//! reused on another cost a cross-core TLB shootdown (`docs/performance.md`).
 
 use std::io;
 
 use tokio::runtime::{Builder, Runtime};
 
-/// Builds the runtime `wasmhost serve` runs on.
+/// Builds a runtime for the calling thread: the main one, a worker's, or a
+/// client command's.
 pub(crate) fn build() -> io::Result<Runtime> {
-    Builder::new_current_thread()
-        .enable_all()
-        .thread_name("wasmhost")
-        .build()
+    Builder::new_current_thread().enable_all().build()
 }

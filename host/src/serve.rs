@@ -11,6 +11,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::front::workers::{self, Workers};
 use crate::front::{handler, listener, slow_lane};
 use crate::model::discovery::Skipped;
 use crate::model::events::Events;
@@ -22,11 +23,11 @@ use crate::swap::settings::Settings;
 use crate::units::format_size;
 use crate::{admin, engine};
 
-/// The two sockets, bound before anything slow happens so that a port in use
+/// The sockets, bound before anything slow happens so that a port in use
 /// fails at once with the address in the message.
 pub(crate) struct Listeners {
-    /// Project traffic.
-    pub(crate) http: TcpListener,
+    /// Project traffic: one socket per request worker, all on one port.
+    pub(crate) http: Vec<std::net::TcpListener>,
     /// The admin API.
     pub(crate) admin: TcpListener,
 }
@@ -35,7 +36,7 @@ impl Listeners {
     /// Binds both addresses of `config`.
     pub(crate) async fn bind(config: &Config) -> anyhow::Result<Self> {
         Ok(Self {
-            http: bind(config.listen).await?,
+            http: workers::bind(config.listen, config.workers)?,
             admin: bind(config.admin_listen).await?,
         })
     }
@@ -62,6 +63,8 @@ pub(crate) async fn run(
     })?;
     let http_addr = listeners
         .http
+        .first()
+        .context("no socket was bound for project traffic")?
         .local_addr()
         .context("failed to read the bound address")?;
     let admin_addr = listeners
@@ -70,7 +73,7 @@ pub(crate) async fn run(
         .context("failed to read the bound address")?;
     let engine = engine::new_engine(config.max_instances)?;
     engine::ticker::start_epoch_ticker(&engine)?;
-    slow_lane::start()?;
+    slow_lane::start(config.workers)?;
     let cache = match &config.cache_dir {
         Some(dir) => CompileCache::new(Some(dir), &engine),
         None => CompileCache::disabled(),
@@ -110,47 +113,43 @@ pub(crate) async fn run(
     let skipped = pipeline.load_all().await?;
     log_startup(&registry, &skipped);
 
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let workers = Workers::start(
+        listeners.http,
+        move |request| handler::handle(registry.clone(), request),
+        &stopped,
+        config.grace_period,
+        config.connections,
+    )?;
+    tracing::info!("{} request workers", workers.count());
     // These two lines are the readiness signal scripts and tests wait for.
     eprintln!("listening on http://{http_addr}");
     eprintln!("admin on http://{admin_addr}");
-
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let wait_stop = move || {
-        let mut stopped = stopped.clone();
-        async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        }
-    };
     let access = Arc::new(admin::Access {
         token: config.admin_token.clone(),
         max_deploy_size: config.max_deploy_size,
     });
+    let mut admin_stopped = stopped.clone();
     let admin_task = tokio::spawn(listener::serve(
         listeners.admin,
         move |request| admin::handle(pipeline.clone(), access.clone(), request),
-        wait_stop(),
+        async move {
+            let _ = admin_stopped.wait_for(|stop| *stop).await;
+        },
         config.grace_period,
         config.connections,
+        listener::slots(config.connections),
     ));
-    let http = listener::serve(
-        listeners.http,
-        move |request| handler::handle(registry.clone(), request),
-        wait_stop(),
-        config.grace_period,
-        config.connections,
+    let name = shutdown.await;
+    tracing::info!(
+        grace_ms = config.grace_period.as_millis() as u64,
+        "{name} received: no new connections; letting in-flight requests finish"
     );
-    let signal = async {
-        let name = shutdown.await;
-        tracing::info!(
-            grace_ms = config.grace_period.as_millis() as u64,
-            "{name} received: no new connections; letting in-flight requests finish"
-        );
-        // Open event streams never end by themselves; end them so they do
-        // not hold the admin listener's drain for the whole grace period.
-        events.close();
-        let _ = stop.send(true);
-    };
-    tokio::join!(http, signal);
+    // Open event streams never end by themselves; end them so they do
+    // not hold the admin listener's drain for the whole grace period.
+    events.close();
+    let _ = stop.send(true);
+    workers.join().await?;
     admin_task.await.context("the admin server task failed")?;
     tracing::info!("shut down");
     Ok(())

@@ -26,6 +26,10 @@ use wasmhost_tests::process::{Process, wasmhost_ready};
 /// CI machines are small and busy; a pass never waits this long.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(90);
 
+/// Request workers a test host runs unless the test says otherwise: more
+/// than one, so races between workers can show in every test.
+pub(crate) const WORKERS: usize = 2;
+
 /// A request body a test can build from bytes or a stream of chunks.
 pub(crate) type TestBody = BoxBody<Bytes, std::io::Error>;
 
@@ -91,6 +95,10 @@ impl TestHost {
     }
 
     /// The `wasmhost serve` command for this folder on port 0, not started.
+    ///
+    /// With [`WORKERS`] request workers unless the test sets `--workers`, so
+    /// every test runs its requests on more than one thread and a race
+    /// between workers can show.
     pub(crate) fn command(&self) -> Command {
         let mut command = wasmhost();
         command
@@ -98,9 +106,11 @@ impl TestHost {
             .arg(self.dir())
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .arg("--cache-dir")
-            .arg(self.cache.path())
-            .args(&self.args)
-            .stdout(Stdio::null());
+            .arg(self.cache.path());
+        if !self.args.iter().any(|arg| arg.starts_with("--workers")) {
+            command.arg(format!("--workers={WORKERS}"));
+        }
+        command.args(&self.args).stdout(Stdio::null());
         command
     }
 

@@ -3,7 +3,9 @@
 use hyper::StatusCode;
 use wasmhost_tests::guests;
 
-use crate::harness::{TestHost, empty, request, send, wasmhost};
+use wasmhost_tests::process::Process;
+
+use crate::harness::{DEADLINE, TestHost, empty, request, send, wasmhost};
 
 #[tokio::test]
 async fn a_broken_project_is_reported_and_the_others_serve() {
@@ -105,6 +107,54 @@ async fn a_port_in_use_is_a_one_line_error() {
         errors[0].to_lowercase().contains("address already in use"),
         "{stderr}"
     );
+}
+
+/// The request workers' sockets share their port (`SO_REUSEPORT`); a second
+/// host started on it by mistake must fail, not quietly take half the traffic.
+#[tokio::test]
+async fn a_second_host_on_a_running_hosts_port_is_refused() {
+    let running = TestHost::new()
+        .project("hello", guests::HELLO)
+        .arg("--workers=3")
+        .spawn();
+    let addr = running.addr.to_string();
+    let builder = TestHost::new().project("hello", guests::HELLO);
+    let mut command = wasmhost();
+    command.arg("serve").arg(builder.dir()).args([
+        "--listen",
+        &addr,
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--workers=2",
+        "--no-cache",
+    ]);
+    // Spawned, not run to completion: a host that wrongly starts must fail
+    // the test, not hang it.
+    let mut second = Process::spawn(command).expect("spawn wasmhost");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("wait for wasmhost") {
+            break status;
+        }
+        let log = second.log();
+        assert!(
+            !log.contains("listening on"),
+            "a second host serves on {addr}: {log}"
+        );
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the second host neither served nor exited: {log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert!(!status.success());
+    let stderr = second.log();
+    assert!(
+        stderr.contains(&format!("failed to bind {addr}"))
+            && stderr.to_lowercase().contains("address already in use"),
+        "{stderr}"
+    );
+    assert_eq!(running.get("/hello").await.status, StatusCode::OK);
 }
 
 #[tokio::test]

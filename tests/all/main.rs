@@ -17,3 +17,4 @@ mod security;
 mod serving;
 mod swap;
 mod watch;
+mod workers;

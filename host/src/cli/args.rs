@@ -123,6 +123,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "WASMHOST_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
     pub(crate) admin_listen: SocketAddr,
 
+    /// Request worker threads, each serving its own connections [default:
+    /// the CPUs this process may use, cgroup quota included].
+    #[arg(long, env = "WASMHOST_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub(crate) workers: Option<u16>,
+
     /// After Ctrl-C or SIGTERM, how long in-flight requests may take to
     /// finish before their connections are cut (e.g. 500ms, 30s).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -283,6 +288,9 @@ impl ServeArgs {
             projects_dir: args.dir.clone(),
             listen: args.listen,
             admin_listen: args.admin_listen,
+            workers: args
+                .workers
+                .map_or_else(crate::front::workers::default_count, usize::from),
             grace_period: args.grace_period,
             request_timeout: args.request_timeout,
             limits: crate::swap::settings::DefaultLimits {

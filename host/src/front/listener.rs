@@ -28,12 +28,21 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Peer(pub(crate) std::net::SocketAddr);
 
+/// The connection slots of one listener: `limits.max_connections` permits.
+pub(crate) fn slots(limits: ConnectionLimits) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(limits.max_connections.max(1)))
+}
+
 /// Serves HTTP/1.1 on `listener` with `handler` until `shutdown` resolves,
 /// then stops accepting, lets in-flight requests finish for up to `grace`,
 /// and returns. Used for both the project listener and the admin listener.
 ///
-/// At most `limits.max_connections` are open at once: past it the loop stops
-/// accepting, and new connections wait in the kernel's backlog. Each
+/// At most `limits.max_connections` are served at once: past it the loop
+/// holds the one connection it accepted until a slot frees and accepts no
+/// more, so new connections wait in the kernel's backlog. `slots` holds that
+/// many permits and is shared by the loops of every request worker, so the
+/// cap is per listener, not per worker (plus at most one connection waiting
+/// in each worker). Each
 /// connection is closed when a request head takes longer than the header
 /// timeout or it sits idle past the idle timeout (`connection.rs`).
 pub(crate) async fn serve<H, F>(
@@ -42,28 +51,33 @@ pub(crate) async fn serve<H, F>(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
     limits: ConnectionLimits,
+    slots: Arc<Semaphore>,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<HyperOutgoingBody>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let accepted = async {
-            // The semaphore is never closed, so acquiring only ever waits.
-            let slot = slots.clone().acquire_owned().await.ok()?;
-            Some((slot, listener.accept().await))
-        };
-        let (slot, (stream, peer)) = tokio::select! {
-            accepted = accepted => match accepted {
-                Some((slot, Ok(accepted))) => (slot, accepted),
-                Some((_, Err(err))) => {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
                     tracing::warn!(cause = %err, "failed to accept a connection");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
-                None => break,
+            },
+            () = &mut shutdown => break,
+        };
+        // Accept first, then wait for a slot: a slot taken before `accept`
+        // would sit idle in this loop while a connection waits in another
+        // worker's queue (each worker has its own socket).
+        let slot = tokio::select! {
+            // The semaphore is never closed, so acquiring only ever waits.
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
             },
             () = &mut shutdown => break,
         };

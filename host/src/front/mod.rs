@@ -1,5 +1,6 @@
-//! The request path: accept a connection, route each request to a project,
-//! and run it in a fresh instance of that project's current version.
+//! The request path: accept a connection on one of the request workers,
+//! route each request to a project, and run it in a fresh instance of that
+//! project's current version.
 
 pub(crate) mod body_limit;
 pub(crate) mod connection;
@@ -9,3 +10,4 @@ pub mod invoke;
 pub(crate) mod listener;
 pub(crate) mod responses;
 pub(crate) mod slow_lane;
+pub mod workers;

@@ -1,5 +1,6 @@
-//! The slow lane: one low-priority thread where guests that keep computing
-//! finish, so a CPU hog never holds the thread every other request runs on.
+//! The slow lane: a low-priority thread per request worker where guests that
+//! keep computing finish, so a CPU hog never holds the worker thread every
+//! other request on it runs on.
 //!
 //! Every guest starts on the request thread (`runtime.rs`): almost all
 //! answer within tens of microseconds, and moving them would cost a
@@ -35,23 +36,47 @@ use crate::priority;
 /// delays every other request by as much.
 pub(crate) const HOG_AFTER: Duration = Duration::from_millis(2);
 
-/// The slow lane's runtime, started once per process; or why it could not be.
-static LANE: OnceLock<Result<Handle, String>> = OnceLock::new();
+/// The slow lanes' runtimes, one per request worker, started once per
+/// process; or why they could not be.
+static LANES: OnceLock<Result<Vec<Handle>, String>> = OnceLock::new();
 
-/// Starts the slow lane if it is not running yet. `wasmhost serve` calls this
-/// at start-up so a host that cannot start the thread fails at once instead
-/// of serving without protection from hogs.
-pub(crate) fn start() -> anyhow::Result<()> {
-    lane()
+thread_local! {
+    /// Which lane the guests of the calling thread move to: request worker
+    /// `i` hands its hogs to lane `i` ([`bind_this_thread`]).
+    static LANE_INDEX: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Starts `count` slow lanes (at least one) if none run yet. `wasmhost
+/// serve` calls this at start-up, one lane per request worker, so a host that
+/// cannot start the threads fails at once instead of serving without
+/// protection from hogs.
+///
+/// One lane per worker, not one for the host: a lane runs on one core, and
+/// hogs from every worker sharing it would get one core's leftovers on a
+/// machine with many idle ones. At `SCHED_IDLE` a lane with nothing to do
+/// costs nothing, and one that computes takes only CPU nobody else wants.
+pub(crate) fn start(count: usize) -> anyhow::Result<()> {
+    LANES
+        .get_or_init(|| (0..count.max(1)).map(|_| start_thread()).collect())
+        .as_ref()
         .map(drop)
-        .map_err(anyhow::Error::msg)
+        .map_err(|reason| anyhow::Error::msg(reason.clone()))
         .context("failed to start the slow lane")
 }
 
+/// Sends the hogs of guests started on the calling thread to lane `index`
+/// (modulo the number of lanes).
+pub(crate) fn bind_this_thread(index: usize) {
+    LANE_INDEX.with(|lane| lane.set(index));
+}
+
 fn lane() -> Result<&'static Handle, &'static str> {
-    LANE.get_or_init(start_thread)
+    let lanes = LANES
+        .get_or_init(|| start_thread().map(|lane| vec![lane]))
         .as_ref()
-        .map_err(String::as_str)
+        .map_err(String::as_str)?;
+    let index = LANE_INDEX.with(std::cell::Cell::get) % lanes.len().max(1);
+    lanes.get(index).ok_or("no slow lane was started")
 }
 
 /// A current_thread runtime driven forever by its own thread under

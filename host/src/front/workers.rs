@@ -1,0 +1,173 @@
+//! The request workers: one thread per core, each with its own
+//! current_thread runtime and its own listening socket on the project port.
+//!
+//! A worker keeps the single-thread path a request always had: its
+//! connection, its guest task and its instance stay on one thread, and no
+//! request hops between cores. What workers share is only what a request
+//! touches through atomics: the registry (`arc_swap` loads), its version's
+//! admission word and its project's counters, and the engine's instance pool,
+//! which wasmtime 48 shards per core.
+//!
+//! **One `SO_REUSEPORT` socket per worker, not one socket shared by all.**
+//! Measured with `wrk`, 16 connections, 2 workers, 5 runs each
+//! (`docs/performance.md`): with one shared socket, every new connection
+//! woke both workers and whichever called `accept` first took it, and the
+//! first awake took a burst of connections whole. In 3 of 5 runs one worker
+//! got about 88 % of the CPU, which leaves the other cores idle. With a
+//! socket per worker the kernel spreads connections by a hash of their
+//! addresses: every run was within 6 % of even, and no idle worker is woken
+//! for a connection it does not get. The hash ignores how busy a worker is,
+//! which matters little here: a guest that computes for long moves to its
+//! worker's slow lane (`slow_lane.rs`), so no worker stays stuck. Only
+//! processes of the same user may join a port's group, as with any socket
+//! that user could bind.
+//!
+//! Per worker: its runtime, its socket and accept loop, and its slow lane
+//! (`slow_lane.rs`). Shared: the connection cap (one semaphore per listener,
+//! so `--max-connections` bounds the listener, not each worker), the epoch
+//! ticker (one atomic increment per millisecond serves any number of
+//! workers), the compile threads (off the request path, bounded by
+//! `--max-compiles`) and everything on the main thread: the admin API, the
+//! swap pipeline, the watcher and the drains.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::watch;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use crate::front::connection::ConnectionLimits;
+use crate::front::{listener, slow_lane};
+
+/// The request workers, running until the shutdown signal and their drain.
+pub(crate) struct Workers {
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// How many workers `wasmhost serve` starts when not told: one per CPU the
+/// process may use. The standard library reads the affinity mask and the
+/// cgroup CPU quota, so a container limited to 4 CPUs gets 4 workers on a
+/// 64-core machine.
+pub fn default_count() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// Binds `count` sockets to `addr` in one `SO_REUSEPORT` group, one per
+/// worker. Port 0 picks a free port for the first; the others join it.
+///
+/// The first socket is bound before `SO_REUSEPORT` is set on it, so a port
+/// that anything else holds, another wasmhost's group included, fails as
+/// "address already in use" instead of quietly sharing its traffic. The
+/// option is set before `listen`, when the kernel forms the group, so the
+/// other workers' sockets can join.
+pub(crate) fn bind(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    let first = bind_one(addr, false).with_context(|| format!("failed to bind {addr}"))?;
+    let bound = first
+        .local_addr()
+        .context("failed to read the bound address")?;
+    let mut sockets = vec![first];
+    for _ in 1..count.max(1) {
+        sockets.push(bind_one(bound, true).with_context(|| {
+            format!("failed to bind another request worker's socket to {bound}")
+        })?);
+    }
+    Ok(sockets)
+}
+
+/// One non-blocking listening socket on `addr` with `SO_REUSEPORT`, and
+/// `SO_REUSEADDR` (as tokio's `bind` sets it, so a restart does not wait out
+/// TIME_WAIT). `join`: whether `SO_REUSEPORT` is set before binding, to join
+/// an existing group, or only after.
+fn bind_one(addr: SocketAddr, join: bool) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.set_reuse_port(join)?;
+    socket.bind(&addr.into())?;
+    socket.set_reuse_port(true)?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Pending connections each socket queues before the kernel refuses more,
+/// as tokio's `bind` uses.
+const BACKLOG: i32 = 1024;
+
+impl Workers {
+    /// Starts one worker per socket of [`bind`], each serving `handler`
+    /// until `stop` turns `true`; then each stops accepting and drains its
+    /// connections for up to `grace`. Fails, starting none, if a worker's
+    /// runtime cannot be made.
+    pub(crate) fn start<H, F>(
+        sockets: Vec<std::net::TcpListener>,
+        handler: H,
+        stop: &watch::Receiver<bool>,
+        grace: Duration,
+        limits: ConnectionLimits,
+    ) -> anyhow::Result<Self>
+    where
+        H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<HyperOutgoingBody>> + Send + 'static,
+    {
+        let slots = listener::slots(limits);
+        let mut ready = Vec::with_capacity(sockets.len());
+        for (index, socket) in sockets.into_iter().enumerate() {
+            let runtime = crate::runtime::build()
+                .with_context(|| format!("failed to build request worker {index}'s runtime"))?;
+            // Registered with the worker's own reactor, here, so a failure
+            // stops start-up instead of leaving one worker silently idle.
+            let socket = {
+                let _entered = runtime.enter();
+                tokio::net::TcpListener::from_std(socket).with_context(|| {
+                    format!("failed to register the listening socket with request worker {index}")
+                })?
+            };
+            ready.push((index, socket, runtime));
+        }
+        let mut threads = Vec::with_capacity(ready.len());
+        for (index, socket, runtime) in ready {
+            let (handler, slots) = (handler.clone(), slots.clone());
+            let mut stop = stop.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("wasmhost-w{index}"))
+                .spawn(move || {
+                    slow_lane::bind_this_thread(index);
+                    runtime.block_on(async move {
+                        let shutdown = async move {
+                            let _ = stop.wait_for(|stop| *stop).await;
+                        };
+                        listener::serve(socket, handler, shutdown, grace, limits, slots).await;
+                    });
+                })
+                .with_context(|| format!("failed to start request worker {index}"))?;
+            threads.push(thread);
+        }
+        Ok(Self { threads })
+    }
+
+    /// How many workers run.
+    pub(crate) fn count(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Waits until every worker has drained and stopped.
+    pub(crate) async fn join(self) -> anyhow::Result<()> {
+        tokio::task::spawn_blocking(move || {
+            let mut panicked = 0;
+            for thread in self.threads {
+                panicked += usize::from(thread.join().is_err());
+            }
+            if panicked > 0 {
+                anyhow::bail!("{panicked} request workers panicked");
+            }
+            Ok(())
+        })
+        .await
+        .context("failed to wait for the request workers")?
+    }
+}
