@@ -13,6 +13,7 @@ use wasmhost::model::router::{Router, RouterBuilder};
 
 pub mod process;
 pub mod swap_latency;
+pub mod wrk;
 
 /// The error type of the benchmark binaries: anything, with its message.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;

@@ -16,6 +16,10 @@
 //!   p99 beside the loop and the p99 alone come from the same seconds of the
 //!   same run: on a shared 2-core machine, separate phases differed by up to
 //!   2.5× in steady p99 alone;
+//! - workers: the same offered load (a rate-limited client) on 1 and on 2
+//!   request workers, for server CPU per request at each;
+//! - `wrk`, when on PATH, against `wasmtime serve`, wasmhost and native
+//!   hyper: the same comparison with an out-of-process load generator;
 //! - swap latency: file write / deploy call → first response from the new
 //!   version, cache miss and hit;
 //! - memory: RSS after 1 swap and after 500 more; RSS with 200 projects;
@@ -45,7 +49,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 use wasmhost_benches::process::{self, Server};
-use wasmhost_benches::{Error, percentile, swap_latency};
+use wasmhost_benches::{Error, percentile, swap_latency, wrk};
 
 /// The flag that makes this executable serve the native baseline instead.
 const NATIVE_FLAG: &str = "--native-server";
@@ -58,6 +62,10 @@ const PROJECTS: usize = 200;
 
 /// Swaps per kind in the swap-latency phase.
 const LATENCY_SWAPS: usize = 20;
+
+/// Offered load of the workers phases, in requests per second: well within
+/// what one worker serves here, so both runs answer all of it.
+const RATE: f64 = 10_000.0;
 
 /// Functions in the compile-interference component: about 4 MB of wasm,
 /// a few seconds of Cranelift time.
@@ -166,7 +174,7 @@ fn main() -> Result<(), Error> {
     let echo = std::fs::read(wasmhost_tests::guests::ECHO)?;
     let large = wasmhost_tests::large_component(LARGE_FUNCTIONS);
     let run = |name: &str, server: &Server, background: Background| {
-        runtime.block_on(load(name, server, duration, connections, background))
+        runtime.block_on(load(name, server, duration, connections, None, background))
     };
 
     let mut phases = Vec::new();
@@ -212,6 +220,54 @@ fn main() -> Result<(), Error> {
             &host,
             Background::Hostile(HOSTILE_REQUESTS),
         )?);
+    }
+    // Workers: the same offered load on 1 and on 2 workers. This machine's
+    // client shares its 2 cores, so requests/s cannot double; what can be
+    // seen is whether a second worker makes each request cost more.
+    for workers in [1, 2] {
+        let host = process::start_wasmhost(
+            projects.path(),
+            cache.path(),
+            &["--no-watch", &format!("--workers={workers}")],
+        )?;
+        phases.extend(runtime.block_on(load(
+            &format!(
+                "wasmhost {workers} worker{} at {RATE:.0} req/s",
+                if workers == 1 { "" } else { "s" }
+            ),
+            &host,
+            duration,
+            connections,
+            Some(RATE),
+            Background::Idle,
+        ))?);
+    }
+    // The out-of-process load generator, against both servers.
+    let mut wrk_runs = Vec::new();
+    match wrk::find() {
+        Some(wrk) => {
+            if let Some(binary) = &wasmtime {
+                let server = process::start_wasmtime(binary, hello_path)?;
+                wrk_runs.push(wrk::run(
+                    &wrk,
+                    "wasmtime serve -Scli",
+                    &server,
+                    duration,
+                    connections,
+                )?);
+            }
+            let host = process::start_wasmhost(projects.path(), cache.path(), &["--no-watch"])?;
+            wrk_runs.push(wrk::run(&wrk, "wasmhost", &host, duration, connections)?);
+            let native = process::start_native(NATIVE_FLAG)?;
+            wrk_runs.push(wrk::run(
+                &wrk,
+                "native hyper",
+                &native,
+                duration,
+                connections,
+            )?);
+        }
+        None => eprintln!("no wrk on PATH (scripts/bench-ci installs it): skipping the wrk phases"),
     }
     let swap_rows = runtime.block_on(swap_latency::measure(&hello, LATENCY_SWAPS))?;
     let (startup_cold, startup_warm, many_projects_kib) = startup(&hello, PROJECTS)?;
@@ -259,6 +315,33 @@ fn main() -> Result<(), Error> {
             wasmtime.us(0.99),
         );
     }
+    let one = find("wasmhost 1 worker").ok_or("no 1-worker phase")?;
+    let two = find("wasmhost 2 workers").ok_or("no 2-worker phase")?;
+    ratio(
+        "CPU per request at the same rate: 2 workers / 1 worker",
+        two.cpu_per_request_us(),
+        one.cpu_per_request_us(),
+    );
+    let by_wrk = |name: &str| wrk_runs.iter().find(|run| run.name == name);
+    if let (Some(ours), Some(theirs)) = (by_wrk("wasmhost"), by_wrk("wasmtime serve -Scli")) {
+        ratio(
+            "wrk: wasmhost / wasmtime serve: requests/s",
+            ours.rps,
+            theirs.rps,
+        );
+        ratio(
+            "wrk: wasmhost / wasmtime serve: CPU per request",
+            ours.cpu_per_request_us,
+            theirs.cpu_per_request_us,
+        );
+    }
+    if let (Some(ours), Some(native)) = (by_wrk("wasmhost"), by_wrk("native hyper")) {
+        ratio(
+            "wrk: wasmhost / native: CPU per request",
+            ours.cpu_per_request_us,
+            native.cpu_per_request_us,
+        );
+    }
     let steady_p99 = steady.us(0.99);
     ratio("p99 swapping / steady", swapping.us(0.99), steady_p99);
     ratio(
@@ -273,7 +356,10 @@ fn main() -> Result<(), Error> {
     );
 
     let report = render(
-        &phases,
+        Measured {
+            phases: &phases,
+            wrk: &wrk_runs,
+        },
         &ratios,
         &swap_rows,
         &memory,
@@ -291,6 +377,10 @@ fn main() -> Result<(), Error> {
         "connections": connections,
         "wasmtime": wasmtime_version,
         "phases": phases.iter().map(Phase::json).collect::<Vec<_>>(),
+        "wrk": wrk_runs.iter().map(|run| json!({
+            "server": run.name, "rps": run.rps, "p50_us": run.p50_us, "p99_us": run.p99_us,
+            "cpu_per_request_us": run.cpu_per_request_us,
+        })).collect::<Vec<_>>(),
         "ratios": ratios.iter().map(|(name, value)| json!({"ratio": name, "value": value})).collect::<Vec<_>>(),
         "swap_latency_ms": swap_rows.iter().map(|row| json!({
             "path": row.label, "swaps": row.samples.len(),
@@ -313,6 +403,12 @@ fn main() -> Result<(), Error> {
         .filter(|p| p.name.starts_with("wasmhost"))
         .map(|p| p.failed)
         .sum();
+    let failed = failed
+        + wrk_runs
+            .iter()
+            .filter(|run| run.name == "wasmhost")
+            .map(|run| run.errors)
+            .sum::<u64>();
     if failed > 0 {
         return Err(format!("{failed} requests to wasmhost failed").into());
     }
@@ -335,8 +431,15 @@ fn main() -> Result<(), Error> {
 }
 
 /// The markdown report.
+/// The load measurements of a run: the in-process client's phases and the
+/// `wrk` runs.
+struct Measured<'a> {
+    phases: &'a [Phase],
+    wrk: &'a [wrk::Run],
+}
+
 fn render(
-    phases: &[Phase],
+    measured: Measured<'_>,
     ratios: &[(String, f64)],
     swap_rows: &[swap_latency::Row],
     memory: &Memory,
@@ -352,6 +455,10 @@ fn render(
         wasmtime.unwrap_or("no wasmtime binary found")
     );
     out.push_str("| phase | requests/s | p50 | p99 | p99.9 | server CPU/request | failed | versions seen | beside the load |\n|---|---|---|---|---|---|---|---|---|\n");
+    let Measured {
+        phases,
+        wrk: wrk_runs,
+    } = measured;
     for phase in phases {
         let _ = writeln!(
             out,
@@ -366,6 +473,16 @@ fn render(
             phase.versions,
             phase.note,
         );
+    }
+    if !wrk_runs.is_empty() {
+        out.push_str("\nWith `wrk` as the load generator (its own process, same connections and seconds):\n\n| server | requests/s | p50 | p99 | server CPU/request |\n|---|---|---|---|---|\n");
+        for run in wrk_runs {
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.0} µs | {:.0} µs | {:.1} µs |",
+                run.name, run.rps, run.p50_us, run.p99_us, run.cpu_per_request_us
+            );
+        }
     }
     out.push_str("\n| ratio | value |\n|---|---|\n");
     for (name, value) in ratios {
@@ -501,6 +618,7 @@ async fn load(
     server: &Server,
     duration: Duration,
     connections: usize,
+    rate: Option<f64>,
     background: Background,
 ) -> Result<Vec<Phase>, Error> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -513,15 +631,24 @@ async fn load(
     for _ in 0..connections {
         let (addr, stop, failed) = (server.addr, stop.clone(), failed.clone());
         let hostile = hostile.clone();
+        // With a rate, each connection sends on a fixed schedule, its share
+        // of the total, whatever the server's speed: the same offered load
+        // for every server compared.
+        let interval = rate.map(|rate| Duration::from_secs_f64(connections as f64 / rate));
         clients.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut versions = BTreeSet::new();
+            let mut next = tokio::time::Instant::now();
             let stream = tokio::net::TcpStream::connect(addr).await?;
             let _ = stream.set_nodelay(true);
             let (mut sender, connection) =
                 hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
             tokio::spawn(connection);
             while !stop.load(Ordering::Relaxed) {
+                if let Some(interval) = interval {
+                    next += interval;
+                    tokio::time::sleep_until(next).await;
+                }
                 let sent = Instant::now();
                 let beside_at_start = hostile.load(Ordering::Relaxed);
                 let request = Request::get("/hello")
