@@ -10,7 +10,8 @@
 //!   client commands (`deploy`, `status`, `reload`, `rollback`, `rm`).
 //! - `serve.rs`: wires the stages together for `wasmhost serve`: binds the
 //!   listeners, builds the engine, loads every project, serves until shutdown.
-//! - [`front`]: the request path. `listener` accepts connections, `handler`
+//! - [`front`]: the request path. `workers` runs one thread per core, each
+//!   with its own socket; there `listener` accepts connections, `handler`
 //!   routes a request to its project's current version, `invoke` runs it in
 //!   a fresh instance (moving guests that keep computing to the `slow_lane`).
 //! - [`swap`]: the change pipeline: read → prepare ([`swap::compiler`],

@@ -10,4 +10,4 @@ pub mod invoke;
 pub(crate) mod listener;
 pub(crate) mod responses;
 pub(crate) mod slow_lane;
-pub mod workers;
+pub(crate) mod workers;

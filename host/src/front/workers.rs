@@ -53,7 +53,7 @@ pub(crate) struct Workers {
 /// process may use. The standard library reads the affinity mask and the
 /// cgroup CPU quota, so a container limited to 4 CPUs gets 4 workers on a
 /// 64-core machine.
-pub fn default_count() -> usize {
+pub(crate) fn default_count() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
