@@ -114,9 +114,9 @@ pub(crate) async fn run(
     log_startup(&registry, &skipped);
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let workers = Workers::start(
+    let mut workers = Workers::start(
         listeners.http,
-        move |request| handler::handle(registry.clone(), request),
+        move |request| handler::handle(&registry, request),
         &stopped,
         config.grace_period,
         config.connections,
@@ -140,17 +140,32 @@ pub(crate) async fn run(
         config.connections,
         listener::slots(config.connections),
     ));
-    let name = shutdown.await;
-    tracing::info!(
-        grace_ms = config.grace_period.as_millis() as u64,
-        "{name} received: no new connections; letting in-flight requests finish"
-    );
+    // A worker ends before shutdown only by panicking, and the connections
+    // its socket receives would go unanswered: shut the host down, so a
+    // supervisor restarts it, rather than serve on with a hole.
+    let lost = tokio::select! {
+        name = shutdown => {
+            tracing::info!(
+                grace_ms = config.grace_period.as_millis() as u64,
+                "{name} received: no new connections; letting in-flight requests finish"
+            );
+            None
+        }
+        index = workers.ended() => {
+            tracing::error!("request worker {index} stopped; shutting down");
+            Some(index)
+        }
+    };
     // Open event streams never end by themselves; end them so they do
     // not hold the admin listener's drain for the whole grace period.
     events.close();
     let _ = stop.send(true);
-    workers.join().await?;
+    let joined = workers.join().await;
     admin_task.await.context("the admin server task failed")?;
+    joined?;
+    if let Some(index) = lost {
+        anyhow::bail!("request worker {index} stopped while serving");
+    }
     tracing::info!("shut down");
     Ok(())
 }

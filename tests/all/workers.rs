@@ -121,7 +121,8 @@ async fn a_thousand_swaps_on_four_workers_fail_nothing_and_release_every_version
 
 /// SIGTERM while 16 requests run on 4 workers: each worker stops accepting
 /// and lets its requests finish; every one is answered in full, none is
-/// reset, and the host exits 0.
+/// reset, and the host exits 0. The requests sleep 5 s, so the signal,
+/// sent once all 16 are seen running, arrives while they run.
 #[tokio::test]
 async fn sigterm_under_load_drains_every_worker_and_exits_zero() {
     let mut host = TestHost::new()
@@ -133,7 +134,7 @@ async fn sigterm_under_load_drains_every_worker_and_exits_zero() {
         .map(|_| {
             let addr = host.addr;
             tokio::spawn(async move {
-                send(addr, request("GET", "localhost", "/slow?ms=1500", empty())).await
+                send(addr, request("GET", "localhost", "/slow?ms=5000", empty())).await
             })
         })
         .collect();
@@ -145,8 +146,9 @@ async fn sigterm_under_load_drains_every_worker_and_exits_zero() {
     for running in requests {
         let reply = running.await.expect("request task");
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-        assert_eq!(reply.text(), "slept 1500 ms\n");
+        assert_eq!(reply.text(), "slept 5000 ms\n");
     }
     let status = host.wait_exit().await;
     assert!(status.success(), "exit status {status}:\n{}", host.log());
+    assert!(host.log().contains("SIGTERM received"), "{}", host.log());
 }

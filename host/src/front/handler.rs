@@ -1,7 +1,7 @@
 //! The project handler: route one request to its project's current version
 //! and run it there, tagging the answer with the project and version.
 
-use std::sync::Arc;
+use std::future::Future;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -20,12 +20,17 @@ use crate::model::version::Version;
 
 /// Routes one request to its project and runs it there.
 ///
-/// The snapshot is loaded once and the request admitted to the project's
-/// current version before any await; only the version's `Arc` is kept, so a
-/// swap during the request cannot mix versions.
+/// Routing and admission happen here, before the returned future first
+/// runs: the routing snapshot is read through a guard (no reference count
+/// shared by every worker is touched) and the request is admitted to the
+/// project's current version. Only that version's `Arc` is kept, so a swap
+/// during the request cannot mix versions, and the future borrows nothing.
 ///
 /// Generic over the request body, so tests can call it with an in-memory one.
-pub async fn handle<B>(registry: Arc<Registry>, request: Request<B>) -> Response<HyperOutgoingBody>
+pub fn handle<B>(
+    registry: &Registry,
+    request: Request<B>,
+) -> impl Future<Output = Response<HyperOutgoingBody>> + Send + use<B>
 where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<wasmtime_wasi_http::Error>,
@@ -45,15 +50,15 @@ where
         status = field::Empty,
         duration_ms = field::Empty,
     );
+    let target = {
+        let snapshot = registry.routing();
+        let host = request.headers().get(HOST).and_then(|h| h.to_str().ok());
+        snapshot
+            .router
+            .route(host, &path_and_query)
+            .map(|found| (snapshot.routed[found.project].admit(), found.guest_path))
+    };
     async move {
-        let target = {
-            let snapshot = registry.snapshot();
-            let host = request.headers().get(HOST).and_then(|h| h.to_str().ok());
-            snapshot
-                .router
-                .route(host, &path_and_query)
-                .map(|found| (snapshot.routed[found.project].admit(), found.guest_path))
-        };
         let response = match target {
             None | Some((Err(Unavailable::NotServing), _)) => {
                 text_response(StatusCode::NOT_FOUND, "no project is routed here")
@@ -87,7 +92,6 @@ where
         response
     }
     .instrument(span)
-    .await
 }
 
 /// Names the project and version that answered, on every answer a version

@@ -2,8 +2,10 @@
 //! current_thread runtime and its own listening socket on the project port.
 //!
 //! A worker keeps the single-thread path a request always had: its
-//! connection, its guest task and its instance stay on one thread, and no
-//! request hops between cores. What workers share is only what a request
+//! connection, its guest task and its instance stay on the worker's thread,
+//! unless the guest computes for 2 ms and moves to the worker's slow lane.
+//! No task is handed between workers. (Threads are not pinned to cores: the
+//! kernel's scheduler places them.) What workers share is only what a request
 //! touches through atomics: the registry (`arc_swap` loads), its version's
 //! admission word and its project's counters, and the engine's instance pool,
 //! which wasmtime 48 shards per core.
@@ -19,8 +21,11 @@
 //! for a connection it does not get. The hash ignores how busy a worker is,
 //! which matters little here: a guest that computes for long moves to its
 //! worker's slow lane (`slow_lane.rs`), so no worker stays stuck. Only
-//! processes of the same user may join a port's group, as with any socket
-//! that user could bind.
+//! processes of the same user may join a port's group, and only while it has
+//! more than one socket: with `--workers 1` the option is never set. That is
+//! an exposure a plain socket does not have: another program of the same
+//! user could take a share of the connections by binding the port with
+//! `SO_REUSEPORT`. Run wasmhost as a user of its own.
 //!
 //! Per worker: its runtime, its socket and accept loop, and its slow lane
 //! (`slow_lane.rs`). Shared: the connection cap (one semaphore per listener,
@@ -38,7 +43,7 @@ use anyhow::Context as _;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::front::connection::ConnectionLimits;
@@ -47,6 +52,20 @@ use crate::front::{listener, slow_lane};
 /// The request workers, running until the shutdown signal and their drain.
 pub(crate) struct Workers {
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// Receives a worker's index when its thread ends, however it ends.
+    ended: mpsc::UnboundedReceiver<usize>,
+}
+
+/// Reports its worker's end when dropped: on return and on a panic alike.
+struct Ended {
+    index: usize,
+    to: mpsc::UnboundedSender<usize>,
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        let _ = self.to.send(self.index);
+    }
 }
 
 /// How many workers `wasmhost serve` starts when not told: one per CPU the
@@ -66,30 +85,43 @@ pub(crate) fn default_count() -> usize {
 /// option is set before `listen`, when the kernel forms the group, so the
 /// other workers' sockets can join.
 pub(crate) fn bind(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<std::net::TcpListener>> {
-    let first = bind_one(addr, false).with_context(|| format!("failed to bind {addr}"))?;
+    let first = bind_one(addr, Group::Start { open: count > 1 })
+        .with_context(|| format!("failed to bind {addr}"))?;
     let bound = first
         .local_addr()
         .context("failed to read the bound address")?;
     let mut sockets = vec![first];
     for _ in 1..count.max(1) {
-        sockets.push(bind_one(bound, true).with_context(|| {
+        sockets.push(bind_one(bound, Group::Join).with_context(|| {
             format!("failed to bind another request worker's socket to {bound}")
         })?);
     }
     Ok(sockets)
 }
 
-/// One non-blocking listening socket on `addr` with `SO_REUSEPORT`, and
-/// `SO_REUSEADDR` (as tokio's `bind` sets it, so a restart does not wait out
-/// TIME_WAIT). `join`: whether `SO_REUSEPORT` is set before binding, to join
-/// an existing group, or only after.
-fn bind_one(addr: SocketAddr, join: bool) -> std::io::Result<std::net::TcpListener> {
+/// How a socket relates to the port's `SO_REUSEPORT` group.
+#[derive(Clone, Copy)]
+enum Group {
+    /// The first socket: bound alone, so a port in use fails. `open`: set
+    /// `SO_REUSEPORT` after binding, so the other workers can join. With one
+    /// worker it stays unset, and no other process of the user can join.
+    Start { open: bool },
+    /// Another worker's socket, joining the group the first one opened.
+    Join,
+}
+
+/// One non-blocking listening socket on `addr`, with `SO_REUSEADDR` (as
+/// tokio's `bind` sets it, so a restart does not wait out TIME_WAIT) and
+/// `SO_REUSEPORT` as `group` says.
+fn bind_one(addr: SocketAddr, group: Group) -> std::io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
-    socket.set_reuse_port(join)?;
+    socket.set_reuse_port(matches!(group, Group::Join))?;
     socket.bind(&addr.into())?;
-    socket.set_reuse_port(true)?;
+    if matches!(group, Group::Start { open: true }) {
+        socket.set_reuse_port(true)?;
+    }
     socket.listen(BACKLOG)?;
     Ok(socket.into())
 }
@@ -101,8 +133,9 @@ const BACKLOG: i32 = 1024;
 impl Workers {
     /// Starts one worker per socket of [`bind`], each serving `handler`
     /// until `stop` turns `true`; then each stops accepting and drains its
-    /// connections for up to `grace`. Fails, starting none, if a worker's
-    /// runtime cannot be made.
+    /// connections for up to `grace`. Fails if a worker's runtime or thread
+    /// cannot be made; `wasmhost serve` then exits, and with it any worker
+    /// already started.
     pub(crate) fn start<H, F>(
         sockets: Vec<std::net::TcpListener>,
         handler: H,
@@ -129,13 +162,19 @@ impl Workers {
             };
             ready.push((index, socket, runtime));
         }
+        let (report, ended) = mpsc::unbounded_channel();
         let mut threads = Vec::with_capacity(ready.len());
         for (index, socket, runtime) in ready {
             let (handler, slots) = (handler.clone(), slots.clone());
             let mut stop = stop.clone();
+            let ended = Ended {
+                index,
+                to: report.clone(),
+            };
             let thread = std::thread::Builder::new()
                 .name(format!("wasmhost-w{index}"))
                 .spawn(move || {
+                    let _ended = ended;
                     slow_lane::bind_this_thread(index);
                     runtime.block_on(async move {
                         let shutdown = async move {
@@ -143,11 +182,26 @@ impl Workers {
                         };
                         listener::serve(socket, handler, shutdown, grace, limits, slots).await;
                     });
+                    // The connections are drained; do not wait for blocking
+                    // work still queued (a guest's DNS lookup may take its
+                    // full timeout), which would stretch the grace period.
+                    runtime.shutdown_background();
                 })
                 .with_context(|| format!("failed to start request worker {index}"))?;
             threads.push(thread);
         }
-        Ok(Self { threads })
+        Ok(Self { threads, ended })
+    }
+
+    /// Resolves with a worker's index when one stops: before shutdown, only
+    /// if it panicked, which leaves its socket's connections unserved.
+    pub(crate) async fn ended(&mut self) -> usize {
+        match self.ended.recv().await {
+            Some(index) => index,
+            // Every worker holds a sender until it ends; with none left
+            // there is nothing more to report.
+            None => std::future::pending().await,
+        }
     }
 
     /// How many workers run.
@@ -155,17 +209,22 @@ impl Workers {
         self.threads.len()
     }
 
-    /// Waits until every worker has drained and stopped.
+    /// Waits until every worker has drained and stopped; fails naming the
+    /// first worker that panicked, with its message.
     pub(crate) async fn join(self) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || {
-            let mut panicked = 0;
-            for thread in self.threads {
-                panicked += usize::from(thread.join().is_err());
+            let mut failed = None;
+            for (index, thread) in self.threads.into_iter().enumerate() {
+                if let Err(panic) = thread.join() {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|message| (*message).to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "no message".to_string());
+                    failed.get_or_insert(format!("request worker {index} panicked: {message}"));
+                }
             }
-            if panicked > 0 {
-                anyhow::bail!("{panicked} request workers panicked");
-            }
-            Ok(())
+            failed.map_or(Ok(()), |failed| Err(anyhow::anyhow!(failed)))
         })
         .await
         .context("failed to wait for the request workers")?

@@ -67,6 +67,13 @@ impl Registry {
         self.snapshot.load_full()
     }
 
+    /// The current snapshot, for one request's routing: a guard, which on
+    /// the usual path reads without writing memory another worker reads.
+    /// Drop it before any await.
+    pub(crate) fn routing(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
+
     fn projects(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Project>>> {
         self.projects
             .lock()

@@ -37,14 +37,12 @@ const RETIRED: usize = 1 << (usize::BITS - 1);
 struct Admission(AtomicUsize);
 
 impl Admission {
-    /// Counts one more request unless retired; `false` when retired.
+    /// Counts one more request; `false` when the version is retired, and
+    /// then the caller must [`leave`](Admission::leave) again, and wake the
+    /// drain if that was the last: the count it briefly added may be the one
+    /// the drain is waiting on.
     fn enter(&self) -> bool {
-        let before = self.0.fetch_add(1, Ordering::SeqCst);
-        if before & RETIRED != 0 {
-            self.leave();
-            return false;
-        }
-        true
+        self.0.fetch_add(1, Ordering::SeqCst) & RETIRED == 0
     }
 
     /// Counts one more request even if retired (a candidate's health check,
@@ -261,7 +259,11 @@ impl Version {
 
     /// Counts one more request on this version unless it is retired.
     fn enter(&self) -> bool {
-        self.admission.enter()
+        if self.admission.enter() {
+            return true;
+        }
+        self.leave();
+        false
     }
 
     /// Counts one request off, waking the drain when it was the last.
@@ -437,23 +439,27 @@ mod tests {
             let admission = Arc::new(Admission::default());
             let drained = Arc::new(AtomicBool::new(false));
             let late = Arc::new(AtomicUsize::new(0));
+            let start = Arc::new(std::sync::Barrier::new(5));
             let threads: Vec<_> = (0..4)
                 .map(|_| {
-                    let (admission, drained, late) =
-                        (admission.clone(), drained.clone(), late.clone());
+                    let (admission, drained, late, start) = (
+                        admission.clone(),
+                        drained.clone(),
+                        late.clone(),
+                        start.clone(),
+                    );
                     std::thread::spawn(move || {
+                        start.wait();
                         for _ in 0..2_000 {
-                            if admission.enter() {
-                                if drained.load(Ordering::SeqCst) {
-                                    late.fetch_add(1, Ordering::SeqCst);
-                                }
-                                admission.leave();
+                            if admission.enter() && drained.load(Ordering::SeqCst) {
+                                late.fetch_add(1, Ordering::SeqCst);
                             }
+                            admission.leave();
                         }
                     })
                 })
                 .collect();
-            std::thread::yield_now();
+            start.wait();
             admission.retire();
             while admission.count() != 0 {
                 std::hint::spin_loop();
@@ -468,8 +474,27 @@ mod tests {
                 "requests entered after the drain"
             );
             assert_eq!(admission.count(), 0);
-            assert!(!admission.enter());
         }
+    }
+
+    /// A request refused because its version retired still counted itself
+    /// for a moment. When its back-out is what brings the count to zero, it
+    /// must say so, or the drain waiting for zero sleeps to its deadline.
+    #[test]
+    fn a_refused_request_that_backs_out_last_wakes_the_drain() {
+        let admission = Admission::default();
+        assert!(admission.enter());
+        assert_eq!(admission.retire(), 1);
+        // Loaded before the swap, entering after it.
+        assert!(!admission.enter());
+        assert_eq!(admission.count(), 2);
+        assert!(!admission.leave(), "the real request was not the last");
+        assert!(
+            admission.leave(),
+            "the back-out was the last and must say so"
+        );
+        assert_eq!(admission.count(), 0);
+        assert!(admission.is_retired());
     }
 
     /// However many threads race for a project's slots, no more than the
