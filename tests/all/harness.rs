@@ -471,3 +471,96 @@ impl Connection {
         })
     }
 }
+
+/// Connections that keep requesting `/app/x` of a project `app` while a test
+/// swaps it between hello (odd versions) and echo (even versions), stopped
+/// by [`SwapTraffic::finish`].
+///
+/// Each answer must be 200, whole from the build its `wasmhost-version`
+/// names, and never from an older version than the one before it on the
+/// same connection.
+pub(crate) struct SwapTraffic {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    clients: Vec<tokio::task::JoinHandle<Result<Vec<u64>, String>>>,
+}
+
+impl SwapTraffic {
+    /// Opens `connections` connections to `addr` and starts requesting.
+    pub(crate) fn start(addr: SocketAddr, connections: usize) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients = (0..connections)
+            .map(|_| tokio::spawn(swap_client(addr, stop.clone())))
+            .collect();
+        Self { stop, clients }
+    }
+
+    /// Deploys project `app` `swaps` times on `host`, echo and hello in
+    /// turns (so version `n + 1` is echo when `n` is odd), insisting each goes
+    /// live, with `pause` between deploys to let traffic see each version.
+    pub(crate) async fn swap(&self, host: &RunningHost, swaps: u64, pause: Duration) {
+        let hello = std::fs::read(wasmhost_tests::guests::HELLO).expect("read hello");
+        let echo = std::fs::read(wasmhost_tests::guests::ECHO).expect("read echo");
+        for swap in 1..=swaps {
+            let bytes = if swap % 2 == 1 { &echo } else { &hello };
+            let reply = host.deploy("app", bytes).await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+            assert_eq!(reply.json()["live_version"], swap + 1);
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Stops the connections; how many answers they got and which versions
+    /// gave them. Panics on the first bad answer any connection saw.
+    pub(crate) async fn finish(self) -> (usize, std::collections::BTreeSet<u64>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut answers = 0;
+        let mut versions = std::collections::BTreeSet::new();
+        for client in self.clients {
+            let seen = client
+                .await
+                .expect("client task")
+                .unwrap_or_else(|err| panic!("{err}"));
+            assert!(!seen.is_empty(), "a connection got no answer at all");
+            answers += seen.len();
+            versions.extend(seen);
+        }
+        (answers, versions)
+    }
+}
+
+/// One connection of [`SwapTraffic`]: the versions it saw, in order.
+async fn swap_client(
+    addr: SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<Vec<u64>, String> {
+    let mut connection = Connection::open(addr).await;
+    let mut seen: Vec<u64> = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let reply = connection
+            .get("/app/x")
+            .await
+            .map_err(|err| format!("request failed: {err}"))?;
+        if reply.status != StatusCode::OK {
+            return Err(format!("status {}: {}", reply.status, reply.text()));
+        }
+        let version: u64 = reply
+            .header("wasmhost-version")
+            .and_then(|v| v.parse().ok())
+            .ok_or("no version header")?;
+        let whole = if version % 2 == 1 {
+            reply.text() == "Hello, world!\n"
+        } else {
+            reply.header("echo-path") == Some("/app/x") && reply.body.is_empty()
+        };
+        if !whole {
+            return Err(format!(
+                "v{version} answered like the other build: {reply:?}"
+            ));
+        }
+        if let Some(last) = seen.last().filter(|last| **last > version) {
+            return Err(format!("went back from v{last} to v{version}"));
+        }
+        seen.push(version);
+    }
+    Ok(seen)
+}

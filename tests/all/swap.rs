@@ -7,7 +7,7 @@ use serde_json::Value;
 use wasmhost_tests::guests;
 
 use crate::harness::{
-    Connection, TestHost, admin_request, empty, eventually, request, send, thread_stat,
+    SwapTraffic, TestHost, admin_request, empty, eventually, request, send, thread_stat,
     threads_named,
 };
 
@@ -82,70 +82,9 @@ async fn fifty_swaps_under_sixteen_busy_connections_drop_and_mix_nothing() {
     const CONNECTIONS: usize = 16;
     const SWAPS: u64 = 50;
     let host = TestHost::new().project("app", guests::HELLO).spawn();
-    let hello = read(guests::HELLO);
-    let echo = read(guests::ECHO);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut clients = Vec::new();
-    for _ in 0..CONNECTIONS {
-        let addr = host.addr;
-        let stop = stop.clone();
-        clients.push(tokio::spawn(async move {
-            let mut connection = Connection::open(addr).await;
-            let mut seen = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let reply = connection
-                    .get("/app/x")
-                    .await
-                    .map_err(|err| format!("request failed: {err}"))?;
-                if reply.status != StatusCode::OK {
-                    return Err(format!("status {}: {}", reply.status, reply.text()));
-                }
-                let version: u64 = reply
-                    .header("wasmhost-version")
-                    .and_then(|v| v.parse().ok())
-                    .ok_or("no version header")?;
-                // Odd versions are hello, even ones echo: the body must match its version.
-                let whole = if version % 2 == 1 {
-                    reply.text() == "Hello, world!\n"
-                } else {
-                    reply.header("echo-path") == Some("/app/x") && reply.body.is_empty()
-                };
-                if !whole {
-                    return Err(format!(
-                        "v{version} answered like the other build: {reply:?}"
-                    ));
-                }
-                if seen.last().is_some_and(|last| *last > version) {
-                    return Err(format!(
-                        "went back from v{} to v{version}",
-                        seen.last().unwrap_or(&0)
-                    ));
-                }
-                seen.push(version);
-            }
-            Ok::<_, String>(seen)
-        }));
-    }
-    for swap in 1..=SWAPS {
-        let bytes = if swap % 2 == 1 { &echo } else { &hello };
-        let reply = host.deploy("app", bytes).await;
-        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-        assert_eq!(reply.json()["live_version"], swap + 1);
-        // Let some traffic see each version.
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut total = 0;
-    let mut versions = std::collections::BTreeSet::new();
-    for client in clients {
-        let seen = client
-            .await
-            .expect("client task")
-            .unwrap_or_else(|err| panic!("{err}"));
-        assert!(!seen.is_empty(), "a connection got no response at all");
-        total += seen.len();
-        versions.extend(seen);
-    }
+    let traffic = SwapTraffic::start(host.addr, CONNECTIONS);
+    traffic.swap(&host, SWAPS, Duration::from_millis(5)).await;
+    let (total, versions) = traffic.finish().await;
     println!(
         "{total} responses over {CONNECTIONS} connections, {} distinct versions seen",
         versions.len()

@@ -2,14 +2,10 @@
 //! swaps and drains interleave across threads. Admission, drain, counts and
 //! shutdown must stay exact.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use hyper::StatusCode;
 use wasmhost_tests::guests;
 
-use crate::harness::{Connection, TestHost, empty, request, send, threads_named};
+use crate::harness::{SwapTraffic, TestHost, empty, request, send, threads_named};
 
 /// Workers in these tests: twice this machine's cores.
 const WORKERS: usize = 4;
@@ -29,64 +25,9 @@ async fn a_thousand_swaps_on_four_workers_fail_nothing_and_release_every_version
         .project("app", guests::HELLO)
         .arg(&format!("--workers={WORKERS}"))
         .spawn();
-    let hello = std::fs::read(guests::HELLO).expect("read hello");
-    let echo = std::fs::read(guests::ECHO).expect("read echo");
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..CONNECTIONS)
-        .map(|_| {
-            let (addr, stop) = (host.addr, stop.clone());
-            tokio::spawn(async move {
-                let mut connection = Connection::open(addr).await;
-                let mut seen: Vec<u64> = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let reply = connection
-                        .get("/app/x")
-                        .await
-                        .map_err(|err| format!("request failed: {err}"))?;
-                    if reply.status != StatusCode::OK {
-                        return Err(format!("status {}: {}", reply.status, reply.text()));
-                    }
-                    let version: u64 = reply
-                        .header("wasmhost-version")
-                        .and_then(|v| v.parse().ok())
-                        .ok_or("no version header")?;
-                    let whole = if version % 2 == 1 {
-                        reply.text() == "Hello, world!\n"
-                    } else {
-                        reply.header("echo-path") == Some("/app/x") && reply.body.is_empty()
-                    };
-                    if !whole {
-                        return Err(format!(
-                            "v{version} answered like the other build: {reply:?}"
-                        ));
-                    }
-                    if let Some(last) = seen.last().filter(|last| **last > version) {
-                        return Err(format!("went back from v{last} to v{version}"));
-                    }
-                    seen.push(version);
-                }
-                Ok::<_, String>(seen)
-            })
-        })
-        .collect();
-    for swap in 1..=SWAPS {
-        let bytes = if swap % 2 == 1 { &echo } else { &hello };
-        let reply = host.deploy("app", bytes).await;
-        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-        assert_eq!(reply.json()["live_version"], swap + 1);
-    }
-    stop.store(true, Ordering::Relaxed);
-    let mut answers = 0;
-    let mut versions = BTreeSet::new();
-    for client in clients {
-        let seen = client
-            .await
-            .expect("client task")
-            .unwrap_or_else(|err| panic!("{err}"));
-        assert!(!seen.is_empty(), "a connection got no answer at all");
-        answers += seen.len();
-        versions.extend(seen);
-    }
+    let traffic = SwapTraffic::start(host.addr, CONNECTIONS);
+    traffic.swap(&host, SWAPS, std::time::Duration::ZERO).await;
+    let (answers, versions) = traffic.finish().await;
     println!(
         "{answers} answers over {CONNECTIONS} connections from {} versions",
         versions.len()
