@@ -61,6 +61,20 @@ pub async fn trial_instantiate(version: &Version) -> Result<(), String> {
     }
 }
 
+/// Runs a candidate version's health check like any request, except that it
+/// does not count against the project's `max_concurrency` (`swap/validate.rs`).
+pub(crate) async fn health_check<B>(
+    version: Arc<Version>,
+    request: Request<B>,
+    guest_path: &str,
+) -> Result<Response<HyperOutgoingBody>, InvokeError>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
+    invoke(InFlight::health_check(version), request, guest_path).await
+}
+
 /// Runs `request` on the version it was admitted to; the guest sees
 /// `guest_path` as its path and query.
 ///
@@ -77,35 +91,6 @@ where
     B::Error: Into<wasmtime_wasi_http::Error>,
 {
     let version = in_flight.version().clone();
-    run_admitted(version, in_flight, request, guest_path).await
-}
-
-/// Runs a candidate version's health check like any request, except that it
-/// does not count against the project's `max_concurrency` (`swap/validate.rs`).
-pub(crate) async fn health_check<B>(
-    version: Arc<Version>,
-    request: Request<B>,
-    guest_path: &str,
-) -> Result<Response<HyperOutgoingBody>, InvokeError>
-where
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<wasmtime_wasi_http::Error>,
-{
-    let in_flight = InFlight::health_check(version.clone());
-    run_admitted(version, in_flight, request, guest_path).await
-}
-
-/// [`invoke`] once the request is admitted.
-async fn run_admitted<B>(
-    version: Arc<Version>,
-    in_flight: InFlight,
-    request: Request<B>,
-    guest_path: &str,
-) -> Result<Response<HyperOutgoingBody>, InvokeError>
-where
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<wasmtime_wasi_http::Error>,
-{
     let max_body = version.run.max_body;
     if declared_length(request.headers()).is_some_and(|length| length > max_body) {
         return Err(InvokeError::BodyTooLarge(max_body));
