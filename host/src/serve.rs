@@ -121,7 +121,11 @@ pub(crate) async fn run(
         config.grace_period,
         config.connections,
     )?;
-    tracing::info!("{} request workers", workers.count());
+    let count = workers.count();
+    tracing::info!(
+        "{count} request worker{}",
+        if count == 1 { "" } else { "s" }
+    );
     // These two lines are the readiness signal scripts and tests wait for.
     eprintln!("listening on http://{http_addr}");
     eprintln!("admin on http://{admin_addr}");

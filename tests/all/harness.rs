@@ -198,6 +198,7 @@ pub(crate) fn wasmhost() -> Command {
         .env_remove("WASMHOST_ADMIN_LISTEN")
         .env_remove("WASMHOST_ADMIN_TOKEN")
         .env_remove("WASMHOST_ADMIN_TOKEN_FILE")
+        .env_remove("WASMHOST_WORKERS")
         .stdin(Stdio::null());
     command
 }

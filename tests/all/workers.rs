@@ -2,10 +2,15 @@
 //! swaps and drains interleave across threads. Admission, drain, counts and
 //! shutdown must stay exact.
 
+use std::process::{Command, Stdio};
+
 use hyper::StatusCode;
 use wasmhost_tests::guests;
+use wasmhost_tests::process::{Process, wasmhost_ready};
 
-use crate::harness::{SwapTraffic, TestHost, empty, request, send, threads_named};
+use crate::harness::{
+    DEADLINE, SwapTraffic, TestHost, empty, request, send, threads_named, wasmhost,
+};
 
 /// Workers in these tests: twice this machine's cores.
 const WORKERS: usize = 4;
@@ -92,4 +97,54 @@ async fn sigterm_under_load_drains_every_worker_and_exits_zero() {
     let status = host.wait_exit().await;
     assert!(status.success(), "exit status {status}:\n{}", host.log());
     assert!(host.log().contains("SIGTERM received"), "{}", host.log());
+}
+
+/// Without `--workers`, one worker per CPU the process may use. Under
+/// `taskset -c 0`, the affinity mask a CPU-limited container or a pinned
+/// service gives, that is one; without it, as many as the test process
+/// itself may use.
+#[tokio::test]
+async fn the_default_is_one_worker_per_cpu_the_process_may_use() {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    for (pinned, expected) in [(true, 1), (false, cpus)] {
+        let builder = TestHost::new().project("hello", guests::HELLO);
+        // The harness's own command, with its environment, minus the
+        // `--workers` tests get by default.
+        let serve = wasmhost();
+        let mut command = if pinned {
+            let mut taskset = Command::new("taskset");
+            taskset.args(["-c", "0"]).arg(serve.get_program());
+            taskset
+        } else {
+            Command::new(serve.get_program())
+        };
+        for (key, value) in serve.get_envs() {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        command
+            .arg("serve")
+            .arg(builder.dir())
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .arg("--no-cache")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        let mut process = Process::spawn(command).expect("spawn wasmhost");
+        let (addr, _) = process
+            .wait_for(DEADLINE, wasmhost_ready)
+            .unwrap_or_else(|err| panic!("wasmhost never became ready: {err}"));
+        let log = process.log();
+        assert!(
+            log.contains(&format!(" {expected} request worker")),
+            "pinned: {pinned}, expected {expected} workers:\n{log}"
+        );
+        let workers = (0..expected + 1)
+            .filter(|index| !threads_named(process.pid(), &format!("wasmhost-w{index}")).is_empty())
+            .count();
+        assert_eq!(workers, expected, "worker threads, pinned: {pinned}");
+        let reply = send(addr, request("GET", "localhost", "/hello", empty())).await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
 }
