@@ -143,8 +143,10 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub(crate) idle_timeout: Duration,
 
-    /// Most connections open at once on each listener; past it, new ones
-    /// wait in the kernel's listen backlog until one closes.
+    /// Most connections served at once on each listener, all request
+    /// workers together; past it, each worker holds at most one accepted
+    /// connection until a slot frees, and new ones wait in the kernel's
+    /// listen backlog.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_connections: u32,
 
