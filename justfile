@@ -6,9 +6,9 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# Build every guest for wasm32-wasip2.
-build-guests:
-    scripts/build-guests
+# Build every guest (or the named ones) for wasm32-wasip2.
+build-guests *GUESTS:
+    scripts/build-guests {{GUESTS}}
 
 # Build the guests, place them under ./projects and serve them.
 serve *ARGS:

@@ -1,6 +1,8 @@
 //! Builds every guest in `../guests` for wasm32-wasip2 and writes their paths
 //! as constants into `$OUT_DIR/guests.rs` (the pattern of wasmtime's
 //! test-programs-artifacts), so tests never depend on a manual build step.
+//! The Rust guests build with cargo; the Python and JavaScript ones with
+//! `scripts/componentize`, which installs their pinned toolchains.
 
 use std::env;
 use std::fmt::Write as _;
@@ -14,6 +16,7 @@ fn main() {
     let guests_dir = manifest_dir.join("../guests");
     let guests_dir = guests_dir.canonicalize().unwrap_or(guests_dir);
     let guests = guest_names(&guests_dir);
+    let componentized = componentized_names(&guests_dir);
 
     for path in ["Cargo.toml", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", guests_dir.join(path).display());
@@ -28,10 +31,15 @@ fn main() {
             guests_dir.join(name).join("Cargo.toml").display()
         );
     }
-    println!(
-        "cargo:rerun-if-changed={}",
-        manifest_dir.join("../wit").display()
-    );
+    for name in &componentized {
+        println!("cargo:rerun-if-changed={}", guests_dir.join(name).display());
+    }
+    for path in ["../wit", "../scripts/componentize"] {
+        println!(
+            "cargo:rerun-if-changed={}",
+            manifest_dir.join(path).display()
+        );
+    }
 
     // The guests share guests/target with `just build-guests`, so a test run
     // after a `just serve` (or the other way round) reuses the build.
@@ -55,10 +63,23 @@ fn main() {
         );
     }
 
+    for name in &componentized {
+        let script = guests_dir.join("../scripts/componentize");
+        let status = Command::new(&script)
+            .arg(name)
+            .status()
+            .unwrap_or_else(|err| panic!("failed to run {}: {err}", script.display()));
+        if !status.success() {
+            panic!(
+                "failed to build the {name} guest with scripts/componentize (its output above says what is missing)"
+            );
+        }
+    }
+
     let out_dir = target_dir.join(TARGET).join("release");
     let mut code = String::new();
     let mut all = String::new();
-    for name in &guests {
+    for name in guests.iter().chain(&componentized) {
         // Libraries get `-` turned into `_` in their file names; binaries do not.
         let wasm = [name.clone(), name.replace('-', "_")]
             .iter()
@@ -78,10 +99,17 @@ fn main() {
             wasm.display().to_string()
         )
         .expect("write to string");
-        write!(all, "({name:?}, {constant}), ").expect("write to string");
+        if guests.contains(name) {
+            write!(all, "({name:?}, {constant}), ").expect("write to string");
+        }
     }
-    writeln!(code, "/// Every guest, as (name, path).").expect("write to string");
-    writeln!(code, "pub const ALL: &[(&str, &str)] = &[{all}];").expect("write to string");
+    writeln!(
+        code,
+        "/// Every Rust guest, as (name, path). The Python and JavaScript ones are left out:\n\
+         /// at 14-18 MB each they take seconds to compile, so tests name them where needed."
+    )
+    .expect("write to string");
+    writeln!(code, "pub const RUST: &[(&str, &str)] = &[{all}];").expect("write to string");
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo")).join("guests.rs");
     std::fs::write(&out, code).expect("failed to write guests.rs");
 }
@@ -101,4 +129,22 @@ fn guest_names(guests_dir: &Path) -> Vec<String> {
         .filter(|name| *name != "support")
         .map(str::to_string)
         .collect()
+}
+
+/// The Python and JavaScript guests: the folders holding an `app.py` or an
+/// `app.js`, as `scripts/build-guests` finds them.
+fn componentized_names(guests_dir: &Path) -> Vec<String> {
+    let entries = std::fs::read_dir(guests_dir)
+        .unwrap_or_else(|err| panic!("failed to list {}: {err}", guests_dir.display()));
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            ["app.py", "app.js"]
+                .iter()
+                .any(|app| entry.path().join(app).is_file())
+        })
+        .filter_map(|entry| entry.file_name().to_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
 }

@@ -198,7 +198,7 @@ fn compile(c: &mut Criterion) {
     let setup = setup();
     let mut group = c.benchmark_group("compile");
     group.sample_size(10);
-    for (name, path) in wasmhost_tests::guests::ALL {
+    for (name, path) in wasmhost_tests::guests::RUST {
         let bytes = std::fs::read(path).expect("guest");
         group.bench_function(*name, |b| {
             b.iter(|| wasmtime::component::Component::new(&setup.engine, &bytes).expect("compiles"))

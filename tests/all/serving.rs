@@ -16,11 +16,11 @@ use crate::harness::{TestHost, full, request, send};
 #[tokio::test]
 async fn every_guest_is_served() {
     let mut builder = TestHost::new();
-    for (name, path) in guests::ALL {
+    for (name, path) in guests::RUST {
         builder = builder.project(name, path);
     }
     let host = builder.spawn();
-    for (name, _) in guests::ALL {
+    for (name, _) in guests::RUST {
         let expected = match *name {
             "trap" => StatusCode::INTERNAL_SERVER_ERROR,
             // Needs `?to=HOST:PORT`; what it reaches is tested in outbound.rs.
@@ -37,6 +37,29 @@ async fn every_guest_is_served() {
             assert_eq!(reply.header("wasmhost-project"), Some(*name));
         } else {
             assert_eq!(host.admin_project(name).await["state"], "failed", "{name}");
+        }
+    }
+}
+
+/// The Python and JavaScript examples, built by their own toolchains, run
+/// unchanged beside a Rust guest, each on its own route.
+#[tokio::test]
+async fn python_and_javascript_guests_are_served() {
+    let host = TestHost::new()
+        .project("hello", guests::HELLO)
+        .project("hello-py", guests::HELLO_PY)
+        .project("hello-js", guests::HELLO_JS)
+        .spawn();
+    for (name, greeting) in [
+        ("hello", "Hello, world!\n"),
+        ("hello-py", "Hello from Python!\n"),
+        ("hello-js", "Hello from JavaScript!\n"),
+    ] {
+        for _ in 0..3 {
+            let reply = host.get(&format!("/{name}/some/path")).await;
+            assert_eq!(reply.status, StatusCode::OK, "{name}: {}", reply.text());
+            assert_eq!(reply.text(), greeting, "{name}");
+            assert_eq!(reply.header("wasmhost-project"), Some(name));
         }
     }
 }

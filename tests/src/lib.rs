@@ -5,7 +5,8 @@
 pub mod process;
 
 /// One constant per guest (`HELLO`, `ECHO`, …) holding the absolute path of
-/// its `.wasm`, and `ALL`, every guest as `(name, path)`.
+/// its `.wasm` (`HELLO_PY` and `HELLO_JS` for the Python and JavaScript ones),
+/// and `RUST`, every Rust guest as `(name, path)`.
 pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 }
