@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use wasmhost_tests::process::{Process, address_after, wasmhost_ready};
+use wasmhost_tests::process::{Process, address_after, wait_until_loaded};
 
 use crate::Error;
 
@@ -77,7 +77,7 @@ pub fn start_wasmhost(projects: &Path, cache: &Path, extra: &[&str]) -> Result<S
             binary.display()
         )
     })?;
-    let (addr, admin) = process.wait_for(READY_DEADLINE, wasmhost_ready)?;
+    let (addr, admin) = wait_until_loaded(&mut process, READY_DEADLINE)?;
     Ok(Server {
         process,
         addr,

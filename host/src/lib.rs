@@ -54,6 +54,7 @@ pub mod engine;
 pub mod front;
 pub mod model;
 pub(crate) mod priority;
+pub mod readiness;
 pub(crate) mod runtime;
 pub(crate) mod serve;
 pub(crate) mod shutdown;

@@ -1,6 +1,7 @@
 //! `wasmhost serve`, wired together: bind the listeners, build the engine,
-//! load every project through the pipeline, then serve project traffic and the
-//! admin API until a shutdown signal, and drain.
+//! serve project traffic and the admin API at once while every project loads
+//! through the pipeline (each routable as soon as its first version is live),
+//! until a shutdown signal; then drain.
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -16,6 +17,7 @@ use crate::front::{handler, listener, slow_lane};
 use crate::model::discovery::Skipped;
 use crate::model::events::Events;
 use crate::model::registry::Registry;
+use crate::readiness::{Phase, Readiness};
 use crate::swap::cache::CompileCache;
 use crate::swap::compiler::Compiler;
 use crate::swap::pipeline::Pipeline;
@@ -110,13 +112,12 @@ pub(crate) async fn run(
     if let Some(watch) = &config.watch {
         crate::watch::start(&config.projects_dir, pipeline.clone(), watch.clone())?;
     }
-    let skipped = pipeline.load_all().await?;
-    log_startup(&registry, &skipped);
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let requests_registry = registry.clone();
     let mut workers = Workers::start(
         listeners.http,
-        move |request| handler::handle(&registry, request),
+        move |request| handler::handle(&requests_registry, request),
         &stopped,
         config.grace_period,
         config.connections,
@@ -126,17 +127,30 @@ pub(crate) async fn run(
         "{count} request worker{}",
         if count == 1 { "" } else { "s" }
     );
-    // These two lines are the readiness signal scripts and tests wait for.
+    // Printed as soon as both listeners serve, before any project is loaded:
+    // scripts and tests then wait for `GET /readyz` on the admin listener.
     eprintln!("listening on http://{http_addr}");
     eprintln!("admin on http://{admin_addr}");
+    let readiness = Arc::new(Readiness::default());
     let access = Arc::new(admin::Access {
         token: config.admin_token.clone(),
         max_deploy_size: config.max_deploy_size,
     });
-    let mut admin_stopped = stopped.clone();
+    // The admin listener outlives the workers' drain, so probes see `/readyz`
+    // turn 503 and operators can watch the drain.
+    let (admin_stop, mut admin_stopped) = tokio::sync::watch::channel(false);
+    let admin_pipeline = pipeline.clone();
+    let admin_readiness = readiness.clone();
     let admin_task = tokio::spawn(listener::serve(
         listeners.admin,
-        move |request| admin::handle(pipeline.clone(), access.clone(), request),
+        move |request| {
+            admin::handle(
+                admin_pipeline.clone(),
+                access.clone(),
+                admin_readiness.clone(),
+                request,
+            )
+        },
         async move {
             let _ = admin_stopped.wait_for(|stop| *stop).await;
         },
@@ -144,31 +158,52 @@ pub(crate) async fn run(
         config.connections,
         listener::slots(config.connections),
     ));
+    let loading = async {
+        let skipped = pipeline.load_all().await?;
+        log_startup(&registry, &skipped);
+        readiness.advance(Phase::Ready);
+        anyhow::Ok(())
+    };
+    tokio::pin!(loading);
+    tokio::pin!(shutdown);
+    let mut loaded = false;
     // A worker ends before shutdown only by panicking, and the connections
     // its socket receives would go unanswered: shut the host down, so a
     // supervisor restarts it, rather than serve on with a hole.
-    let lost = tokio::select! {
-        name = shutdown => {
-            tracing::info!(
-                grace_ms = config.grace_period.as_millis() as u64,
-                "{name} received: no new connections; letting in-flight requests finish"
-            );
-            None
-        }
-        index = workers.ended() => {
-            tracing::error!("request worker {index} stopped; shutting down");
-            Some(index)
+    let failure = loop {
+        tokio::select! {
+            result = &mut loading, if !loaded => {
+                loaded = true;
+                if let Err(err) = result {
+                    let err = err.context("failed to load the projects");
+                    tracing::error!("{err:#}; shutting down");
+                    break Some(err);
+                }
+            }
+            name = &mut shutdown => {
+                tracing::info!(
+                    grace_ms = config.grace_period.as_millis() as u64,
+                    "{name} received: no new connections; letting in-flight requests finish"
+                );
+                break None;
+            }
+            index = workers.ended() => {
+                tracing::error!("request worker {index} stopped; shutting down");
+                break Some(anyhow::anyhow!("request worker {index} stopped while serving"));
+            }
         }
     };
+    readiness.advance(Phase::Stopping);
+    let _ = stop.send(true);
+    let joined = workers.join().await;
     // Open event streams never end by themselves; end them so they do
     // not hold the admin listener's drain for the whole grace period.
     events.close();
-    let _ = stop.send(true);
-    let joined = workers.join().await;
+    let _ = admin_stop.send(true);
     admin_task.await.context("the admin server task failed")?;
     joined?;
-    if let Some(index) = lost {
-        anyhow::bail!("request worker {index} stopped while serving");
+    if let Some(err) = failure {
+        return Err(err);
     }
     tracing::info!("shut down");
     Ok(())

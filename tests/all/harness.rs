@@ -20,7 +20,7 @@ use hyper::header::HeaderMap;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tempfile::TempDir;
-use wasmhost_tests::process::{Process, wasmhost_ready};
+use wasmhost_tests::process::{Process, wait_until_loaded, wasmhost_listening};
 
 /// How long anything a test waits for may take before the test fails. Generous:
 /// CI machines are small and busy; a pass never waits this long.
@@ -114,12 +114,26 @@ impl TestHost {
         command
     }
 
-    /// Starts the host and waits until it prints its two readiness lines.
+    /// Starts the host and waits until it has loaded every project
+    /// (`/readyz` answers 200).
     pub(crate) fn spawn(self) -> RunningHost {
         let mut process = Process::spawn(self.command()).expect("failed to spawn wasmhost");
-        let (addr, admin) = process
-            .wait_for(DEADLINE, wasmhost_ready)
+        let (addr, admin) = wait_until_loaded(&mut process, DEADLINE)
             .unwrap_or_else(|err| panic!("wasmhost never became ready: {err}"));
+        self.running(process, addr, admin)
+    }
+
+    /// Starts the host and returns as soon as it listens, with projects
+    /// possibly still loading.
+    pub(crate) fn spawn_listening(self) -> RunningHost {
+        let mut process = Process::spawn(self.command()).expect("failed to spawn wasmhost");
+        let (addr, admin) = process
+            .wait_for(DEADLINE, wasmhost_listening)
+            .unwrap_or_else(|err| panic!("wasmhost never listened: {err}"));
+        self.running(process, addr, admin)
+    }
+
+    fn running(self, process: Process, addr: SocketAddr, admin: SocketAddr) -> RunningHost {
         RunningHost {
             cache: self.cache,
             process,

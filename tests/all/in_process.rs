@@ -77,7 +77,8 @@ impl InProcess {
             .header("content-type", "application/wasm")
             .body(Full::new(Bytes::from(body)))
             .expect("request");
-        Answer::read(admin::handle(self.pipeline.clone(), access, request).await).await
+        let readiness = Arc::new(wasmhost::readiness::Readiness::default());
+        Answer::read(admin::handle(self.pipeline.clone(), access, readiness, request).await).await
     }
 }
 

@@ -5,7 +5,7 @@ use wasmhost_tests::guests;
 
 use wasmhost_tests::process::Process;
 
-use crate::harness::{DEADLINE, TestHost, empty, request, send, wasmhost};
+use crate::harness::{DEADLINE, TestHost, empty, eventually, request, send, wasmhost};
 
 #[tokio::test]
 async fn a_broken_project_is_reported_and_the_others_serve() {
@@ -67,21 +67,124 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
         .spawn();
     let addr = host.addr;
     let in_flight = tokio::spawn(async move {
-        send(addr, request("GET", "localhost", "/slow?ms=1500", empty())).await
+        send(addr, request("GET", "localhost", "/slow?ms=3000", empty())).await
     });
     // Wait until the request is really running on the guest.
     host.wait_for_project("slow", "a request in flight", |p| p["in_flight"] == 1)
         .await;
+    assert_eq!(host.admin_get("/readyz").await.status, StatusCode::OK);
     host.terminate();
+    // Load balancers see the host leave before its drain ends: /readyz is
+    // 503 while the request still runs, and changes are refused.
+    eventually("/readyz 503 after SIGTERM", || async {
+        let reply = host.admin_get("/readyz").await;
+        match reply.status {
+            StatusCode::SERVICE_UNAVAILABLE => Ok(reply.text()),
+            status => Err(format!("{status}: {}", reply.text())),
+        }
+    })
+    .await;
+    assert!(
+        !in_flight.is_finished(),
+        "the request ended before /readyz turned 503"
+    );
+    assert_eq!(host.admin_get("/livez").await.status, StatusCode::OK);
+    let deploy = host
+        .deploy("other", &std::fs::read(guests::HELLO).expect("hello"))
+        .await;
+    assert_eq!(
+        deploy.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        deploy.text()
+    );
     let reply = in_flight.await.expect("task");
     assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.text(), "slept 1500 ms\n");
+    assert_eq!(reply.text(), "slept 3000 ms\n");
     let status = host.wait_exit().await;
     assert!(status.success(), "exit status {status}:\n{}", host.log());
     let log = host.log();
     assert!(log.contains("SIGTERM received"), "{log}");
     // New connections are refused once it is gone.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+/// Start-up serves at once: a small project is live in milliseconds while
+/// an 18 MB Python one still compiles, even when the big one sorts first by
+/// name and compiles are one at a time. Until its first version is live, the
+/// big one answers 503 with Retry-After and /readyz is 503.
+#[tokio::test]
+async fn start_up_serves_each_project_as_soon_as_it_is_live_small_ones_first() {
+    let host = TestHost::new()
+        .project("a-big", guests::HELLO_PY)
+        .project("z-small", guests::HELLO)
+        .arg("--max-compiles=1")
+        .spawn_listening();
+    let small_first = eventually("z-small live", || async {
+        let small = host.get("/z-small").await;
+        if small.status != StatusCode::OK {
+            return Err(format!("z-small: {} {}", small.status, small.text()));
+        }
+        Ok((host.get("/a-big").await, host.admin_get("/readyz").await))
+    })
+    .await;
+    let (big, ready) = small_first;
+    assert_eq!(
+        big.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        big.text()
+    );
+    assert_eq!(big.header("retry-after"), Some("1"));
+    assert_eq!(big.header("wasmhost-project"), Some("a-big"));
+    assert!(big.text().contains("starting"), "{}", big.text());
+    assert_eq!(
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        ready.text()
+    );
+    assert_eq!(
+        host.admin_project("a-big").await["state"],
+        "preparing",
+        "{}",
+        host.log()
+    );
+
+    eventually("a-big live and the host ready", || async {
+        let big = host.get("/a-big").await;
+        let ready = host.admin_get("/readyz").await;
+        if big.status == StatusCode::OK && ready.status == StatusCode::OK {
+            Ok(())
+        } else {
+            Err(format!("a-big {}, /readyz {}", big.status, ready.status))
+        }
+    })
+    .await;
+    assert_eq!(host.get("/a-big").await.text(), "Hello from Python!\n");
+    let log = host.wait_for_log("loaded 2 of 2 projects").await;
+    let at = |needle: &str| {
+        log.find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?} in:\n{log}"))
+    };
+    assert!(at("listening on") < at("z-small: v1 live"), "{log}");
+    assert!(at("z-small: v1 live") < at("a-big: v1 compiled"), "{log}");
+}
+
+/// A project that fails at start-up stops being routed by what it would
+/// have served: a later name that wanted the same route gets it. The broken
+/// one is the bigger file, so it fails after the other is live.
+#[tokio::test]
+async fn a_contested_route_goes_to_the_next_name_when_the_first_fails_to_start() {
+    let junk = vec![b'x'; 1 << 20];
+    let host = TestHost::new()
+        .write("a-broken.wasm", &junk)
+        .project("b-works", guests::HELLO)
+        .manifest("b-works", "route = \"/a-broken\"\n")
+        .spawn();
+    let reply = host.get("/a-broken").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.header("wasmhost-project"), Some("b-works"));
 }
 
 #[tokio::test]

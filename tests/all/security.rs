@@ -59,6 +59,18 @@ async fn with_a_token_every_admin_request_must_carry_it() {
     );
     let reply = send(host.admin, with_token(get(), "s3cret-tokeN")).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    // Probes carry no token and name the host by address, as a kubelet
+    // does; they are answered, and tell nothing but one bit.
+    for probe in ["/livez", "/readyz"] {
+        let reply = send(host.admin, request("GET", "10.1.2.3:8081", probe, empty())).await;
+        assert_eq!(reply.status, StatusCode::OK, "{probe}: {}", reply.text());
+    }
+    let reply = send(
+        host.admin,
+        request("GET", "10.1.2.3:8081", "/healthz", empty()),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
         send(host.admin, with_token(get(), "s3cret-token"))
             .await

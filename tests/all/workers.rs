@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use hyper::StatusCode;
 use wasmhost_tests::guests;
-use wasmhost_tests::process::{Process, wasmhost_ready};
+use wasmhost_tests::process::{Process, wait_until_loaded};
 
 use crate::harness::{
     DEADLINE, SwapTraffic, TestHost, empty, request, send, threads_named, wasmhost,
@@ -132,8 +132,7 @@ async fn the_default_is_one_worker_per_cpu_the_process_may_use() {
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         let mut process = Process::spawn(command).expect("spawn wasmhost");
-        let (addr, _) = process
-            .wait_for(DEADLINE, wasmhost_ready)
+        let (addr, _) = wait_until_loaded(&mut process, DEADLINE)
             .unwrap_or_else(|err| panic!("wasmhost never became ready: {err}"));
         let log = process.log();
         assert!(

@@ -1,7 +1,7 @@
 //! Starting a server as a child process, for the integration tests and the
 //! benchmarks alike: its stderr is collected on a thread (so the server never
-//! blocks on a full pipe), readiness is found by polling that log, and the
-//! process is killed when its handle drops.
+//! blocks on a full pipe), readiness is found by polling that log (and a
+//! wasmhost's `/readyz`), and the process is killed when its handle drops.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -113,13 +113,43 @@ pub fn address_after(log: &str, prefix: &str) -> Option<SocketAddr> {
         .ok()
 }
 
-/// Where a `wasmhost serve` serves, once it has printed both readiness
-/// lines: the project listener and the admin listener.
-pub fn wasmhost_ready(log: &str) -> Option<(SocketAddr, SocketAddr)> {
+/// Where a `wasmhost serve` listens, once it has printed both address
+/// lines: the project listener and the admin listener. Projects may still be
+/// loading then; [`wait_until_loaded`] waits for them.
+pub fn wasmhost_listening(log: &str) -> Option<(SocketAddr, SocketAddr)> {
     Some((
         address_after(log, "listening on http://")?,
         address_after(log, "admin on http://")?,
     ))
+}
+
+/// Waits until a `wasmhost serve` listens and has loaded every project it
+/// found at start-up (its `GET /readyz` answers 200); returns its project
+/// and admin addresses.
+pub fn wait_until_loaded(
+    process: &mut Process,
+    deadline: Duration,
+) -> Result<(SocketAddr, SocketAddr), String> {
+    let started = Instant::now();
+    let (addr, admin) = process.wait_for(deadline, wasmhost_listening)?;
+    let left = deadline.saturating_sub(started.elapsed());
+    process.wait_for(left, |_| ready(admin).then_some(()))?;
+    Ok((addr, admin))
+}
+
+/// Whether `GET /readyz` on a wasmhost admin listener answers 200.
+pub fn ready(admin: SocketAddr) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(2))
+    else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let mut answer = String::new();
+    stream.write_all(request).is_ok()
+        && stream.read_to_string(&mut answer).is_ok()
+        && answer.starts_with("HTTP/1.1 200 ")
 }
 
 #[cfg(test)]
@@ -129,9 +159,9 @@ mod tests {
     #[test]
     fn readiness_needs_both_lines() {
         let log = "loading\nlistening on http://127.0.0.1:4000\n";
-        assert_eq!(wasmhost_ready(log), None);
+        assert_eq!(wasmhost_listening(log), None);
         let log = format!("{log}admin on http://127.0.0.1:4001\n");
-        let (http, admin) = wasmhost_ready(&log).expect("both lines");
+        let (http, admin) = wasmhost_listening(&log).expect("both lines");
         assert_eq!((http.port(), admin.port()), (4000, 4001));
         assert_eq!(
             address_after(

@@ -15,6 +15,7 @@ use crate::admin::upload::read_deploy;
 use crate::admin::views::ProjectView;
 use crate::front::responses::{json_response, text_response};
 use crate::model::manifest::ProjectName;
+use crate::readiness::{Phase, Readiness};
 use crate::swap::pipeline::{ChangeError, Outcome, Pipeline};
 
 /// Answers one admin request. Generic over the body, so tests can call it
@@ -22,14 +23,31 @@ use crate::swap::pipeline::{ChangeError, Outcome, Pipeline};
 pub async fn handle<B>(
     pipeline: Pipeline,
     access: Arc<Access>,
+    readiness: Arc<Readiness>,
     request: Request<B>,
 ) -> Response<HyperOutgoingBody>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    // The probes come before access: a kubelet or a load balancer sends no
+    // token and names the host by its address, and all they learn is one bit.
+    if request.method() == Method::GET || request.method() == Method::HEAD {
+        match request.uri().path() {
+            "/livez" => return text_response(StatusCode::OK, "live"),
+            "/readyz" => return readyz(readiness.phase()),
+            _ => {}
+        }
+    }
     if let Some(refused) = access.refuse(&request) {
         return refused;
+    }
+    let mutating = request.method() != Method::GET && request.method() != Method::HEAD;
+    if mutating && readiness.phase() == Phase::Stopping {
+        return text_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the host is shutting down; no changes are taken",
+        );
     }
     let path = request.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -86,7 +104,9 @@ where
                 Err(err) => error_response(err),
             }
         }
-        (_, ["healthz"] | ["projects"] | ["events"], _) => method_not_allowed("GET"),
+        (_, ["healthz"] | ["livez"] | ["readyz"] | ["projects"] | ["events"], _) => {
+            method_not_allowed("GET")
+        }
         (_, ["projects", _], _) => method_not_allowed("GET, PUT, DELETE"),
         (_, ["projects", _, "reload" | "rollback"], _) => method_not_allowed("POST"),
         _ => text_response(
@@ -182,6 +202,22 @@ fn error_response(err: ChangeError) -> Response<HyperOutgoingBody> {
     }
 }
 
+/// `/readyz`: 200 once every project found at start-up is live or refused,
+/// 503 while they load and once shutdown has begun.
+fn readyz(phase: Phase) -> Response<HyperOutgoingBody> {
+    match phase {
+        Phase::Ready => text_response(StatusCode::OK, "ready"),
+        Phase::Loading => text_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "loading: projects found at start-up are still being prepared",
+        ),
+        Phase::Stopping => text_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping: shutdown has begun",
+        ),
+    }
+}
+
 fn method_not_allowed(allow: &'static str) -> Response<HyperOutgoingBody> {
     let mut response = text_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
     response
@@ -251,7 +287,8 @@ mod tests {
             .header(header::CONTENT_TYPE, content_type)
             .body(Full::new(Bytes::from_static(body)))
             .expect("request");
-        let response = handle(pipeline.clone(), access, request).await;
+        let readiness = Arc::new(Readiness::default());
+        let response = handle(pipeline.clone(), access, readiness, request).await;
         let (parts, body) = response.into_parts();
         let body = body.collect().await.expect("body").to_bytes();
         (

@@ -8,8 +8,9 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::front::responses::text_response;
 
-/// What a 503 for a full project tells the client: requests are short, so a
-/// second is plenty to find a free slot.
+/// What a 503 for a full or starting project tells the client: requests are
+/// short, so a second is plenty to find a free slot; a starting project's
+/// compile takes seconds, and a client retrying each second sees it go live.
 const RETRY_AFTER_SECONDS: &str = "1";
 
 /// Why a request routed to a project got no response from its guest.
@@ -33,6 +34,9 @@ pub(crate) enum InvokeError {
     /// The request could not be handed to the guest as it was (e.g. an unparseable path).
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The project's first version is still being prepared at start-up.
+    #[error("the project is starting")]
+    Starting,
     /// The project already runs its `max_concurrency` requests.
     #[error("too many concurrent requests (limit {0})")]
     Overloaded(u32),
@@ -54,9 +58,10 @@ impl InvokeError {
         match self {
             InvokeError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             InvokeError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            InvokeError::Drained | InvokeError::Overloaded(_) | InvokeError::PoolExhausted(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            InvokeError::Drained
+            | InvokeError::Starting
+            | InvokeError::Overloaded(_)
+            | InvokeError::PoolExhausted(_) => StatusCode::SERVICE_UNAVAILABLE,
             InvokeError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             InvokeError::Trap(_)
             | InvokeError::Guest(_)
@@ -75,13 +80,16 @@ impl InvokeError {
             InvokeError::Drained => {
                 "the project was replaced and this request ran past the drain deadline"
             }
+            InvokeError::Starting => "the project is starting; retry shortly",
             InvokeError::Overloaded(_) => "the project is busy; retry shortly",
             InvokeError::PoolExhausted(_) => "the host is at capacity; retry shortly",
             InvokeError::BodyTooLarge(_) => "the request body is too large for this project",
             _ => "the project failed to handle the request",
         };
         let mut response = text_response(status, text);
-        if let InvokeError::Overloaded(_) | InvokeError::PoolExhausted(_) = self {
+        if let InvokeError::Starting | InvokeError::Overloaded(_) | InvokeError::PoolExhausted(_) =
+            self
+        {
             response.headers_mut().insert(
                 hyper::header::RETRY_AFTER,
                 hyper::header::HeaderValue::from_static(RETRY_AFTER_SECONDS),

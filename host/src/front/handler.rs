@@ -63,6 +63,13 @@ where
             None | Some((Err(Unavailable::NotServing), _)) => {
                 text_response(StatusCode::NOT_FOUND, "no project is routed here")
             }
+            Some((Err(Unavailable::Starting(project)), _)) => {
+                let mut response = InvokeError::Starting.to_response();
+                if let Ok(name) = HeaderValue::from_str(project.as_str()) {
+                    response.headers_mut().insert("wasmhost-project", name);
+                }
+                response
+            }
             Some((Err(Unavailable::Overloaded(version)), _)) => {
                 tracing::debug!(
                     project = &*version.project,

@@ -3,7 +3,7 @@
 //! last failure, for the admin API.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -31,6 +31,9 @@ pub(crate) struct Failure {
 pub(crate) enum Unavailable {
     /// No version serves the project (it was removed, or never went live).
     NotServing,
+    /// The project's first version is still being prepared at start-up;
+    /// the project's name, for the answer's headers.
+    Starting(ProjectName),
     /// The project already runs `max_concurrency` requests; the version
     /// that refused, for the answer's headers.
     Overloaded(Arc<Version>),
@@ -49,6 +52,9 @@ pub struct Project {
     /// overlapping ones cannot interleave their steps; each caller gets its own answer.
     pub(crate) lifecycle: Arc<tokio::sync::Mutex<()>>,
     next_version: AtomicU64,
+    /// Mirrors `ProjectState::starting.is_some()` for the request path,
+    /// which must not take the state lock.
+    starting: AtomicBool,
     state: Mutex<ProjectState>,
 }
 
@@ -67,6 +73,24 @@ pub(crate) struct ProjectState {
     pub(crate) error: Option<String>,
     /// Why the last change was refused.
     pub(crate) last_failure: Option<Failure>,
+    /// At start-up, the source of the first version while it is prepared.
+    /// The project is routed by it meanwhile, so its requests get 503 with
+    /// `Retry-After` rather than falling through to another route, and a
+    /// route contested at start-up goes to the first name whatever order
+    /// the compiles finish in. Set with [`Project::set_starting`].
+    pub(crate) starting: Option<ProjectSource>,
+}
+
+impl ProjectState {
+    /// The source the project is routed by: its live version's when `live`,
+    /// else the one being prepared at start-up, if any. `None`: not routed.
+    pub(crate) fn routed_by(&self, live: bool) -> Option<&ProjectSource> {
+        if live {
+            self.source.as_ref()
+        } else {
+            self.starting.as_ref()
+        }
+    }
 }
 
 impl Project {
@@ -78,6 +102,7 @@ impl Project {
             stats: Arc::new(Stats::default()),
             lifecycle: Arc::default(),
             next_version: AtomicU64::new(1),
+            starting: AtomicBool::new(false),
             state: Mutex::new(ProjectState {
                 entry,
                 ..ProjectState::default()
@@ -102,7 +127,11 @@ impl Project {
     pub(crate) fn admit(&self) -> Result<InFlight, Unavailable> {
         loop {
             let Some(version) = self.current.load_full() else {
-                return Err(Unavailable::NotServing);
+                return Err(if self.starting.load(Ordering::Acquire) {
+                    Unavailable::Starting(self.name.clone())
+                } else {
+                    Unavailable::NotServing
+                });
             };
             match InFlight::admit(&version) {
                 Ok(in_flight) => return Ok(in_flight),
@@ -110,6 +139,15 @@ impl Project {
                 Err(Refused::Overloaded) => return Err(Unavailable::Overloaded(version)),
             }
         }
+    }
+
+    /// Marks the project as starting, routed by `source` until its first
+    /// version is live or refused, or (`None`) ends that. The registry
+    /// must republish after either, for routing to follow.
+    pub(crate) fn set_starting(&self, source: Option<ProjectSource>) {
+        let mut state = self.state();
+        self.starting.store(source.is_some(), Ordering::Release);
+        state.starting = source;
     }
 
     /// Takes the next version number.

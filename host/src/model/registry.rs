@@ -138,7 +138,7 @@ impl Registry {
         let mut builder = RouterBuilder::default();
         for (index, other) in others.iter().enumerate() {
             let state = other.state();
-            if let Some(source) = &state.source {
+            if let Some(source) = state.routed_by(other.current.load().is_some()) {
                 // Routed projects never conflict with each other.
                 let _ = builder.add(
                     index,
@@ -154,14 +154,6 @@ impl Registry {
             claim: conflict.claim,
             holder: others.get(conflict.holder)?.name.to_string(),
         })
-    }
-
-    /// Publishes the snapshot anew, by name only: at start-up, when every
-    /// project loaded at once and none serves yet, the first name keeps a
-    /// contested route whatever order the loads finished in.
-    pub(crate) fn republish_by_name(&self) {
-        self.snapshot.store(Arc::new(Snapshot::default()));
-        self.republish();
     }
 
     /// Rebuilds and publishes the snapshot from every project's source and
@@ -186,12 +178,9 @@ impl Registry {
         let mut routed: Vec<Arc<Project>> = Vec::new();
         for project in first.into_iter().chain(rest) {
             let mut state = project.state();
-            let Some(source) = state.source.as_ref() else {
+            let Some(source) = state.routed_by(project.current.load().is_some()) else {
                 continue;
             };
-            if project.current.load().is_none() {
-                continue;
-            }
             let added = builder.add(
                 routed.len(),
                 project.name.as_str(),

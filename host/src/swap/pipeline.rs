@@ -134,6 +134,13 @@ impl Pipeline {
 
     /// Loads every project in the projects folder, concurrently (compiles are
     /// still bounded by the compiler). Returns the entries that are not projects.
+    ///
+    /// Every project is routed from the start, answering 503 with
+    /// `Retry-After` until its first version is live, and each goes live as
+    /// soon as it is ready: a small project never waits behind a big one
+    /// (loads start smallest first).
+    /// Contested routes go to the first name, as routing is first published
+    /// by name before any compile starts.
     pub async fn load_all(&self) -> anyhow::Result<Vec<Skipped>> {
         crate::swap::persist::remove_leftovers(&self.settings.projects_dir);
         let scan = discovery::scan(&self.settings.projects_dir)?;
@@ -145,29 +152,47 @@ impl Pipeline {
             record_failure(&project, "read", reason.clone(), None);
             project.state().error = Some(reason);
         }
+        // Smallest component first: compiles queue on `--max-compiles`, in
+        // the order they are spawned, and a small project should be live in
+        // milliseconds, not after a big one's seconds.
+        let mut sources = scan.projects;
+        sources.sort_by_cached_key(|source| {
+            std::fs::metadata(&source.component).map_or(u64::MAX, |meta| meta.len())
+        });
+        let mut starting = Vec::new();
+        for source in sources {
+            let name = source.name.clone();
+            let project = self.registry.get_or_insert(name.as_str(), || {
+                Project::new(name.clone(), source.entry.clone())
+            });
+            project.set_starting(Some(source.clone()));
+            starting.push((Starting(project, self.registry.clone()), source));
+        }
+        self.registry.republish();
+        // Read here, in order, so the tasks below queue for the compiler in
+        // this order: each runs up to its wait for a compile slot when first
+        // polled, and they are first polled in the order they are spawned.
         let mut loads = tokio::task::JoinSet::new();
-        for source in scan.projects {
+        for (starting, source) in starting {
+            let project = starting.0.clone();
+            let read = Compiler::read(&source.component).await;
             let this = self.clone();
             loads.spawn(async move {
-                let name = source.name.clone();
-                let project = this.registry.get_or_insert(name.as_str(), || {
-                    Project::new(name.clone(), source.entry.clone())
-                });
                 let _change = project.lifecycle.lock().await;
                 // A failure is recorded on the project (and logged) by `reject`.
-                let _ = match Compiler::read(&source.component).await {
+                let _ = match read {
                     Ok(bytes) => {
                         this.install(&project, source, bytes.into(), &[], Origin::Load)
                             .await
                     }
                     Err(err) => Err(this.reject(&project, None, "read", err.to_string(), None)),
                 };
+                drop(starting);
             });
         }
         while let Some(joined) = loads.join_next().await {
             joined.context("a project load task failed")?;
         }
-        self.registry.republish_by_name();
         self.evict_cache();
         Ok(scan.skipped)
     }
@@ -406,6 +431,18 @@ impl Pipeline {
         self.events
             .emit("removed", name.as_str(), serde_json::json!({}));
         Ok(())
+    }
+}
+
+/// A project whose first version is being prepared at start-up. Dropped
+/// when that version is live or refused (or its task ended any other way),
+/// it stops routing the project by the candidate's source.
+struct Starting(Arc<Project>, Arc<Registry>);
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        self.0.set_starting(None);
+        self.1.republish();
     }
 }
 
