@@ -144,6 +144,18 @@ impl TestHost {
     }
 }
 
+/// An editor's save: a temp file in the same folder, renamed over the target.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) {
+    let dir = path.parent().expect("parent");
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().expect("name").to_string_lossy()
+    ));
+    std::fs::write(&tmp, bytes).expect("write temp");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
 /// Polls `check` until it returns `Ok`, and returns that value. `Err` carries
 /// a description of what was seen last, printed if [`DEADLINE`] passes.
 pub(crate) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T

@@ -9,6 +9,7 @@ mod events;
 mod harness;
 mod in_process;
 mod layout;
+mod languages;
 mod lifecycle;
 mod limits;
 mod outbound;

@@ -1,14 +1,13 @@
 //! The watched projects folder: file changes become versions through the
 //! same pipeline, debounced per project, and nothing else reloads.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hyper::StatusCode;
 use serde_json::Value;
 use wasmhost_tests::guests;
 
-use crate::harness::{RunningHost, TestHost, eventually};
+use crate::harness::{RunningHost, TestHost, eventually, write_atomically};
 
 fn read(path: &str) -> Vec<u8> {
     std::fs::read(path).expect("read guest")
@@ -48,17 +47,6 @@ async fn settle(host: &RunningHost) {
     .await;
 }
 
-/// An editor's save: a temp file in the same folder, renamed over the target.
-fn write_atomically(path: &Path, bytes: &[u8]) {
-    let dir = path.parent().expect("parent");
-    std::fs::create_dir_all(dir).expect("mkdir");
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().expect("name").to_string_lossy()
-    ));
-    std::fs::write(&tmp, bytes).expect("write temp");
-    std::fs::rename(&tmp, path).expect("rename");
-}
 
 fn stat(project: &Value, name: &str) -> u64 {
     project["stats"][name]

@@ -1,0 +1,124 @@
+//! Guests in Python and JavaScript next to Rust: one project swapped across
+//! the three languages under load, by deploys and by file writes.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hyper::StatusCode;
+use wasmhost_tests::guests;
+
+use crate::harness::{Connection, RunningHost, TestHost, write_atomically};
+
+/// Each language's build of the hello guest, with the answer it gives.
+const BUILDS: [(&str, &str, &str); 3] = [
+    ("Rust", guests::HELLO, "Hello, world!\n"),
+    ("Python", guests::HELLO_PY, "Hello from Python!\n"),
+    ("JavaScript", guests::HELLO_JS, "Hello from JavaScript!\n"),
+];
+
+/// Rust → Python → JavaScript → Rust, once through deploys and once through
+/// file writes, under 8 busy connections: no request fails, and every
+/// answer is whole from the build its `wasmhost-version` names.
+#[tokio::test]
+async fn one_project_swaps_across_rust_python_and_javascript_under_load() {
+    const CONNECTIONS: usize = 8;
+    let host = TestHost::new().project("app", guests::HELLO).spawn();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..CONNECTIONS)
+        .map(|_| tokio::spawn(client(host.addr, stop.clone())))
+        .collect();
+
+    // Which language each version is, as the swaps made them live.
+    let mut expected: BTreeMap<u64, &str> = BTreeMap::from([(1, BUILDS[0].2)]);
+    let order = [1, 2, 0];
+    for by_file in [false, true] {
+        for &index in &order {
+            let (language, path, answer) = BUILDS[index];
+            let bytes = std::fs::read(path).expect("read guest");
+            let version = if by_file {
+                let before = live_version(&host).await;
+                write_atomically(&host.dir().join("app/app.wasm"), &bytes);
+                wait_for_version_after(&host, before).await
+            } else {
+                let reply = host.deploy("app", &bytes).await;
+                assert_eq!(reply.status, StatusCode::OK, "{language}: {}", reply.text());
+                reply.json()["live_version"].as_u64().expect("live_version")
+            };
+            println!("v{version}: {language} (by {})", if by_file { "file write" } else { "deploy" });
+            expected.insert(version, answer);
+            // Let traffic see this version before the next swap.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+
+    let mut answers = 0;
+    let mut seen = std::collections::BTreeSet::new();
+    for client in clients {
+        let replies = client.await.expect("client task").unwrap_or_else(|err| panic!("{err}"));
+        assert!(!replies.is_empty(), "a connection got no answer");
+        for (version, body) in replies {
+            let want = expected
+                .get(&version)
+                .unwrap_or_else(|| panic!("an answer from v{version}, which no swap made live"));
+            assert_eq!(&body, want, "v{version} answered as another build");
+            seen.insert(version);
+            answers += 1;
+        }
+    }
+    println!("{answers} answers over {CONNECTIONS} connections from versions {seen:?}");
+    assert_eq!(expected.len(), 7, "{expected:?}");
+    // Every language answered from both kinds of swap.
+    assert!(seen.len() >= 5, "traffic saw only {seen:?} of {expected:?}");
+    let project = host.admin_project("app").await;
+    assert_eq!(project["stats"]["forced_drains"], 0);
+    assert_eq!(project["in_flight"], 0);
+}
+
+/// Requests `/app/x` on one connection, a request every 5 ms or so, until
+/// `stop`: each answer's version and body. Fails on the first answer that is not 200, or older than the
+/// one before it.
+async fn client(addr: SocketAddr, stop: Arc<AtomicBool>) -> Result<Vec<(u64, String)>, String> {
+    let mut connection = Connection::open(addr).await;
+    let mut seen: Vec<(u64, String)> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let reply = connection
+            .get("/app/x")
+            .await
+            .map_err(|err| format!("request failed: {err}"))?;
+        if reply.status != StatusCode::OK {
+            return Err(format!("status {}: {}", reply.status, reply.text()));
+        }
+        let version: u64 = reply
+            .header("wasmhost-version")
+            .and_then(|v| v.parse().ok())
+            .ok_or("no version header")?;
+        if let Some((last, _)) = seen.last().filter(|(last, _)| *last > version) {
+            return Err(format!("went back from v{last} to v{version}"));
+        }
+        seen.push((version, reply.text()));
+        // Busy but not saturating: compiles run at the lowest CPU priority,
+        // and under a load that took every core, an 18 MB one would starve.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(seen)
+}
+
+async fn live_version(host: &RunningHost) -> u64 {
+    host.admin_project("app").await["version"]
+        .as_u64()
+        .expect("a live version")
+}
+
+/// Waits until a version newer than `before` is live, and returns it.
+async fn wait_for_version_after(host: &RunningHost, before: u64) -> u64 {
+    let project = host
+        .wait_for_project("app", &format!("a version after v{before}"), |p| {
+            p["version"].as_u64().is_some_and(|v| v > before) && p["state"] != "preparing"
+        })
+        .await;
+    project["version"].as_u64().expect("version")
+}
