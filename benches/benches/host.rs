@@ -79,6 +79,8 @@ impl Setup {
                 max_concurrency: 100,
                 outbound: Arc::default(),
                 forbidden_outbound: Arc::from([]),
+                reuse: 1,
+                idle_timeout: Duration::from_secs(1),
             },
             Arc::new(Stats::default()),
             Events::default(),

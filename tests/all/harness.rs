@@ -322,6 +322,32 @@ impl RunningHost {
             .await
     }
 
+    /// Deploys `component` with `config` as its wasmhost.toml, as
+    /// `wasmhost deploy --config` sends it (multipart/form-data).
+    pub(crate) async fn deploy_with_config(
+        &self,
+        name: &str,
+        component: &[u8],
+        config: &str,
+    ) -> Reply {
+        let boundary = "wasmhost-test-boundary-1f2e";
+        let body = wasmhost::admin::multipart::encode(
+            boundary,
+            &[
+                ("component", "application/wasm", component),
+                ("config", "application/toml", config.as_bytes()),
+            ],
+        );
+        let mut request = admin_request("PUT", &format!("/projects/{name}"), body);
+        request.headers_mut().insert(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}")
+                .parse()
+                .expect("valid header"),
+        );
+        send(self.admin, request).await
+    }
+
     /// Deploys the guest at `path` as project `name`, insisting it goes live.
     pub(crate) async fn deploy_guest(&self, name: &str, path: &str) -> serde_json::Value {
         let reply = self

@@ -47,7 +47,10 @@ async fn one_project_swaps_across_rust_python_and_javascript_under_load() {
                 assert_eq!(reply.status, StatusCode::OK, "{language}: {}", reply.text());
                 reply.json()["live_version"].as_u64().expect("live_version")
             };
-            println!("v{version}: {language} (by {})", if by_file { "file write" } else { "deploy" });
+            println!(
+                "v{version}: {language} (by {})",
+                if by_file { "file write" } else { "deploy" }
+            );
             expected.insert(version, answer);
             // Let traffic see this version before the next swap.
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -58,7 +61,10 @@ async fn one_project_swaps_across_rust_python_and_javascript_under_load() {
     let mut answers = 0;
     let mut seen = std::collections::BTreeSet::new();
     for client in clients {
-        let replies = client.await.expect("client task").unwrap_or_else(|err| panic!("{err}"));
+        let replies = client
+            .await
+            .expect("client task")
+            .unwrap_or_else(|err| panic!("{err}"));
         assert!(!replies.is_empty(), "a connection got no answer");
         for (version, body) in replies {
             let want = expected

@@ -174,31 +174,6 @@ async fn conflicting_routes_and_hosts_route_the_first_only() {
         .await;
 }
 
-/// A deploy with a config, through the admin API, as `wasmhost deploy --config` sends it.
-async fn deploy_with_config(
-    host: &crate::harness::RunningHost,
-    name: &str,
-    component: &[u8],
-    config: &str,
-) -> crate::harness::Reply {
-    let boundary = "routing-test-boundary-1f2e";
-    let body = wasmhost::admin::multipart::encode(
-        boundary,
-        &[
-            ("component", "application/wasm", component),
-            ("config", "application/toml", config.as_bytes()),
-        ],
-    );
-    let mut request = crate::harness::admin_request("PUT", &format!("/projects/{name}"), body);
-    request.headers_mut().insert(
-        "content-type",
-        format!("multipart/form-data; boundary={boundary}")
-            .parse()
-            .expect("valid header"),
-    );
-    crate::harness::send(host.admin, request).await
-}
-
 #[tokio::test]
 async fn a_deploy_never_takes_another_projects_route_or_host() {
     let host = TestHost::new()
@@ -217,7 +192,7 @@ async fn a_deploy_never_takes_another_projects_route_or_host() {
             "host `evil.localhost`",
         ),
     ] {
-        let reply = deploy_with_config(&host, name, &probe, config).await;
+        let reply = host.deploy_with_config(name, &probe, config).await;
         assert_eq!(
             reply.status,
             StatusCode::CONFLICT,

@@ -599,22 +599,9 @@ async fn a_deploy_whose_files_cannot_be_written_is_not_made_live() {
         .write("app/x.wasm/keep", b"a folder, not a component")
         .spawn();
     let before = std::fs::read_to_string(host.dir().join("app/wasmhost.toml")).expect("read");
-    let boundary = "durable-test-boundary-9a";
-    let body = wasmhost::admin::multipart::encode(
-        boundary,
-        &[
-            ("component", "application/wasm", &read(guests::ECHO)),
-            ("config", "application/toml", b"component = \"x.wasm\"\n"),
-        ],
-    );
-    let mut put = admin_request("PUT", "/projects/app", body);
-    put.headers_mut().insert(
-        "content-type",
-        format!("multipart/form-data; boundary={boundary}")
-            .parse()
-            .expect("valid header"),
-    );
-    let reply = send(host.admin, put).await;
+    let reply = host
+        .deploy_with_config("app", &read(guests::ECHO), "component = \"x.wasm\"\n")
+        .await;
     assert_eq!(
         reply.status,
         StatusCode::INTERNAL_SERVER_ERROR,

@@ -47,7 +47,6 @@ async fn settle(host: &RunningHost) {
     .await;
 }
 
-
 fn stat(project: &Value, name: &str) -> u64 {
     project["stats"][name]
         .as_u64()

@@ -15,6 +15,7 @@ struct VersionView {
     digest: String,
     state: &'static str,
     in_flight: usize,
+    idle_instances: usize,
 }
 
 /// A project as the admin API shows it.
@@ -60,6 +61,7 @@ impl ProjectView {
                 digest: v.build.digest.clone(),
                 state: "current",
                 in_flight: v.in_flight(),
+                idle_instances: v.instances.idle(),
             })
             .collect();
         versions.extend(draining.iter().map(|v| VersionView {
@@ -67,6 +69,7 @@ impl ProjectView {
             digest: v.build.digest.clone(),
             state: "draining",
             in_flight: v.in_flight(),
+            idle_instances: v.instances.idle(),
         }));
         let stats = &project.stats;
         let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -125,6 +128,7 @@ impl ProjectView {
                 "overloaded": count(&stats.overloaded),
                 "pool_exhausted": count(&stats.pool_exhausted),
                 "outbound_denied": stats.outbound_denied.count(),
+                "reused": count(&stats.reused),
             }),
         }
     }

@@ -11,6 +11,7 @@
 //! for the whole host; projects differ only in their `ProxyPre`.
 
 pub(crate) mod guest_log;
+pub(crate) mod instances;
 pub mod outbound;
 pub mod store;
 pub(crate) mod ticker;

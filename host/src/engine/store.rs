@@ -129,6 +129,14 @@ impl RequestState {
     }
 }
 
+impl RequestState {
+    /// Readies a reused instance's state for its next request: a new
+    /// deadline, `timeout` from now.
+    pub(crate) fn restart(&mut self, timeout: Duration) {
+        self.deadline = Instant::now() + timeout;
+    }
+}
+
 impl WasiView for RequestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {

@@ -1,5 +1,6 @@
-//! One request into one fresh instance of a project's version: build the
-//! per-request [`Store`], instantiate from the `ProxyPre`, call
+//! One request into one instance of a project's version: build the
+//! per-request [`Store`] and instantiate from the `ProxyPre` (or take an idle
+//! instance, for projects that reuse them: `engine/instances.rs`), call
 //! `wasi:http/incoming-handler.handle`, and hand back the response head as soon
 //! as the guest sets it while the body keeps streaming.
 
@@ -16,6 +17,7 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+use crate::engine::instances::Reusable;
 use crate::engine::store::{self, DeadlineExceeded, DrainDeadlineExceeded, Guest, RequestState};
 use crate::engine::ticker::GuestRunning;
 use crate::front::body_limit::{LimitedBody, declared_length};
@@ -112,7 +114,20 @@ where
     }
 
     let timeout = version.run.request_timeout;
-    let mut store = new_store(&version);
+    let (mut store, proxy, served) = match version.instances.take() {
+        Some(Reusable {
+            mut store,
+            proxy,
+            served,
+            ..
+        }) => {
+            Stats::bump(&version.stats().reused);
+            store.data_mut().restart(timeout);
+            store.set_epoch_deadline(1);
+            (store, Some(proxy), served)
+        }
+        None => (new_store(&version), None, 0),
+    };
     let mut stop = version.stop_signal();
 
     let host_error = |err: wasmtime::Error| InvokeError::Host(format!("{err:#}"));
@@ -129,15 +144,20 @@ where
         .map_err(host_error)?;
 
     let pre = version.build.pre.clone();
+    let cut_off = exceeded.clone();
     let task = tokio::spawn(async move {
         let version = in_flight.version();
         let run = slow_lane::run(async move {
             let _running = GuestRunning::start();
-            let proxy = pre.instantiate_async(&mut store).await?;
+            let proxy = match proxy {
+                Some(proxy) => proxy,
+                None => pre.instantiate_async(&mut store).await?,
+            };
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, guest_request, out)
-                .await
+                .await?;
+            Ok((store, proxy))
         });
         // The epoch callback stops guests that compute; this timeout and the
         // stop signal stop guests that wait (on a timer, on a body that never comes).
@@ -146,7 +166,7 @@ where
             _ = stop.wait_for(|stop| *stop) => Ok(Err(DrainDeadlineExceeded.into())),
         };
         let result = match outcome {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(instance)) => Ok(instance),
             Ok(Err(err)) if err.downcast_ref::<DeadlineExceeded>().is_some() => {
                 Err(InvokeError::Timeout(timeout))
             }
@@ -187,9 +207,18 @@ where
                 version = version.number,
                 "{err}"
             ),
-            Ok(()) => {}
+            Ok(_) => {}
         }
-        result
+        let (store, proxy) = result?;
+        // Only an instance whose request ended cleanly serves again: one
+        // that trapped, timed out, was interrupted or had its body cut off
+        // at the limit is dropped above or here.
+        if version.instances.enabled() && !cut_off.load(Ordering::Acquire) {
+            version
+                .instances
+                .put(Reusable::new(store, proxy, served + 1));
+        }
+        Ok(())
     });
 
     let answer = answer(&version, receiver.await, task).await;

@@ -21,6 +21,10 @@
 //! max_body = "10MiB"
 //! memory = "128MiB"
 //! max_concurrency = 100
+//!
+//! [instances]
+//! reuse = 1                       # requests one instance serves, one after another
+//! idle_timeout = "1s"             # an instance idle this long is dropped
 //! ```
 
 use std::collections::BTreeMap;
@@ -35,6 +39,11 @@ use toml::Spanned;
 use crate::engine::outbound::{AllowedHost, OutboundPolicy};
 use crate::model::router;
 use crate::units::{parse_duration, parse_size};
+
+/// Most requests one instance may serve (`[instances] reuse`): past a
+/// million, an instance is as good as immortal and its state as good as
+/// shared between every request.
+const MAX_REUSE: u32 = 1_000_000;
 
 /// The file name of a project's manifest inside its folder.
 pub(crate) const MANIFEST_FILE: &str = "wasmhost.toml";
@@ -98,6 +107,26 @@ pub struct Limits {
     pub(crate) max_concurrency: Option<u32>,
 }
 
+/// How a project's instances are used: `[instances]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Instances {
+    /// How many requests one instance serves, one after another, never two
+    /// at once. 1, the default, is a fresh instance per request: nothing a
+    /// request leaves in the guest's memory is seen by the next.
+    pub(crate) reuse: u32,
+    /// How long an instance kept for reuse may sit idle before it is dropped.
+    pub(crate) idle_timeout: Duration,
+}
+
+impl Default for Instances {
+    fn default() -> Self {
+        Self {
+            reuse: 1,
+            idle_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
 /// A parsed and validated `wasmhost.toml`. Every field is optional in the file;
 /// defaults are applied by `model/discovery.rs`, which knows the project name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -122,6 +151,8 @@ pub struct Manifest {
     pub(crate) limits: Limits,
     /// Where the guest may send HTTP requests; nowhere by default.
     pub(crate) outbound: OutboundPolicy,
+    /// Instance reuse.
+    pub(crate) instances: Instances,
 }
 
 /// Why a manifest was refused: the file, the line when the problem has one, and the reason.
@@ -164,6 +195,15 @@ struct RawManifest {
     allowed_outbound_hosts: Vec<Spanned<String>>,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    instances: RawInstances,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawInstances {
+    reuse: Option<Spanned<i64>>,
+    idle_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -323,6 +363,21 @@ impl Manifest {
             ),
         };
 
+        let reuse = match raw.instances.reuse {
+            None => Instances::default().reuse,
+            Some(value) => u32::try_from(*value.get_ref())
+                .ok()
+                .filter(|n| (1..=MAX_REUSE).contains(n))
+                .ok_or_else(|| {
+                    error(
+                        Some(value.span()),
+                        format!("reuse must be between 1 and {MAX_REUSE}"),
+                    )
+                })?,
+        };
+        let idle_timeout = duration(raw.instances.idle_timeout, "idle_timeout")?
+            .unwrap_or(Instances::default().idle_timeout);
+
         Ok(Manifest {
             component,
             route,
@@ -339,6 +394,10 @@ impl Manifest {
                 max_concurrency,
             },
             outbound: OutboundPolicy::new(allowed),
+            instances: Instances {
+                reuse,
+                idle_timeout,
+            },
         })
     }
 }
@@ -452,6 +511,40 @@ max_concurrency = 8
         assert!(some.outbound.allows("http", "127.0.0.1", 9000));
         assert!(some.outbound.allows("https", "api.example.com", 443));
         assert!(!some.outbound.allows("http", "127.0.0.1", 9001));
+    }
+
+    #[test]
+    fn instance_reuse_is_off_unless_set_and_checked_when_set() {
+        let default = parse("").expect("valid");
+        assert_eq!(default.instances.reuse, 1);
+        assert_eq!(default.instances.idle_timeout, Duration::from_secs(1));
+        let set = parse("[instances]\nreuse = 50\nidle_timeout = \"250ms\"\n").expect("valid");
+        assert_eq!(set.instances.reuse, 50);
+        assert_eq!(set.instances.idle_timeout, Duration::from_millis(250));
+        for (text, reason) in [
+            (
+                "[instances]\nreuse = 0\n",
+                "reuse must be between 1 and 1000000",
+            ),
+            (
+                "[instances]\nreuse = -3\n",
+                "reuse must be between 1 and 1000000",
+            ),
+            (
+                "[instances]\nreuse = 1000001\n",
+                "reuse must be between 1 and 1000000",
+            ),
+            (
+                "[instances]\nidle_timeout = \"0s\"\n",
+                "idle_timeout must be more than 0",
+            ),
+            ("[instances]\nidle_timeout = \"soon\"\n", "idle_timeout:"),
+            ("[instances]\nmax = 3\n", "unknown field `max`"),
+        ] {
+            let err = parse(text).expect_err(text);
+            assert_eq!(err.line, Some(2), "{text}: {err}");
+            assert!(err.reason.contains(reason), "{text}: {err}");
+        }
     }
 
     #[test]

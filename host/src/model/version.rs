@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 
 use tokio::sync::{Notify, watch};
 
+use crate::engine::instances::IdleInstances;
 use crate::engine::outbound::{Denials, OutboundPolicy};
 
 use crate::model::build::Build;
@@ -116,6 +117,9 @@ pub struct Stats {
     pub(crate) overloaded: AtomicU64,
     /// Requests answered 503 because the host's instance pool was full.
     pub(crate) pool_exhausted: AtomicU64,
+    /// Requests served by an instance kept from an earlier request
+    /// (`[instances] reuse`).
+    pub(crate) reused: AtomicU64,
     /// Outgoing requests refused by the outbound policy.
     pub(crate) outbound_denied: Arc<Denials>,
     /// Retired versions not yet released. Kept here, where every version
@@ -196,6 +200,11 @@ pub struct RunConfig {
     pub outbound: Arc<OutboundPolicy>,
     /// Listeners no guest may reach whatever its policy says: the admin API.
     pub forbidden_outbound: Arc<[SocketAddr]>,
+    /// How many requests one instance serves, one after another (1: fresh
+    /// instances).
+    pub reuse: u32,
+    /// How long an instance kept for reuse may sit idle.
+    pub idle_timeout: Duration,
 }
 
 /// A compiled build, with the settings it runs with, that can serve requests.
@@ -221,6 +230,9 @@ pub struct Version {
     stop: watch::Sender<bool>,
     /// When the version stopped taking new requests.
     retired_at: std::sync::OnceLock<Instant>,
+    /// Instances kept between requests (`[instances] reuse`); empty, and
+    /// closed, once the version is retired.
+    pub(crate) instances: Arc<IdleInstances>,
 }
 
 impl Version {
@@ -233,11 +245,13 @@ impl Version {
         stats: Arc<Stats>,
         events: Events,
     ) -> Self {
+        let instances = Arc::new(IdleInstances::new(run.reuse, run.idle_timeout));
         Self {
             project,
             number,
             build,
             run,
+            instances,
             stats,
             events,
             admission: Admission::default(),
@@ -287,7 +301,11 @@ impl Version {
     /// here on it admits no new request. Returns how many were running.
     pub(crate) fn retire(&self) -> usize {
         let _ = self.retired_at.set(Instant::now());
-        self.admission.retire()
+        let running = self.admission.retire();
+        // Idle instances serve nothing more; dropping them now gives their
+        // pool slots back without waiting for the drain.
+        self.instances.close();
+        running
     }
 
     /// Whether the version was retired.

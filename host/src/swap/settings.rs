@@ -64,6 +64,8 @@ impl Settings {
                 .unwrap_or(defaults.max_concurrency),
             outbound: Arc::new(manifest.outbound.clone()),
             forbidden_outbound: self.forbidden_outbound.clone(),
+            reuse: manifest.instances.reuse,
+            idle_timeout: manifest.instances.idle_timeout,
         }
     }
 

@@ -1,0 +1,35 @@
+//! `count`: shows whether instances are reused. Each instance draws a random
+//! id on its first request and counts the requests it has served; the answer
+//! is `instance ID request N`. A fresh instance per request always says
+//! `request 1`. `?ms=N` waits N ms first (so requests overlap); `?trap` traps
+//! after counting, which must end the instance.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use wasmhost_guest_support::wasi::clocks::monotonic_clock;
+use wasmhost_guest_support::wasi::random::random;
+use wasmhost_guest_support::{Guest, IncomingRequest, ResponseOutparam, query_param, respond_text};
+
+static ID: AtomicU64 = AtomicU64::new(0);
+static SERVED: AtomicU64 = AtomicU64::new(0);
+
+struct Count;
+
+impl Guest for Count {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        if ID.load(Ordering::Relaxed) == 0 {
+            ID.store(random::get_random_u64() | 1, Ordering::Relaxed);
+        }
+        let served = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(ms) = query_param(&request, "ms").and_then(|v| v.parse::<u64>().ok()) {
+            monotonic_clock::subscribe_duration(ms.saturating_mul(1_000_000)).block();
+        }
+        if query_param(&request, "trap").is_some() {
+            panic!("asked to trap on request {served}");
+        }
+        let id = ID.load(Ordering::Relaxed);
+        respond_text(out, 200, &format!("instance {id:016x} request {served}\n"));
+    }
+}
+
+wasmhost_guest_support::export_guest!(Count);

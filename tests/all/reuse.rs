@@ -1,0 +1,215 @@
+//! Instance reuse (`[instances] reuse = N`): up to N requests per instance,
+//! one after another; never two at once, never across versions, never after
+//! a trap; idle ones dropped after `idle_timeout` and at a swap.
+
+use std::collections::BTreeMap;
+
+use hyper::StatusCode;
+use wasmhost_tests::guests;
+
+use crate::harness::{Connection, Reply, RunningHost, TestHost, eventually};
+
+/// The `count` guest's answer: which instance, and its how-manieth request.
+fn instance_and_count(host_reply: &Reply) -> (String, u64) {
+    let text = host_reply.text();
+    let mut words = text.split_whitespace();
+    match (words.next(), words.next(), words.next(), words.next()) {
+        (Some("instance"), Some(id), Some("request"), Some(n)) => {
+            (id.to_string(), n.parse().expect("a count"))
+        }
+        _ => panic!("not a count answer: {text:?}"),
+    }
+}
+
+fn counting(reuse: Option<&str>) -> RunningHost {
+    let mut builder = TestHost::new().project("count", guests::COUNT);
+    if let Some(instances) = reuse {
+        builder = builder.manifest("count", &format!("[instances]\n{instances}\n"));
+    }
+    builder.spawn()
+}
+
+async fn counts(host: &RunningHost, path: &str, requests: usize) -> Vec<(String, u64)> {
+    let mut seen = Vec::new();
+    for _ in 0..requests {
+        let reply = host.get(path).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        seen.push(instance_and_count(&reply));
+    }
+    seen
+}
+
+#[tokio::test]
+async fn by_default_every_request_gets_a_fresh_instance() {
+    let host = counting(None);
+    let seen = counts(&host, "/count", 6).await;
+    assert!(seen.iter().all(|(_, n)| *n == 1), "{seen:?}");
+    let project = host.admin_project("count").await;
+    assert_eq!(project["stats"]["reused"], 0);
+    assert_eq!(project["versions"][0]["idle_instances"], 0);
+}
+
+#[tokio::test]
+async fn one_instance_serves_up_to_reuse_requests_then_a_fresh_one_starts() {
+    let host = counting(Some("reuse = 3\nidle_timeout = \"1h\""));
+    let seen = counts(&host, "/count", 7).await;
+    let numbers: Vec<u64> = seen.iter().map(|(_, n)| *n).collect();
+    assert_eq!(numbers, [1, 2, 3, 1, 2, 3, 1], "{seen:?}");
+    assert_eq!(seen[0].0, seen[2].0);
+    assert_ne!(seen[2].0, seen[3].0, "a fourth request on one instance");
+    assert_eq!(host.admin_project("count").await["stats"]["reused"], 4);
+}
+
+/// Overlapping requests never share an instance: each instance's counts
+/// are 1, 2, 3, … with none twice, whatever order the answers came in.
+#[tokio::test]
+async fn overlapping_requests_never_share_an_instance() {
+    let host = counting(Some("reuse = 1000\nidle_timeout = \"1h\""));
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let addr = host.addr;
+        clients.push(tokio::spawn(async move {
+            let mut connection = Connection::open(addr).await;
+            let mut seen = Vec::new();
+            for _ in 0..15 {
+                let reply = connection.get("/count?ms=5").await.expect("request");
+                assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+                seen.push(instance_and_count(&reply));
+            }
+            seen
+        }));
+    }
+    let mut by_instance: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for client in clients {
+        for (id, n) in client.await.expect("client") {
+            by_instance.entry(id).or_default().push(n);
+        }
+    }
+    for (id, counts) in &mut by_instance {
+        counts.sort_unstable();
+        let expected: Vec<u64> = (1..=counts.len() as u64).collect();
+        assert_eq!(
+            *counts, expected,
+            "instance {id} served two requests at once"
+        );
+    }
+    assert!(
+        by_instance.len() >= 2 && by_instance.len() <= 120,
+        "{} instances",
+        by_instance.len()
+    );
+    assert!(
+        by_instance.values().any(|counts| counts.len() > 1),
+        "no instance was reused: {by_instance:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_instance_that_trapped_is_never_reused() {
+    let host = counting(Some("reuse = 100\nidle_timeout = \"1h\""));
+    let first = counts(&host, "/count", 2).await;
+    assert_eq!(first[1].1, 2, "{first:?}");
+    let trapped = host.get("/count?trap").await;
+    assert_eq!(trapped.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let after = counts(&host, "/count", 1).await;
+    assert_eq!(
+        after[0].1, 1,
+        "the trapped instance served again: {after:?}"
+    );
+    assert_ne!(after[0].0, first[0].0);
+}
+
+#[tokio::test]
+async fn an_instance_idle_past_its_timeout_is_dropped() {
+    let host = counting(Some("reuse = 100\nidle_timeout = \"300ms\""));
+    let first = counts(&host, "/count", 2).await;
+    assert_eq!(first[1], (first[0].0.clone(), 2));
+    // The sweeper drops it without any request coming.
+    host.wait_for_project("count", "no idle instance", |p| {
+        p["versions"][0]["idle_instances"] == 0
+    })
+    .await;
+    let after = counts(&host, "/count", 1).await;
+    assert_eq!(after[0].1, 1, "{after:?}");
+}
+
+/// At a swap the old version's idle instances go at once, while a request
+/// still runs on it: the draining version keeps none (and takes back none
+/// when that request ends), and no answer of the new version comes from an
+/// old instance.
+#[tokio::test]
+async fn a_swap_drops_the_old_versions_idle_instances_at_once() {
+    let host = counting(Some("reuse = 100\nidle_timeout = \"1h\""));
+    let before = counts(&host, "/count", 3).await;
+    let addr = host.addr;
+    let slow = tokio::spawn(async move {
+        crate::harness::send(
+            addr,
+            crate::harness::request(
+                "GET",
+                "localhost",
+                "/count?ms=2000",
+                crate::harness::empty(),
+            ),
+        )
+        .await
+    });
+    host.wait_for_project("count", "one idle and one running", |p| {
+        p["versions"][0]["idle_instances"] == 0 && p["versions"][0]["in_flight"] == 1
+    })
+    .await;
+    // The slow request took the idle instance; make another one idle.
+    counts(&host, "/count", 1).await;
+    let project = host.admin_project("count").await;
+    assert_eq!(project["versions"][0]["idle_instances"], 1, "{project:#}");
+
+    // Same component, another config: a new version.
+    let reply = host
+        .deploy_with_config(
+            "count",
+            &std::fs::read(guests::COUNT).expect("count"),
+            "[instances]\nreuse = 100\nidle_timeout = \"59m\"\n",
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json()["live_version"], 2);
+    let project = host.admin_project("count").await;
+    let old = &project["versions"][1];
+    assert_eq!(
+        (old["version"].as_u64(), old["state"].as_str()),
+        (Some(1), Some("draining"))
+    );
+    assert_eq!(old["in_flight"], 1, "{project:#}");
+    assert_eq!(old["idle_instances"], 0, "{project:#}");
+
+    let slow = slow.await.expect("slow request");
+    assert_eq!(slow.header("wasmhost-version"), Some("1"));
+    assert_eq!(instance_and_count(&slow).1, 4, "{}", slow.text());
+    eventually("v1 released", || async {
+        let project = host.admin_project("count").await;
+        if project["stats"]["released"] == 1 {
+            Ok(())
+        } else {
+            Err(format!("{project:#}"))
+        }
+    })
+    .await;
+    let reply = host.get("/count").await;
+    assert_eq!(reply.header("wasmhost-version"), Some("2"));
+    let (id, n) = instance_and_count(&reply);
+    assert_eq!(n, 1);
+    assert_ne!(id, before[0].0);
+}
+
+#[tokio::test]
+async fn a_bad_reuse_setting_is_refused_with_its_line() {
+    let host = TestHost::new()
+        .project("count", guests::COUNT)
+        .manifest("count", "[instances]\nreuse = 0\n")
+        .spawn();
+    let log = host.wait_for_log("loaded 0 of 1 projects").await;
+    assert!(
+        log.contains("count/wasmhost.toml:2: reuse must be between 1 and 1000000"),
+        "{log}"
+    );
+}
