@@ -115,12 +115,13 @@ pub fn wasmtime_version(binary: &Path) -> Result<String, Error> {
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
-/// Starts `wasmtime serve -Scli` on `component`, as a user would run it; it
-/// prints `Serving HTTP on http://ADDR/` when ready.
-pub fn start_wasmtime(binary: &Path, component: &Path) -> Result<Server, Error> {
+/// Starts `wasmtime serve -Scli` on `component` with `extra` flags, as a
+/// user would run it; it prints `Serving HTTP on http://ADDR/` when ready.
+pub fn start_wasmtime(binary: &Path, component: &Path, extra: &[&str]) -> Result<Server, Error> {
     let mut command = Command::new(binary);
     command
         .args(["serve", "-Scli", "--addr", "127.0.0.1:0"])
+        .args(extra)
         .arg(component)
         .stdout(Stdio::null());
     let process = Process::spawn(command)

@@ -18,6 +18,10 @@
 //!   2.5× in steady p99 alone;
 //! - workers: the same offered load (a rate-limited client) on 1 and on 2
 //!   request workers, for server CPU per request at each;
+//! - Python and JavaScript: the hello guest built by componentize-py and by
+//!   componentize-js (14–18 MB components), on `wasmtime serve` and on
+//!   wasmhost, with a fresh instance per request and with each instance
+//!   reused for up to 1,000 requests on both;
 //! - `wrk`, when on PATH, against `wasmtime serve`, wasmhost and native
 //!   hyper: the same comparison with an out-of-process load generator;
 //! - swap latency: file write / deploy call → first response from the new
@@ -62,6 +66,10 @@ const PROJECTS: usize = 200;
 
 /// Swaps per kind in the swap-latency phase.
 const LATENCY_SWAPS: usize = 20;
+
+/// Requests one instance serves in the reuse phases, on both servers
+/// (`[instances] reuse`, `--max-instance-reuse-count`).
+const REUSE: u32 = 1000;
 
 /// Offered load of the workers phases, in requests per second: well within
 /// what one worker serves here, so both runs answer all of it.
@@ -186,7 +194,7 @@ fn main() -> Result<(), Error> {
     let mut wasmtime_version = None;
     if let Some(binary) = &wasmtime {
         wasmtime_version = Some(process::wasmtime_version(binary)?);
-        let server = process::start_wasmtime(binary, hello_path)?;
+        let server = process::start_wasmtime(binary, hello_path, &[])?;
         phases.extend(run(
             "wasmtime serve -Scli (baseline)",
             &server,
@@ -242,12 +250,49 @@ fn main() -> Result<(), Error> {
             Background::Idle,
         ))?);
     }
+    // The hello guest in Python and JavaScript, on both servers, with fresh
+    // instances and with reuse. Served as project `hello` so the client's
+    // `/hello` reaches it on wasmhost too.
+    for (language, component) in [
+        ("Python", Path::new(wasmhost_tests::guests::HELLO_PY)),
+        ("JavaScript", Path::new(wasmhost_tests::guests::HELLO_JS)),
+    ] {
+        let folder = tempfile::tempdir()?;
+        let project = folder.path().join("hello");
+        std::fs::create_dir_all(&project)?;
+        std::fs::copy(component, project.join("hello.wasm"))?;
+        let reuse = format!("--max-instance-reuse-count={REUSE}");
+        for reusing in [false, true] {
+            let suffix = if reusing { ", reuse" } else { "" };
+            if let Some(binary) = &wasmtime {
+                let flags: &[&str] = if reusing { &[reuse.as_str()] } else { &[] };
+                let server = process::start_wasmtime(binary, component, flags)?;
+                phases.extend(run(
+                    &format!("wasmtime serve {language}{suffix}"),
+                    &server,
+                    Background::Idle,
+                )?);
+            }
+            if reusing {
+                std::fs::write(
+                    project.join("wasmhost.toml"),
+                    format!("[instances]\nreuse = {REUSE}\n"),
+                )?;
+            }
+            let host = process::start_wasmhost(folder.path(), cache.path(), &["--no-watch"])?;
+            phases.extend(run(
+                &format!("wasmhost {language}{suffix}"),
+                &host,
+                Background::Idle,
+            )?);
+        }
+    }
     // The out-of-process load generator, against both servers.
     let mut wrk_runs = Vec::new();
     match wrk::find() {
         Some(wrk) => {
             if let Some(binary) = &wasmtime {
-                let server = process::start_wasmtime(binary, hello_path)?;
+                let server = process::start_wasmtime(binary, hello_path, &[])?;
                 wrk_runs.push(wrk::run(
                     &wrk,
                     "wasmtime serve -Scli",
@@ -341,6 +386,22 @@ fn main() -> Result<(), Error> {
             ours.cpu_per_request_us,
             native.cpu_per_request_us,
         );
+    }
+    for language in ["Python", "JavaScript"] {
+        for suffix in ["", ", reuse"] {
+            let ours = find(&format!("wasmhost {language}{suffix}"));
+            let theirs = find(&format!("wasmtime serve {language}{suffix}"));
+            if let (Some(ours), Some(theirs)) = (ours, theirs) {
+                let label = format!("{language}{suffix}: wasmhost / wasmtime serve");
+                ratio(&format!("{label}: requests/s"), ours.rps(), theirs.rps());
+                ratio(
+                    &format!("{label}: CPU per request"),
+                    ours.cpu_per_request_us(),
+                    theirs.cpu_per_request_us(),
+                );
+                ratio(&format!("{label}: p99"), ours.us(0.99), theirs.us(0.99));
+            }
+        }
     }
     let steady_p99 = steady.us(0.99);
     ratio("p99 swapping / steady", swapping.us(0.99), steady_p99);
