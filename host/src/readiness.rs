@@ -1,7 +1,8 @@
 //! Whether the host should get traffic: what `GET /readyz` answers, for load
 //! balancers and Kubernetes. Loading until the projects found at start-up
-//! are each live or refused, ready after, stopping once shutdown has begun,
-//! so endpoints drop the host before its drain, not after.
+//! are each live or refused, ready after, stopping from the moment shutdown
+//! begins. The project listener stops accepting at that same moment, so a
+//! balancer should stop sending first: give it a pre-stop pause.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 

@@ -107,12 +107,15 @@ pub(crate) async fn run(
         },
         events.clone(),
     );
-    // Watch before loading: a change made while projects load is not missed
-    // (at worst it is found unchanged).
+    // Watch before loading: a change made while projects load is not missed.
+    // One that goes live before a project's first load keeps it: the load
+    // then stands down (`Pipeline::load`).
     if let Some(watch) = &config.watch {
         crate::watch::start(&config.projects_dir, pipeline.clone(), watch.clone())?;
     }
 
+    // Every project is routed (503 until live) before the first request.
+    let plan = pipeline.plan_load()?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let requests_registry = registry.clone();
     let mut workers = Workers::start(
@@ -159,7 +162,7 @@ pub(crate) async fn run(
         listener::slots(config.connections),
     ));
     let loading = async {
-        let skipped = pipeline.load_all().await?;
+        let skipped = pipeline.load(plan).await?;
         log_startup(&registry, &skipped);
         readiness.advance(Phase::Ready);
         anyhow::Ok(())

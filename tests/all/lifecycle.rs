@@ -67,14 +67,14 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
         .spawn();
     let addr = host.addr;
     let in_flight = tokio::spawn(async move {
-        send(addr, request("GET", "localhost", "/slow?ms=3000", empty())).await
+        send(addr, request("GET", "localhost", "/slow?ms=5000", empty())).await
     });
     // Wait until the request is really running on the guest.
     host.wait_for_project("slow", "a request in flight", |p| p["in_flight"] == 1)
         .await;
     assert_eq!(host.admin_get("/readyz").await.status, StatusCode::OK);
     host.terminate();
-    // Load balancers see the host leave before its drain ends: /readyz is
+    // Load balancers see the host leave while its drain runs: /readyz is
     // 503 while the request still runs, and changes are refused.
     eventually("/readyz 503 after SIGTERM", || async {
         let reply = host.admin_get("/readyz").await;
@@ -100,7 +100,7 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
     );
     let reply = in_flight.await.expect("task");
     assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.text(), "slept 3000 ms\n");
+    assert_eq!(reply.text(), "slept 5000 ms\n");
     let status = host.wait_exit().await;
     assert!(status.success(), "exit status {status}:\n{}", host.log());
     let log = host.log();

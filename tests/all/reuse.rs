@@ -29,12 +29,27 @@ fn counting(reuse: Option<&str>) -> RunningHost {
     builder.spawn()
 }
 
-async fn counts(host: &RunningHost, path: &str, requests: usize) -> Vec<(String, u64)> {
+/// `requests` requests to `path`, one after another. With `reuse`, each
+/// waits until the instance before it is back in the pool (that happens
+/// just after the client has its answer), unless it served its last.
+async fn counts(
+    host: &RunningHost,
+    path: &str,
+    requests: usize,
+    reuse: Option<u64>,
+) -> Vec<(String, u64)> {
     let mut seen = Vec::new();
     for _ in 0..requests {
         let reply = host.get(path).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-        seen.push(instance_and_count(&reply));
+        let (id, n) = instance_and_count(&reply);
+        if reuse.is_some_and(|reuse| n < reuse) {
+            host.wait_for_project("count", "the instance back in the pool", |p| {
+                p["versions"][0]["idle_instances"] == 1
+            })
+            .await;
+        }
+        seen.push((id, n));
     }
     seen
 }
@@ -42,7 +57,7 @@ async fn counts(host: &RunningHost, path: &str, requests: usize) -> Vec<(String,
 #[tokio::test]
 async fn by_default_every_request_gets_a_fresh_instance() {
     let host = counting(None);
-    let seen = counts(&host, "/count", 6).await;
+    let seen = counts(&host, "/count", 6, None).await;
     assert!(seen.iter().all(|(_, n)| *n == 1), "{seen:?}");
     let project = host.admin_project("count").await;
     assert_eq!(project["stats"]["reused"], 0);
@@ -51,8 +66,8 @@ async fn by_default_every_request_gets_a_fresh_instance() {
 
 #[tokio::test]
 async fn one_instance_serves_up_to_reuse_requests_then_a_fresh_one_starts() {
-    let host = counting(Some("reuse = 3\nidle_timeout = \"1h\""));
-    let seen = counts(&host, "/count", 7).await;
+    let host = counting(Some("reuse = 3\nidle_timeout = \"10m\""));
+    let seen = counts(&host, "/count", 7, Some(3)).await;
     let numbers: Vec<u64> = seen.iter().map(|(_, n)| *n).collect();
     assert_eq!(numbers, [1, 2, 3, 1, 2, 3, 1], "{seen:?}");
     assert_eq!(seen[0].0, seen[2].0);
@@ -64,7 +79,7 @@ async fn one_instance_serves_up_to_reuse_requests_then_a_fresh_one_starts() {
 /// are 1, 2, 3, … with none twice, whatever order the answers came in.
 #[tokio::test]
 async fn overlapping_requests_never_share_an_instance() {
-    let host = counting(Some("reuse = 1000\nidle_timeout = \"1h\""));
+    let host = counting(Some("reuse = 1000\nidle_timeout = \"10m\""));
     let mut clients = Vec::new();
     for _ in 0..8 {
         let addr = host.addr;
@@ -106,12 +121,12 @@ async fn overlapping_requests_never_share_an_instance() {
 
 #[tokio::test]
 async fn an_instance_that_trapped_is_never_reused() {
-    let host = counting(Some("reuse = 100\nidle_timeout = \"1h\""));
-    let first = counts(&host, "/count", 2).await;
+    let host = counting(Some("reuse = 100\nidle_timeout = \"10m\""));
+    let first = counts(&host, "/count", 2, Some(100)).await;
     assert_eq!(first[1].1, 2, "{first:?}");
     let trapped = host.get("/count?trap").await;
     assert_eq!(trapped.status, StatusCode::INTERNAL_SERVER_ERROR);
-    let after = counts(&host, "/count", 1).await;
+    let after = counts(&host, "/count", 1, None).await;
     assert_eq!(
         after[0].1, 1,
         "the trapped instance served again: {after:?}"
@@ -119,17 +134,39 @@ async fn an_instance_that_trapped_is_never_reused() {
     assert_ne!(after[0].0, first[0].0);
 }
 
+/// A guest that returns holding the request's response slot (a leaked
+/// handle) must not be kept: kept, the slot would stay open and the client
+/// would wait until the instance was dropped, ten minutes here.
+#[tokio::test]
+async fn an_instance_that_kept_its_response_slot_is_never_reused() {
+    let host = counting(Some("reuse = 100\nidle_timeout = \"10m\""));
+    let first = counts(&host, "/count", 2, Some(100)).await;
+    let left = host.get("/count?leave").await;
+    assert_eq!(
+        left.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        left.text()
+    );
+    let after = counts(&host, "/count", 1, None).await;
+    assert_eq!(
+        after[0].1, 1,
+        "the instance that left its slot served again: {after:?}"
+    );
+    assert_ne!(after[0].0, first[0].0);
+}
+
 #[tokio::test]
 async fn an_instance_idle_past_its_timeout_is_dropped() {
     let host = counting(Some("reuse = 100\nidle_timeout = \"300ms\""));
-    let first = counts(&host, "/count", 2).await;
+    let first = counts(&host, "/count", 2, Some(100)).await;
     assert_eq!(first[1], (first[0].0.clone(), 2));
     // The sweeper drops it without any request coming.
     host.wait_for_project("count", "no idle instance", |p| {
         p["versions"][0]["idle_instances"] == 0
     })
     .await;
-    let after = counts(&host, "/count", 1).await;
+    let after = counts(&host, "/count", 1, None).await;
     assert_eq!(after[0].1, 1, "{after:?}");
 }
 
@@ -139,8 +176,8 @@ async fn an_instance_idle_past_its_timeout_is_dropped() {
 /// old instance.
 #[tokio::test]
 async fn a_swap_drops_the_old_versions_idle_instances_at_once() {
-    let host = counting(Some("reuse = 100\nidle_timeout = \"1h\""));
-    let before = counts(&host, "/count", 3).await;
+    let host = counting(Some("reuse = 100\nidle_timeout = \"10m\""));
+    let before = counts(&host, "/count", 3, Some(100)).await;
     let addr = host.addr;
     let slow = tokio::spawn(async move {
         crate::harness::send(
@@ -159,16 +196,14 @@ async fn a_swap_drops_the_old_versions_idle_instances_at_once() {
     })
     .await;
     // The slow request took the idle instance; make another one idle.
-    counts(&host, "/count", 1).await;
-    let project = host.admin_project("count").await;
-    assert_eq!(project["versions"][0]["idle_instances"], 1, "{project:#}");
+    counts(&host, "/count", 1, Some(100)).await;
 
     // Same component, another config: a new version.
     let reply = host
         .deploy_with_config(
             "count",
             &std::fs::read(guests::COUNT).expect("count"),
-            "[instances]\nreuse = 100\nidle_timeout = \"59m\"\n",
+            "[instances]\nreuse = 100\nidle_timeout = \"9m\"\n",
         )
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());

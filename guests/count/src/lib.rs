@@ -2,7 +2,8 @@
 //! id on its first request and counts the requests it has served; the answer
 //! is `instance ID request N`. A fresh instance per request always says
 //! `request 1`. `?ms=N` waits N ms first (so requests overlap); `?trap` traps
-//! after counting, which must end the instance.
+//! after counting, and `?leave` returns keeping its response slot unset (a
+//! leaked handle): either must end the instance.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -26,6 +27,11 @@ impl Guest for Count {
         }
         if query_param(&request, "trap").is_some() {
             panic!("asked to trap on request {served}");
+        }
+        if query_param(&request, "leave").is_some() {
+            // Never dropped: the host's response slot stays in the table.
+            std::mem::forget(out);
+            return;
         }
         let id = ID.load(Ordering::Relaxed);
         respond_text(out, 200, &format!("instance {id:016x} request {served}\n"));

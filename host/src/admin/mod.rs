@@ -6,8 +6,8 @@
 //! - `GET /livez`: `200 live` while the host runs. Like `/readyz`, it needs no
 //!   token and passes no access check, so probes can reach it.
 //! - `GET /readyz`: `200 ready` once every project found at start-up is live
-//!   or refused; 503 while they load and once shutdown has begun, so a load
-//!   balancer stops sending before the drain.
+//!   or refused; 503 while they load and from the moment shutdown begins
+//!   (when the project listener also stops accepting).
 //! - `GET /projects`: JSON array with one object per known project, failed ones included.
 //! - `GET /projects/NAME`: that project's object, or 404.
 //! - `PUT /projects/NAME`: deploy the body (the component bytes, `Content-Type:

@@ -135,6 +135,30 @@ impl RequestState {
     pub(crate) fn restart(&mut self, timeout: Duration) {
         self.deadline = Instant::now() + timeout;
     }
+
+    /// Whether the guest's last request left HTTP resources behind after
+    /// its handler returned: the request or its body, the response slot, an
+    /// unfinished response body, or an outgoing request. Each would live on
+    /// (a client waiting for a body that never ends, an outgoing request
+    /// past its deadline) for as long as the instance is kept, so only an
+    /// instance with none of them may serve again.
+    pub(crate) fn request_left_over(&mut self) -> bool {
+        use wasmtime_wasi_http::p2::body::{HostIncomingBody, HostOutgoingBody};
+        use wasmtime_wasi_http::p2::types::{
+            HostFutureIncomingResponse, HostIncomingRequest, HostIncomingResponse,
+            HostOutgoingRequest, HostOutgoingResponse, HostResponseOutparam,
+        };
+        self.table.iter_mut().any(|entry| {
+            entry.is::<HostIncomingRequest>()
+                || entry.is::<HostIncomingBody>()
+                || entry.is::<HostResponseOutparam>()
+                || entry.is::<HostOutgoingResponse>()
+                || entry.is::<HostOutgoingBody>()
+                || entry.is::<HostOutgoingRequest>()
+                || entry.is::<HostFutureIncomingResponse>()
+                || entry.is::<HostIncomingResponse>()
+        })
+    }
 }
 
 impl WasiView for RequestState {

@@ -209,11 +209,15 @@ where
             ),
             Ok(_) => {}
         }
-        let (store, proxy) = result?;
+        let (mut store, proxy) = result?;
         // Only an instance whose request ended cleanly serves again: one
-        // that trapped, timed out, was interrupted or had its body cut off
-        // at the limit is dropped above or here.
-        if version.instances.enabled() && !cut_off.load(Ordering::Acquire) {
+        // that trapped, timed out, was interrupted, had its body cut off at
+        // the limit or kept any of the request's resources is dropped, above
+        // or here (dropping it ends whatever it kept).
+        if version.instances.enabled()
+            && !cut_off.load(Ordering::Acquire)
+            && !store.data_mut().request_left_over()
+        {
             version
                 .instances
                 .put(Reusable::new(store, proxy, served + 1));

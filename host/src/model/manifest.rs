@@ -45,6 +45,10 @@ use crate::units::{parse_duration, parse_size};
 /// shared between every request.
 const MAX_REUSE: u32 = 1_000_000;
 
+/// Longest `[instances] idle_timeout`: an idle instance holds a slot of the
+/// instance pool and its memory, which other projects may need.
+const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// The file name of a project's manifest inside its folder.
 pub(crate) const MANIFEST_FILE: &str = "wasmhost.toml";
 
@@ -375,8 +379,20 @@ impl Manifest {
                     )
                 })?,
         };
+        let idle_span = raw
+            .instances
+            .idle_timeout
+            .as_ref()
+            .map(|value| value.span());
         let idle_timeout = duration(raw.instances.idle_timeout, "idle_timeout")?
             .unwrap_or(Instances::default().idle_timeout);
+        if idle_timeout > MAX_IDLE_TIMEOUT {
+            return Err(error(
+                idle_span,
+                "idle_timeout must be at most 10m: an idle instance keeps its pool slot and memory"
+                    .into(),
+            ));
+        }
 
         Ok(Manifest {
             component,
@@ -539,6 +555,10 @@ max_concurrency = 8
                 "idle_timeout must be more than 0",
             ),
             ("[instances]\nidle_timeout = \"soon\"\n", "idle_timeout:"),
+            (
+                "[instances]\nidle_timeout = \"11m\"\n",
+                "idle_timeout must be at most 10m",
+            ),
             ("[instances]\nmax = 3\n", "unknown field `max`"),
         ] {
             let err = parse(text).expect_err(text);

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 
-use crate::model::discovery::{self, Skipped};
+use crate::model::discovery::{self, ProjectSource, Skipped};
 use crate::model::events::Events;
 use crate::model::manifest::{MANIFEST_FILE, Manifest, ProjectName};
 use crate::model::project::{Failure, Project};
@@ -132,16 +132,19 @@ impl Pipeline {
         &self.registry
     }
 
-    /// Loads every project in the projects folder, concurrently (compiles are
-    /// still bounded by the compiler). Returns the entries that are not projects.
-    ///
-    /// Every project is routed from the start, answering 503 with
-    /// `Retry-After` until its first version is live, and each goes live as
-    /// soon as it is ready: a small project never waits behind a big one
-    /// (loads start smallest first).
-    /// Contested routes go to the first name, as routing is first published
-    /// by name before any compile starts.
+    /// Loads every project in the projects folder: [`Pipeline::plan_load`],
+    /// then [`Pipeline::load`].
     pub async fn load_all(&self) -> anyhow::Result<Vec<Skipped>> {
+        let plan = self.plan_load()?;
+        self.load(plan).await
+    }
+
+    /// Start-up's first step, quick and before any request is served: finds
+    /// every project in the projects folder and routes each from the start,
+    /// so a request for one whose first version is not live yet gets 503
+    /// with `Retry-After`, never a 404. Contested routes go to the first
+    /// name, as routing is published by name here, before any compile.
+    pub fn plan_load(&self) -> anyhow::Result<LoadPlan> {
         crate::swap::persist::remove_leftovers(&self.settings.projects_dir);
         let scan = discovery::scan(&self.settings.projects_dir)?;
         for failed in scan.failed {
@@ -153,7 +156,7 @@ impl Pipeline {
             project.state().error = Some(reason);
         }
         // Smallest component first: compiles queue on `--max-compiles`, in
-        // the order they are spawned, and a small project should be live in
+        // the order they are asked for, and a small project should be live in
         // milliseconds, not after a big one's seconds.
         let mut sources = scan.projects;
         sources.sort_by_cached_key(|source| {
@@ -169,16 +172,31 @@ impl Pipeline {
             starting.push((Starting(project, self.registry.clone()), source));
         }
         self.registry.republish();
+        Ok(LoadPlan {
+            starting,
+            skipped: scan.skipped,
+        })
+    }
+
+    /// Start-up's second step: makes each planned project's first version
+    /// live, concurrently (compiles are still bounded by the compiler), each
+    /// as soon as it is ready. Returns the entries that are not projects.
+    pub async fn load(&self, plan: LoadPlan) -> anyhow::Result<Vec<Skipped>> {
         // Read here, in order, so the tasks below queue for the compiler in
         // this order: each runs up to its wait for a compile slot when first
         // polled, and they are first polled in the order they are spawned.
         let mut loads = tokio::task::JoinSet::new();
-        for (starting, source) in starting {
+        for (starting, source) in plan.starting {
             let project = starting.0.clone();
             let read = Compiler::read(&source.component).await;
             let this = self.clone();
             loads.spawn(async move {
                 let _change = project.lifecycle.lock().await;
+                // A deploy, watched change or removal that took the lock
+                // first is newer than these bytes, read before it: keep it.
+                if !this.registry.holds(&project) || project.current.load().is_some() {
+                    return;
+                }
                 // A failure is recorded on the project (and logged) by `reject`.
                 let _ = match read {
                     Ok(bytes) => {
@@ -194,7 +212,7 @@ impl Pipeline {
             joined.context("a project load task failed")?;
         }
         self.evict_cache();
-        Ok(scan.skipped)
+        Ok(plan.skipped)
     }
 
     /// Bounds the compile cache in the background, keeping the entries of
@@ -432,6 +450,12 @@ impl Pipeline {
             .emit("removed", name.as_str(), serde_json::json!({}));
         Ok(())
     }
+}
+
+/// What start-up found in the projects folder, routed and waiting to load.
+pub struct LoadPlan {
+    starting: Vec<(Starting, ProjectSource)>,
+    skipped: Vec<Skipped>,
 }
 
 /// A project whose first version is being prepared at start-up. Dropped
