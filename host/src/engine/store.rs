@@ -137,21 +137,23 @@ impl RequestState {
     }
 
     /// Whether the guest's last request left HTTP resources behind after
-    /// its handler returned: the request or its body, the response slot, an
+    /// its handler returned that someone waits on: the response slot, an
     /// unfinished response body, or an outgoing request. Each would live on
     /// (a client waiting for a body that never ends, an outgoing request
     /// past its deadline) for as long as the instance is kept, so only an
     /// instance with none of them may serve again.
+    ///
+    /// The incoming request itself may stay: componentize-js guests never
+    /// drop it (their garbage collector does not run between requests), and
+    /// it only holds the request's head until the instance goes.
     pub(crate) fn request_left_over(&mut self) -> bool {
-        use wasmtime_wasi_http::p2::body::{HostIncomingBody, HostOutgoingBody};
+        use wasmtime_wasi_http::p2::body::HostOutgoingBody;
         use wasmtime_wasi_http::p2::types::{
-            HostFutureIncomingResponse, HostIncomingRequest, HostIncomingResponse,
-            HostOutgoingRequest, HostOutgoingResponse, HostResponseOutparam,
+            HostFutureIncomingResponse, HostIncomingResponse, HostOutgoingRequest,
+            HostOutgoingResponse, HostResponseOutparam,
         };
         self.table.iter_mut().any(|entry| {
-            entry.is::<HostIncomingRequest>()
-                || entry.is::<HostIncomingBody>()
-                || entry.is::<HostResponseOutparam>()
+            entry.is::<HostResponseOutparam>()
                 || entry.is::<HostOutgoingResponse>()
                 || entry.is::<HostOutgoingBody>()
                 || entry.is::<HostOutgoingRequest>()
