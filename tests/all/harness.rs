@@ -586,8 +586,33 @@ async fn swap_client(
     addr: SocketAddr,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<Vec<u64>, String> {
+    let answers = versioned_answers(addr, stop, Duration::ZERO).await?;
+    for (version, reply) in &answers {
+        let whole = if version % 2 == 1 {
+            reply.text() == "Hello, world!\n"
+        } else {
+            reply.header("echo-path") == Some("/app/x") && reply.body.is_empty()
+        };
+        if !whole {
+            return Err(format!(
+                "v{version} answered like the other build: {reply:?}"
+            ));
+        }
+    }
+    Ok(answers.into_iter().map(|(version, _)| version).collect())
+}
+
+/// Requests `/app/x` on one connection until `stop`, `pause` apart, and
+/// returns every answer with the version that gave it. Fails on the first
+/// answer that is not 200, names no version, or comes from an older
+/// version than the one before it.
+pub(crate) async fn versioned_answers(
+    addr: SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    pause: Duration,
+) -> Result<Vec<(u64, Reply)>, String> {
     let mut connection = Connection::open(addr).await;
-    let mut seen: Vec<u64> = Vec::new();
+    let mut seen: Vec<(u64, Reply)> = Vec::new();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         let reply = connection
             .get("/app/x")
@@ -600,20 +625,13 @@ async fn swap_client(
             .header("wasmhost-version")
             .and_then(|v| v.parse().ok())
             .ok_or("no version header")?;
-        let whole = if version % 2 == 1 {
-            reply.text() == "Hello, world!\n"
-        } else {
-            reply.header("echo-path") == Some("/app/x") && reply.body.is_empty()
-        };
-        if !whole {
-            return Err(format!(
-                "v{version} answered like the other build: {reply:?}"
-            ));
-        }
-        if let Some(last) = seen.last().filter(|last| **last > version) {
+        if let Some((last, _)) = seen.last().filter(|(last, _)| *last > version) {
             return Err(format!("went back from v{last} to v{version}"));
         }
-        seen.push(version);
+        seen.push((version, reply));
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
     }
     Ok(seen)
 }

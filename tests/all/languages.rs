@@ -2,7 +2,6 @@
 //! the three languages under load, by deploys and by file writes.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -10,7 +9,7 @@ use std::time::Duration;
 use hyper::StatusCode;
 use wasmhost_tests::guests;
 
-use crate::harness::{Connection, RunningHost, TestHost, write_atomically};
+use crate::harness::{RunningHost, TestHost, versioned_answers, write_atomically};
 
 /// Each language's build of the hello guest, with the answer it gives.
 const BUILDS: [(&str, &str, &str); 3] = [
@@ -20,15 +19,24 @@ const BUILDS: [(&str, &str, &str); 3] = [
 ];
 
 /// Rust → Python → JavaScript → Rust, once through deploys and once through
-/// file writes, under 8 busy connections: no request fails, and every
-/// answer is whole from the build its `wasmhost-version` names.
+/// file writes, under 8 busy connections: no request fails, every answer is
+/// whole from the build its `wasmhost-version` names, and no connection
+/// goes back to an older version.
 #[tokio::test]
 async fn one_project_swaps_across_rust_python_and_javascript_under_load() {
     const CONNECTIONS: usize = 8;
     let host = TestHost::new().project("app", guests::HELLO).spawn();
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..CONNECTIONS)
-        .map(|_| tokio::spawn(client(host.addr, stop.clone())))
+        // Busy but not saturating: compiles run at the lowest CPU priority,
+        // and under a load that took every core, an 18 MB one would starve.
+        .map(|_| {
+            tokio::spawn(versioned_answers(
+                host.addr,
+                stop.clone(),
+                Duration::from_millis(5),
+            ))
+        })
         .collect();
 
     // Which language each version is, as the swaps made them live.
@@ -66,7 +74,8 @@ async fn one_project_swaps_across_rust_python_and_javascript_under_load() {
             .expect("client task")
             .unwrap_or_else(|err| panic!("{err}"));
         assert!(!replies.is_empty(), "a connection got no answer");
-        for (version, body) in replies {
+        for (version, reply) in replies {
+            let body = reply.text();
             let want = expected
                 .get(&version)
                 .unwrap_or_else(|| panic!("an answer from v{version}, which no swap made live"));
@@ -82,35 +91,6 @@ async fn one_project_swaps_across_rust_python_and_javascript_under_load() {
     let project = host.admin_project("app").await;
     assert_eq!(project["stats"]["forced_drains"], 0);
     assert_eq!(project["in_flight"], 0);
-}
-
-/// Requests `/app/x` on one connection, a request every 5 ms or so, until
-/// `stop`: each answer's version and body. Fails on the first answer that is not 200, or older than the
-/// one before it.
-async fn client(addr: SocketAddr, stop: Arc<AtomicBool>) -> Result<Vec<(u64, String)>, String> {
-    let mut connection = Connection::open(addr).await;
-    let mut seen: Vec<(u64, String)> = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
-        let reply = connection
-            .get("/app/x")
-            .await
-            .map_err(|err| format!("request failed: {err}"))?;
-        if reply.status != StatusCode::OK {
-            return Err(format!("status {}: {}", reply.status, reply.text()));
-        }
-        let version: u64 = reply
-            .header("wasmhost-version")
-            .and_then(|v| v.parse().ok())
-            .ok_or("no version header")?;
-        if let Some((last, _)) = seen.last().filter(|(last, _)| *last > version) {
-            return Err(format!("went back from v{last} to v{version}"));
-        }
-        seen.push((version, reply.text()));
-        // Busy but not saturating: compiles run at the lowest CPU priority,
-        // and under a load that took every core, an 18 MB one would starve.
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    Ok(seen)
 }
 
 async fn live_version(host: &RunningHost) -> u64 {
