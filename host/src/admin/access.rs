@@ -55,7 +55,7 @@ impl Access {
                 if let Some(refused) = foreign_page(request) {
                     return Some(text_response(StatusCode::FORBIDDEN, &refused));
                 }
-                let mutating = request.method() != Method::GET && request.method() != Method::HEAD;
+                let mutating = changes_something(request.method());
                 let remote = request
                     .extensions()
                     .get::<crate::front::listener::Peer>()
@@ -68,6 +68,12 @@ impl Access {
             }
         }
     }
+}
+
+/// Whether a request with this method may change something: anything but
+/// GET and HEAD.
+pub(crate) fn changes_something(method: &Method) -> bool {
+    method != Method::GET && method != Method::HEAD
 }
 
 /// Why a request looks sent by a web page of another origin, if it does: its

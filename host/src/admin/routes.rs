@@ -10,7 +10,7 @@ use hyper::{Method, Request, Response, StatusCode, header};
 use serde_json::json;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::admin::access::Access;
+use crate::admin::access::{Access, changes_something};
 use crate::admin::upload::read_deploy;
 use crate::admin::views::ProjectView;
 use crate::front::responses::{json_response, text_response};
@@ -32,7 +32,8 @@ where
 {
     // The probes come before access: a kubelet or a load balancer sends no
     // token and names the host by its address, and all they learn is one bit.
-    if request.method() == Method::GET || request.method() == Method::HEAD {
+    let mutating = changes_something(request.method());
+    if !mutating {
         match request.uri().path() {
             "/livez" => return text_response(StatusCode::OK, "live"),
             "/readyz" => return readyz(readiness.phase()),
@@ -42,7 +43,6 @@ where
     if let Some(refused) = access.refuse(&request) {
         return refused;
     }
-    let mutating = request.method() != Method::GET && request.method() != Method::HEAD;
     if mutating && readiness.phase() == Phase::Stopping {
         return text_response(
             StatusCode::SERVICE_UNAVAILABLE,
