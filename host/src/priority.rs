@@ -5,7 +5,7 @@
 /// as nice as `nice`. Threads it starts afterwards inherit the value. Failing
 /// is harmless: the thread just competes with requests as an ordinary thread
 /// would, so it is logged at debug level only.
-pub(crate) fn lower_this_thread(nice: i32, what: &str) {
+fn lower_this_thread(nice: i32, what: &str) {
     let thread = rustix::thread::gettid();
     if let Err(err) = rustix::process::setpriority_process(Some(thread), nice) {
         tracing::debug!(cause = %err, "failed to lower the {what} thread's priority");

@@ -7,8 +7,8 @@ use serde_json::Value;
 use wasmhost_tests::guests;
 
 use crate::harness::{
-    SwapTraffic, TestHost, admin_request, empty, eventually, request, send, thread_stat,
-    threads_named,
+    SCHED_IDLE, SwapTraffic, TestHost, admin_request, empty, eventually, request, send,
+    thread_stat, threads_named,
 };
 
 /// `tests/fixtures/start-trap.wat`, assembled.
@@ -525,34 +525,34 @@ async fn requests_are_served_while_a_large_component_compiles() {
 }
 
 #[tokio::test]
-async fn compiles_run_at_the_lowest_cpu_priority() {
+async fn compiles_run_under_sched_idle() {
     let host = TestHost::new().project("hello", guests::HELLO).spawn();
     let admin = host.admin;
     let big = wasmhost_tests::large_component(2000);
     let deploy = tokio::spawn(send(admin, admin_request("PUT", "/projects/big", big)));
     // The compile takes seconds; its thread shows up in /proc meanwhile.
-    let nice = eventually("saw a compile thread", || {
-        let nice: Vec<i64> = threads_named(host.pid(), "wasmhost-compil")
+    let policies = eventually("saw a compile thread", || {
+        let policies: Vec<u64> = threads_named(host.pid(), "wasmhost-compil")
             .iter()
-            .map(|thread| thread.nice)
+            .map(|thread| thread.policy)
             .collect();
         async move {
-            if nice.is_empty() {
+            if policies.is_empty() {
                 Err("no thread named wasmhost-compile".to_string())
             } else {
-                Ok(nice)
+                Ok(policies)
             }
         }
     })
     .await;
     assert!(
-        nice.iter().all(|&n| n == 19),
-        "compile threads' nice: {nice:?}"
+        policies.iter().all(|&policy| policy == SCHED_IDLE),
+        "compile threads' scheduling policies: {policies:?}"
     );
     // The main thread, which serves requests, keeps the default priority.
     assert_eq!(
-        thread_stat(host.pid(), host.pid()).map(|main| main.nice),
-        Some(0)
+        thread_stat(host.pid(), host.pid()).map(|main| (main.policy, main.nice)),
+        Some((0, 0))
     );
     let reply = deploy.await.expect("deploy task");
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);

@@ -97,9 +97,13 @@ enum Background {
     Idle,
     /// Deploy these two builds alternately every 100 ms.
     Swap(Vec<u8>, Vec<u8>),
-    /// Deploy (and so compile) this large component over and over, as a new
-    /// project, each time with a new digest so the cache cannot answer.
-    Compile(Vec<u8>),
+    /// Deploy (and so compile) `component` over and over, as project `big`,
+    /// each time with a new digest so the cache cannot answer; every deploy
+    /// must be answered `answer`.
+    Compile {
+        component: Vec<u8>,
+        answer: hyper::StatusCode,
+    },
     /// Alternately wait [`QUIET_WINDOW`] and keep this many requests to the
     /// `busy` project spinning (each until its 1 s request timeout): a
     /// neighbour stuck in an infinite loop. Runs for twice the phase length,
@@ -221,7 +225,19 @@ fn main() -> Result<(), Error> {
         phases.extend(run(
             "wasmhost while a large component compiles",
             &host,
-            Background::Compile(large),
+            Background::Compile {
+                component: large,
+                // Not a proxy: refused at link time, after the full compile.
+                answer: hyper::StatusCode::UNPROCESSABLE_ENTITY,
+            },
+        )?);
+        phases.extend(run(
+            "wasmhost while the Python component compiles",
+            &host,
+            Background::Compile {
+                component: std::fs::read(wasmhost_tests::guests::HELLO_PY)?,
+                answer: hyper::StatusCode::OK,
+            },
         )?);
         phases.extend(run(
             "wasmhost beside a guest stuck in a loop",
@@ -328,7 +344,8 @@ fn main() -> Result<(), Error> {
     let native = find("native").ok_or("no native phase")?;
     let steady = find("wasmhost steady").ok_or("no steady phase")?;
     let swapping = find("wasmhost swapping").ok_or("no swapping phase")?;
-    let compiling = find("wasmhost while").ok_or("no compile phase")?;
+    let compiling = find("wasmhost while a large").ok_or("no compile phase")?;
+    let compiling_python = find("wasmhost while the Python").ok_or("no Python compile phase")?;
     let hostile = find("wasmhost beside").ok_or("no hostile phase")?;
     let alone = find("wasmhost alone").ok_or("no quiet windows in the hostile phase")?;
     let baseline = find("wasmtime");
@@ -408,6 +425,11 @@ fn main() -> Result<(), Error> {
     ratio(
         "p99 while compiling / steady",
         compiling.us(0.99),
+        steady_p99,
+    );
+    ratio(
+        "p99 while the Python component compiles / steady",
+        compiling_python.us(0.99),
         steady_p99,
     );
     ratio(
@@ -856,18 +878,17 @@ async fn run_background(
                 windows: Some(windows),
             })
         }
-        Background::Compile(large) => {
+        Background::Compile { component, answer } => {
             let admin = admin()?;
             let mut compiles = 0usize;
             let mut compile_time = Duration::ZERO;
             while compiles == 0 || started.elapsed() < duration {
-                let bytes = wasmhost_benches::variant(&large, compiles);
+                let bytes = wasmhost_benches::variant(&component, compiles);
                 let sent = Instant::now();
                 let (status, body) = wasmhost_benches::put(admin, "big", bytes).await?;
-                // Not a proxy: refused at link time, after the full compile.
-                if status != hyper::StatusCode::UNPROCESSABLE_ENTITY {
+                if status != answer {
                     return Err(format!(
-                        "deploying the large component answered {status}: {}",
+                        "deploying the large component answered {status}, not {answer}: {}",
                         String::from_utf8_lossy(&body)
                     )
                     .into());
@@ -877,7 +898,7 @@ async fn run_background(
             }
             Ok(Outcome::note(format!(
                 "{compiles} compiles of a {:.1} MB component, {:.0} ms each",
-                large.len() as f64 / 1e6,
+                component.len() as f64 / 1e6,
                 compile_time.as_secs_f64() * 1e3 / compiles as f64
             )))
         }
