@@ -5,7 +5,7 @@
 /// as nice as `nice`. Threads it starts afterwards inherit the value. Failing
 /// is harmless: the thread just competes with requests as an ordinary thread
 /// would, so it is logged at debug level only.
-fn lower_this_thread(nice: i32, what: &str) {
+pub(crate) fn lower_this_thread(nice: i32, what: &str) {
     let thread = rustix::thread::gettid();
     if let Err(err) = rustix::process::setpriority_process(Some(thread), nice) {
         tracing::debug!(cause = %err, "failed to lower the {what} thread's priority");
@@ -24,13 +24,91 @@ pub(crate) fn idle_this_thread(what: &str) {
     }
 }
 
+fn set_sched_idle() -> std::io::Result<()> {
+    set_policy(0, Policy::Idle)
+}
+
+/// Whether a thread of this process, once under `SCHED_IDLE`, may be made
+/// an ordinary thread at the default priority again. Linux allows it only
+/// with `CAP_SYS_NICE` or an `RLIMIT_NICE` of 20, so a non-root host usually
+/// may not. Found once, by trying on a thread started for the purpose.
+pub(crate) fn can_leave_sched_idle() -> bool {
+    static CAN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *CAN.get_or_init(|| {
+        std::thread::Builder::new()
+            .name("wasmhost-probe".into())
+            .spawn(|| set_policy(0, Policy::Idle).is_ok() && set_policy(0, Policy::Other).is_ok())
+            .ok()
+            .and_then(|probe| probe.join().ok())
+            .unwrap_or(false)
+    })
+}
+
+/// Puts every thread of this process named `name` (as `/proc` shows it, at
+/// most 15 bytes) back under `SCHED_IDLE`. Returns how many it moved.
+pub(crate) fn idle_threads_named(name: &str) -> usize {
+    for_threads_named(name, |tid| set_policy(tid, Policy::Idle))
+}
+
+/// Makes every thread of this process named `name` an ordinary thread at
+/// the default priority. Returns how many it moved.
+pub(crate) fn raise_threads_named(name: &str) -> usize {
+    for_threads_named(name, |tid| {
+        // The nice value first: leaving SCHED_IDLE is checked against it.
+        let pid = rustix::process::Pid::from_raw(tid).ok_or(std::io::ErrorKind::InvalidInput)?;
+        rustix::process::setpriority_process(Some(pid), 0).map_err(std::io::Error::from)?;
+        set_policy(tid, Policy::Other)
+    })
+}
+
+/// Applies `change` to each thread of this process named `name`; a thread
+/// that ended meanwhile, or a change refused, is logged at debug level and
+/// skipped.
+fn for_threads_named(name: &str, change: impl Fn(i32) -> std::io::Result<()>) -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    let mut changed = 0;
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|tid| tid.parse().ok()) else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        match change(tid) {
+            Ok(()) => changed += 1,
+            Err(err) => {
+                tracing::debug!(tid, cause = %err, "failed to change the {name} thread's priority")
+            }
+        }
+    }
+    changed
+}
+
+/// The scheduling policies the host uses.
+#[derive(Clone, Copy)]
+enum Policy {
+    /// `SCHED_OTHER`: ordinary, weighted by nice value.
+    Other,
+    /// `SCHED_IDLE`: only CPU nobody else wants.
+    Idle,
+}
+
+/// Sets thread `tid`'s scheduling policy (0: the calling thread).
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-fn set_sched_idle() -> std::io::Result<()> {
+fn set_policy(tid: i32, policy: Policy) -> std::io::Result<()> {
+    let policy = match policy {
+        Policy::Other => libc::SCHED_OTHER,
+        Policy::Idle => libc::SCHED_IDLE,
+    };
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: `param` is a valid `sched_param` that outlives the call, which
-    // only reads it; pid 0 names the calling thread. No memory is shared.
-    let result = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    // only reads it; `tid` names a thread of this process, 0 the calling one.
+    // No memory is shared.
+    let result = unsafe { libc::sched_setscheduler(tid, policy, &param) };
     if result == 0 {
         Ok(())
     } else {
@@ -39,9 +117,9 @@ fn set_sched_idle() -> std::io::Result<()> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn set_sched_idle() -> std::io::Result<()> {
+fn set_policy(_tid: i32, _policy: Policy) -> std::io::Result<()> {
     Err(std::io::Error::new(
         std::io::ErrorKind::Unsupported,
-        "SCHED_IDLE is Linux only",
+        "scheduling policies are Linux only",
     ))
 }

@@ -89,7 +89,8 @@ pub(crate) async fn run(
         engine::new_linker(&engine)?,
         cache,
         config.max_compiles,
-    );
+    )
+    .with_patience(config.compile_patience);
     let registry = Arc::new(Registry::default());
     let events = Events::default();
     let pipeline = Pipeline::new(

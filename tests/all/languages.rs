@@ -28,13 +28,15 @@ async fn one_project_swaps_across_rust_python_and_javascript_under_load() {
     let host = TestHost::new().project("app", guests::HELLO).spawn();
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..CONNECTIONS)
-        // Busy but not saturating: compiles run at the lowest CPU priority,
-        // and under a load that took every core, an 18 MB one would starve.
+        // Busy but not saturating: compiles use idle CPU only for their
+        // first 30 s (`--compile-patience`). A Python request costs about
+        // 3.5 ms of CPU here, so 8 connections each sending every 25 ms ask
+        // for about one core of two.
         .map(|_| {
             tokio::spawn(versioned_answers(
                 host.addr,
                 stop.clone(),
-                Duration::from_millis(5),
+                Duration::from_millis(25),
             ))
         })
         .collect();

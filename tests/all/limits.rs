@@ -319,4 +319,34 @@ async fn a_guest_that_keeps_computing_finishes_on_the_idle_priority_slow_lane() 
     assert_eq!(host.get("/hello").await.status, StatusCode::OK);
     assert!(!spinning.is_finished(), "a loop was not answered 504");
     spinning.abort();
+    let slowed = &host.admin_project("busy").await["stats"]["slowed"];
+    assert!(
+        slowed.as_u64().is_some_and(|n| n >= 1),
+        "busy slowed: {slowed}"
+    );
+}
+
+#[tokio::test]
+async fn a_guest_heavy_on_every_request_stays_on_the_request_workers() {
+    let host = TestHost::new().project("heavy", guests::COUNT).spawn();
+    // 8 ms of compute each, past the 2 ms a light guest's request may take
+    // before it moves. Once one request has succeeded, the threshold follows
+    // the version's typical compute time (4×, at most 20 ms), so the rest
+    // stay. With the 2 ms threshold for all, most of them move: a request
+    // stays only if it finishes within its first poll, before an epoch tick.
+    const REQUESTS: u64 = 30;
+    for _ in 0..REQUESTS {
+        let reply = host.get("/heavy?spin=8").await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    }
+    let slowed = host.admin_project("heavy").await["stats"]["slowed"]
+        .as_u64()
+        .expect("a slowed count");
+    println!("{slowed} of {REQUESTS} requests moved to the slow lane");
+    // The first may move. A request preempted for long inside its polls may
+    // still move now and then on a busy machine, so the bound leaves room.
+    assert!(
+        slowed < REQUESTS / 3,
+        "{slowed} of {REQUESTS} requests moved to the slow lane"
+    );
 }

@@ -559,6 +559,37 @@ async fn compiles_run_under_sched_idle() {
 }
 
 #[tokio::test]
+async fn a_compile_that_runs_out_of_patience_is_raised_to_the_default_priority() {
+    // No patience at all: the compile is raised as soon as it starts. The
+    // tests run as root; a host without CAP_SYS_NICE would compile at nice 19.
+    let host = TestHost::new()
+        .project("hello", guests::HELLO)
+        .arg("--compile-patience=0s")
+        .spawn();
+    let admin = host.admin;
+    let big = wasmhost_tests::large_component(2000);
+    let deploy = tokio::spawn(send(admin, admin_request("PUT", "/projects/big", big)));
+    eventually("saw every compile thread raised", || {
+        let threads: Vec<(u64, i64)> = threads_named(host.pid(), "wasmhost-compil")
+            .iter()
+            .map(|thread| (thread.policy, thread.nice))
+            .collect();
+        async move {
+            if !threads.is_empty() && threads.iter().all(|&thread| thread == (0, 0)) {
+                Ok(())
+            } else {
+                Err(format!("compile threads' (policy, nice): {threads:?}"))
+            }
+        }
+    })
+    .await;
+    let reply = deploy.await.expect("deploy task");
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+    host.wait_for_log("raising compile threads to the default priority")
+        .await;
+}
+
+#[tokio::test]
 async fn overlapping_deploys_of_one_project_are_serialized() {
     let host = TestHost::new().project("app", guests::SLOW).spawn();
     let (hello, echo) = (read(guests::HELLO), read(guests::ECHO));

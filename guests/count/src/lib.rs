@@ -1,7 +1,8 @@
 //! `count`: shows whether instances are reused. Each instance draws a random
 //! id on its first request and counts the requests it has served; the answer
 //! is `instance ID request N`. A fresh instance per request always says
-//! `request 1`. `?ms=N` waits N ms first (so requests overlap); `?trap` traps
+//! `request 1`. `?ms=N` waits N ms first (so requests overlap); `?spin=N`
+//! computes for N ms first (a guest heavy on every request); `?trap` traps
 //! after counting, and `?leave` returns keeping its response slot unset (a
 //! leaked handle): either must end the instance.
 
@@ -24,6 +25,12 @@ impl Guest for Count {
         let served = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(ms) = query_param(&request, "ms").and_then(|v| v.parse::<u64>().ok()) {
             monotonic_clock::subscribe_duration(ms.saturating_mul(1_000_000)).block();
+        }
+        if let Some(ms) = query_param(&request, "spin").and_then(|v| v.parse::<u64>().ok()) {
+            let until = monotonic_clock::now().saturating_add(ms.saturating_mul(1_000_000));
+            while monotonic_clock::now() < until {
+                std::hint::spin_loop();
+            }
         }
         if query_param(&request, "trap").is_some() {
             panic!("asked to trap on request {served}");

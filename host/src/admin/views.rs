@@ -129,6 +129,7 @@ impl ProjectView {
                 "pool_exhausted": count(&stats.pool_exhausted),
                 "outbound_denied": stats.outbound_denied.count(),
                 "reused": count(&stats.reused),
+                "slowed": count(&stats.slowed),
             }),
         }
     }

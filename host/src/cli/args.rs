@@ -200,6 +200,14 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 1)]
     pub(crate) max_compiles: usize,
 
+    /// How long a compile runs on idle CPU only (`SCHED_IDLE`) before it is
+    /// raised to the default priority: on a machine whose cores are all busy
+    /// serving, a deploy waits about this long before its compile takes a
+    /// fair share of the CPU from requests (e.g. 0s, 30s). Raising needs
+    /// CAP_SYS_NICE; without it compiles run at nice 19 throughout
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub(crate) compile_patience: Duration,
+
     /// How long requests may keep running on a replaced version before they
     /// are interrupted (503), for projects whose wasmhost.toml sets none.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -310,6 +318,7 @@ impl ServeArgs {
             },
             admin_token,
             max_compiles: args.max_compiles,
+            compile_patience: args.compile_patience,
             drain_timeout: args.drain_timeout,
             health_timeout: args.health_timeout,
             keep_versions: args.keep_versions,

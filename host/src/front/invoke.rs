@@ -49,13 +49,16 @@ fn new_store(version: &Version) -> Store<RequestState> {
 pub async fn trial_instantiate(version: &Version) -> Result<(), String> {
     let pre = version.build.pre.clone();
     let mut store = new_store(version);
-    let run = slow_lane::run(async move {
-        let _running = GuestRunning::start();
-        pre.instantiate_async(&mut store).await.map(drop)
-    });
+    let run = slow_lane::run(
+        async move {
+            let _running = GuestRunning::start();
+            pre.instantiate_async(&mut store).await.map(drop)
+        },
+        slow_lane::HOG_AFTER,
+        || {},
+    );
     match tokio::time::timeout(version.run.request_timeout, run).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(err)) => Err(describe_trap(err)),
+        Ok(finished) => finished.output.map_err(describe_trap),
         Err(_) => Err(format!(
             "instantiation did not finish within {:?}",
             version.run.request_timeout
@@ -147,22 +150,33 @@ where
     let cut_off = exceeded.clone();
     let task = tokio::spawn(async move {
         let version = in_flight.version();
-        let run = slow_lane::run(async move {
-            let _running = GuestRunning::start();
-            let proxy = match proxy {
-                Some(proxy) => proxy,
-                None => pre.instantiate_async(&mut store).await?,
-            };
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, guest_request, out)
-                .await?;
-            Ok((store, proxy))
-        });
+        let hog_after = slow_lane::hog_after(version.compute.get());
+        let slowed = &version.stats().slowed;
+        let run = slow_lane::run(
+            async move {
+                let _running = GuestRunning::start();
+                let proxy = match proxy {
+                    Some(proxy) => proxy,
+                    None => pre.instantiate_async(&mut store).await?,
+                };
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, guest_request, out)
+                    .await?;
+                Ok((store, proxy))
+            },
+            hog_after,
+            || Stats::bump(slowed),
+        );
         // The epoch callback stops guests that compute; this timeout and the
         // stop signal stop guests that wait (on a timer, on a body that never comes).
         let outcome = tokio::select! {
-            outcome = tokio::time::timeout(timeout, run) => outcome,
+            outcome = tokio::time::timeout(timeout, run) => outcome.map(|finished| {
+                if finished.output.is_ok() && !cut_off.load(Ordering::Acquire) {
+                    version.compute.record(finished.compute, slow_lane::RECORD_FROM);
+                }
+                finished.output
+            }),
             _ = stop.wait_for(|stop| *stop) => Ok(Err(DrainDeadlineExceeded.into())),
         };
         let result = match outcome {

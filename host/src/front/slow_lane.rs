@@ -20,6 +20,7 @@
 //! their timeout.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::OnceLock;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -30,11 +31,43 @@ use tokio::task::JoinHandle;
 
 use crate::priority;
 
-/// Compute time after which a guest moves to the slow lane. A hello request
-/// computes for about 15 µs and a health check about as long; a guest past
-/// this is doing real work, and every tick it computes on the request thread
-/// delays every other request by as much.
+/// Compute time after which a guest moves to the slow lane, for a version
+/// whose requests are light. A hello request computes for about 15 µs and a
+/// health check about as long; a guest past this is doing real work, and
+/// every tick it computes on the request thread delays every other request
+/// by as much.
 pub(crate) const HOG_AFTER: Duration = Duration::from_millis(2);
+
+/// How many times its version's typical compute time a request may compute
+/// before it counts as a hog.
+const TYPICAL_TIMES: u32 = 4;
+
+/// The most compute time any request gets before it moves, however heavy its
+/// version's requests typically are.
+pub(crate) const HOG_AFTER_MAX: Duration = Duration::from_millis(20);
+
+/// How long a request of a version whose successful requests typically
+/// compute for `typical` may compute on the request thread: [`HOG_AFTER`],
+/// or [`TYPICAL_TIMES`] its typical time if that is longer, up to
+/// [`HOG_AFTER_MAX`].
+///
+/// Why not [`HOG_AFTER`] for all: a Python or JavaScript component computes
+/// 2–4 ms on every request, instantiation included. With one threshold for
+/// all, a third of their CPU ran on the `SCHED_IDLE` lanes, where a busy
+/// machine leaves them nothing: 300–700 ms worst latencies under `wrk`,
+/// against under 60 ms when they stayed (`docs/performance.md`). A guest
+/// that loops never succeeds, so never raises its own threshold.
+pub(crate) fn hog_after(typical: Duration) -> Duration {
+    typical
+        .saturating_mul(TYPICAL_TIMES)
+        .clamp(HOG_AFTER, HOG_AFTER_MAX)
+}
+
+/// Below this, a request's compute time cannot change its version's
+/// threshold, so it is not recorded ([`TypicalCompute::record`]).
+///
+/// [`TypicalCompute::record`]: crate::model::compute::TypicalCompute::record
+pub(crate) const RECORD_FROM: Duration = Duration::from_micros(500);
 
 /// The slow lanes' runtimes, one per request worker, started once per
 /// process; or why they could not be.
@@ -99,32 +132,38 @@ fn start_thread() -> Result<Handle, String> {
     Ok(handle)
 }
 
+/// How a guest's run ended, and what it cost.
+pub(crate) struct Finished<T> {
+    /// The guest's own result.
+    pub(crate) output: wasmtime::Result<T>,
+    /// Time spent inside its polls, on either thread.
+    pub(crate) compute: Duration,
+}
+
 /// Runs `guest` on the calling thread until it has computed for
-/// [`HOG_AFTER`], then on the slow lane. Dropping the returned future drops
-/// the guest wherever it runs.
+/// `hog_after`, then on the slow lane, calling `on_move` as it moves (a
+/// guest that moves often never finishes: it runs into its timeout).
+/// Dropping the returned future drops the guest wherever it runs.
 ///
 /// Only the time spent inside `poll` counts, so a guest that mostly waits (on
 /// a body, a timer, an outgoing request) stays where it is.
-pub(crate) async fn run<T, F>(guest: F) -> wasmtime::Result<T>
+pub(crate) async fn run<T, F>(guest: F, hog_after: Duration, on_move: impl FnOnce()) -> Finished<T>
 where
     F: Future<Output = wasmtime::Result<T>> + Send + 'static,
     T: Send + 'static,
 {
-    let mut guest = Box::pin(guest);
-    let mut busy = Duration::ZERO;
-    let finished_here = std::future::poll_fn(|cx| {
-        let started = Instant::now();
-        let poll = guest.as_mut().poll(cx);
-        busy += started.elapsed();
-        match poll {
-            Poll::Ready(output) => Poll::Ready(Some(output)),
-            Poll::Pending if busy >= HOG_AFTER => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
+    let mut guest = Timed {
+        guest: Box::pin(guest),
+        compute: Duration::ZERO,
+    };
+    let finished_here = std::future::poll_fn(|cx| match Pin::new(&mut guest).poll(cx) {
+        Poll::Ready(finished) => Poll::Ready(Some(finished)),
+        Poll::Pending if guest.compute >= hog_after => Poll::Ready(None),
+        Poll::Pending => Poll::Pending,
     })
     .await;
-    if let Some(output) = finished_here {
-        return output;
+    if let Some((output, compute)) = finished_here {
+        return Finished { output, compute };
     }
     let lane = match lane() {
         Ok(lane) => lane,
@@ -133,18 +172,44 @@ where
             // run then, so only a library user gets here; the guest keeps
             // sharing the request thread, yielding at every epoch tick.
             tracing::debug!("no slow lane ({reason}); the guest stays on the request thread");
-            return guest.await;
+            let (output, compute) = guest.await;
+            return Finished { output, compute };
         }
     };
+    on_move();
+    let compute_here = guest.compute;
     // The first poll there re-registers whatever the guest waits on with the
     // slow lane's waker; until then the guest is between two polls.
     let mut task = AbortOnDrop(lane.spawn(guest));
-    match (&mut task.0).await {
-        Ok(output) => output,
+    let (output, compute) = match (&mut task.0).await {
+        Ok(finished) => finished,
         Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
-        Err(err) => Err(wasmtime::Error::msg(format!(
-            "the guest was lost on the slow lane: {err}"
-        ))),
+        Err(err) => (
+            Err(wasmtime::Error::msg(format!(
+                "the guest was lost on the slow lane: {err}"
+            ))),
+            compute_here,
+        ),
+    };
+    Finished { output, compute }
+}
+
+/// A guest future that adds up the time spent inside its polls, wherever
+/// they run, and hands the total over with its output.
+struct Timed<F> {
+    guest: Pin<Box<F>>,
+    compute: Duration,
+}
+
+impl<F: Future> Future for Timed<F> {
+    type Output = (F::Output, Duration);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let started = Instant::now();
+        let poll = self.guest.as_mut().poll(cx);
+        self.compute += started.elapsed();
+        let compute = self.compute;
+        poll.map(|output| (output, compute))
     }
 }
 
@@ -162,6 +227,7 @@ impl<T> Drop for AbortOnDrop<T> {
 #[cfg(test)]
 mod tests {
     use std::pin::Pin;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     use std::task::Context;
 
@@ -222,23 +288,68 @@ mod tests {
     #[tokio::test]
     async fn short_guests_stay_on_the_calling_thread() {
         let here = std::thread::current().name().map(str::to_string);
-        let finished_on = run(Compute::new(Duration::ZERO, 20)).await.expect("ran");
-        assert_eq!(finished_on, here);
+        let moved = AtomicBool::new(false);
+        let finished = run(Compute::new(Duration::ZERO, 20), HOG_AFTER, || {
+            moved.store(true, Ordering::Relaxed)
+        })
+        .await;
+        assert!(!moved.load(Ordering::Relaxed));
+        assert_eq!(finished.output.expect("ran"), here);
     }
 
     #[tokio::test]
     async fn guests_that_keep_computing_finish_on_the_slow_lane() {
-        let finished_on = run(Compute::new(Duration::from_millis(1), 20))
-            .await
-            .expect("ran");
+        let moved = AtomicBool::new(false);
+        let finished = run(
+            Compute::new(Duration::from_millis(1), 20),
+            HOG_AFTER,
+            || moved.store(true, Ordering::Relaxed),
+        )
+        .await;
+        assert!(moved.load(Ordering::Relaxed));
+        // Every poll counted, on both threads: 21 of at least 1 ms.
+        assert!(
+            finished.compute >= Duration::from_millis(21),
+            "{:?}",
+            finished.compute
+        );
+        let finished_on = finished.output.expect("ran");
         assert_eq!(finished_on.as_deref(), Some("wasmhost-slow"));
+    }
+
+    #[tokio::test]
+    async fn a_higher_threshold_keeps_a_heavy_guest_on_the_calling_thread() {
+        let here = std::thread::current().name().map(str::to_string);
+        let moved = AtomicBool::new(false);
+        // A guest like the one above, with the threshold of a version whose
+        // requests typically compute 5 ms: 20 ms, more than its 6 ms.
+        let finished = run(
+            Compute::new(Duration::from_millis(1), 5),
+            hog_after(Duration::from_millis(5)),
+            || moved.store(true, Ordering::Relaxed),
+        )
+        .await;
+        assert!(!moved.load(Ordering::Relaxed));
+        assert_eq!(finished.output.expect("ran"), here);
+    }
+
+    #[test]
+    fn thresholds_grow_with_the_typical_compute_time_within_bounds() {
+        assert_eq!(hog_after(Duration::ZERO), HOG_AFTER);
+        assert_eq!(hog_after(Duration::from_micros(15)), HOG_AFTER);
+        assert_eq!(
+            hog_after(Duration::from_millis(3)),
+            Duration::from_millis(12)
+        );
+        assert_eq!(hog_after(Duration::from_secs(1)), HOG_AFTER_MAX);
     }
 
     #[tokio::test]
     async fn dropping_the_request_stops_its_guest_on_the_slow_lane() {
         let guest = Compute::new(Duration::from_millis(1), u32::MAX);
         let dropped_on = guest.dropped_on.clone();
-        let outcome = tokio::time::timeout(Duration::from_millis(50), run(guest)).await;
+        let outcome =
+            tokio::time::timeout(Duration::from_millis(50), run(guest, HOG_AFTER, || {})).await;
         assert!(outcome.is_err(), "the endless guest finished");
         // Aborted there, it is dropped there, at its next yield.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -260,7 +371,7 @@ mod tests {
     async fn a_panic_on_the_slow_lane_reaches_the_caller() {
         let mut guest = Compute::new(Duration::from_millis(1), 10);
         guest.panic = true;
-        let joined = tokio::spawn(run(guest)).await;
+        let joined = tokio::spawn(run(guest, HOG_AFTER, || {})).await;
         assert!(joined.is_err_and(|err| err.is_panic()));
     }
 }

@@ -2,6 +2,7 @@
 //! and the registry whose routing snapshot the request path reads.
 
 pub mod build;
+pub(crate) mod compute;
 pub mod discovery;
 pub mod events;
 pub mod manifest;

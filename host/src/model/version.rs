@@ -19,6 +19,7 @@ use crate::engine::instances::IdleInstances;
 use crate::engine::outbound::{Denials, OutboundPolicy};
 
 use crate::model::build::Build;
+use crate::model::compute::TypicalCompute;
 use crate::model::events::Events;
 
 /// The high bit of an [`Admission`] word: set once the version is retired.
@@ -120,6 +121,9 @@ pub struct Stats {
     /// Requests served by an instance kept from an earlier request
     /// (`[instances] reuse`).
     pub(crate) reused: AtomicU64,
+    /// Requests that computed past their threshold and finished on the
+    /// slow lane (`front/slow_lane.rs`).
+    pub(crate) slowed: AtomicU64,
     /// Outgoing requests refused by the outbound policy.
     pub(crate) outbound_denied: Arc<Denials>,
     /// Retired versions not yet released. Kept here, where every version
@@ -233,6 +237,9 @@ pub struct Version {
     /// Instances kept between requests (`[instances] reuse`); empty, and
     /// closed, once the version is retired.
     pub(crate) instances: Arc<IdleInstances>,
+    /// How long this version's requests typically compute: how long one may
+    /// compute before the slow lane takes it (`front/slow_lane.rs`).
+    pub(crate) compute: TypicalCompute,
 }
 
 impl Version {
@@ -252,6 +259,7 @@ impl Version {
             build,
             run,
             instances,
+            compute: TypicalCompute::default(),
             stats,
             events,
             admission: Admission::default(),

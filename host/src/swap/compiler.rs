@@ -8,7 +8,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 use tokio::sync::Semaphore;
@@ -68,6 +69,8 @@ pub struct Compiler {
     cache: CompileCache,
     /// Bounds concurrent compiles so they cannot starve request handling of cores.
     permits: Arc<Semaphore>,
+    /// How long a compile runs under `SCHED_IDLE` before it is raised.
+    patience: Duration,
 }
 
 impl Compiler {
@@ -83,7 +86,15 @@ impl Compiler {
             linker: Arc::new(linker),
             cache,
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            patience: DEFAULT_PATIENCE,
         }
+    }
+
+    /// The same compiler, raising a compile that has run `patience` on idle
+    /// CPU only to nice 19 (`--compile-patience`).
+    pub fn with_patience(mut self, patience: Duration) -> Self {
+        self.patience = patience;
+        self
     }
 
     /// The compile cache this compiler stores into.
@@ -120,9 +131,11 @@ impl Compiler {
             .map_err(|err| crashed(err.to_string()))?;
         let this = self.clone();
         let owned_path = path.to_path_buf();
-        in_background(move || this.prepare_blocking(&owned_path, bytes))
-            .await
-            .map_err(crashed)?
+        in_background(self.patience, move || {
+            this.prepare_blocking(&owned_path, bytes)
+        })
+        .await
+        .map_err(crashed)?
     }
 
     fn prepare_blocking(&self, path: &Path, bytes: Arc<[u8]>) -> Result<Build, CompileError> {
@@ -161,6 +174,26 @@ impl Compiler {
     }
 }
 
+/// How long a compile runs under `SCHED_IDLE` before it is raised to the
+/// default priority, unless `--compile-patience` says otherwise.
+pub const DEFAULT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// The priority of compiles where they cannot be raised later (no
+/// `CAP_SYS_NICE`): an ordinary thread, but the nicest one.
+const FALLBACK_NICE: i32 = 19;
+
+/// What the compile threads are called, as `/proc` shows them (15 bytes).
+/// Cranelift's workers inherit the name of the thread that started them.
+const COMPILE_THREADS: &str = "wasmhost-compil";
+
+/// How often the threads of a raised compile are raised again, for those
+/// started (or put back under `SCHED_IDLE` by another compile) meanwhile.
+const RECHECK: Duration = Duration::from_millis(100);
+
+/// Compiles that have run out of patience and are still running: while
+/// there is one, the compile threads stay raised.
+static RAISED: AtomicUsize = AtomicUsize::new(0);
+
 /// Runs `work` on a new thread under `SCHED_IDLE` and waits for it without
 /// blocking the executor. Cranelift's worker threads are started from a
 /// compile thread and inherit the policy. A thread per compile costs
@@ -172,20 +205,71 @@ impl Compiler {
 /// 3.3× steady and requests/s down by a fifth; under `SCHED_IDLE`, 1.0× and
 /// unchanged (`docs/performance.md`). The price is paid only while the
 /// machine is saturated: the compile gets what is left, 83 s instead of 29 s
-/// in that run, against 5 s on an idle machine. `SCHED_IDLE` still has a
-/// small weight, so a compile is slowed, never starved for good.
+/// in that run, against 5 s on an idle machine.
+///
+/// `SCHED_IDLE`'s weight is tiny, so on a machine kept saturated a deploy
+/// could wait for minutes: a test saturating both cores with Python requests
+/// had an 18 MB deploy take over 90 s, and nice 19 was no better. After
+/// `patience`, the compile threads (the compile's own and Cranelift's) become
+/// ordinary threads at the default priority, taking their fair share of the
+/// CPU from requests until the compile ends; they are checked again every
+/// [`RECHECK`] so workers started meanwhile follow, and put back under
+/// `SCHED_IDLE` once no raised compile runs. Linux lets a thread leave
+/// `SCHED_IDLE` only with `CAP_SYS_NICE` (or an `RLIMIT_NICE` of 20); a host
+/// without it compiles at nice 19 from the start, as before `SCHED_IDLE`.
 async fn in_background<T: Send + 'static>(
+    patience: Duration,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, String> {
-    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let (sender, mut receiver) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("wasmhost-compile".into())
         .spawn(move || {
-            priority::idle_this_thread("compile");
+            if !priority::can_leave_sched_idle() {
+                // Never to be raised, so never under SCHED_IDLE: a busy
+                // machine could hold the compile back for good.
+                priority::lower_this_thread(FALLBACK_NICE, "compile");
+            } else if RAISED.load(Ordering::Acquire) == 0 {
+                priority::idle_this_thread("compile");
+            }
             let _ = sender.send(work());
         })
         .map_err(|err| format!("failed to start a compile thread: {err}"))?;
-    receiver
-        .await
-        .map_err(|_| "the compile thread panicked".to_string())
+    let panicked = |_| "the compile thread panicked".to_string();
+    if !priority::can_leave_sched_idle() {
+        return receiver.await.map_err(panicked);
+    }
+    if let Ok(done) = tokio::time::timeout(patience, &mut receiver).await {
+        return done.map_err(panicked);
+    }
+    let _raised = Raised::new();
+    tracing::info!(
+        "a compile used only idle CPU for {patience:?}; raising compile threads to the default priority"
+    );
+    loop {
+        priority::raise_threads_named(COMPILE_THREADS);
+        if let Ok(done) = tokio::time::timeout(RECHECK, &mut receiver).await {
+            return done.map_err(panicked);
+        }
+    }
+}
+
+/// One compile counted in [`RAISED`] until it ends or its caller stops
+/// waiting; the last one out puts the compile threads back under
+/// `SCHED_IDLE`.
+struct Raised;
+
+impl Raised {
+    fn new() -> Self {
+        RAISED.fetch_add(1, Ordering::AcqRel);
+        Self
+    }
+}
+
+impl Drop for Raised {
+    fn drop(&mut self) {
+        if RAISED.fetch_sub(1, Ordering::AcqRel) == 1 {
+            priority::idle_threads_named(COMPILE_THREADS);
+        }
+    }
 }
