@@ -29,9 +29,10 @@ fn set_sched_idle() -> std::io::Result<()> {
 }
 
 /// Whether a thread of this process, once under `SCHED_IDLE`, may be made
-/// an ordinary thread at the default priority again. Linux allows it only
-/// with `CAP_SYS_NICE` or an `RLIMIT_NICE` of 20, so a non-root host usually
-/// may not. Found once, by trying on a thread started for the purpose.
+/// an ordinary thread again at the nice value it inherited. Linux allows it
+/// only with `CAP_SYS_NICE` or an `RLIMIT_NICE` that permits that nice value,
+/// so a non-root host usually may not. The probe makes the very change
+/// [`raise_threads_named`] makes. Found once, by trying on a thread started for the purpose.
 pub(crate) fn can_leave_sched_idle() -> bool {
     static CAN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *CAN.get_or_init(|| {
@@ -50,15 +51,11 @@ pub(crate) fn idle_threads_named(name: &str) -> usize {
     for_threads_named(name, |tid| set_policy(tid, Policy::Idle))
 }
 
-/// Makes every thread of this process named `name` an ordinary thread at
-/// the default priority. Returns how many it moved.
+/// Makes every thread of this process named `name` an ordinary thread again,
+/// at the nice value it inherited (the process's own, as the operator set
+/// it). Returns how many it moved.
 pub(crate) fn raise_threads_named(name: &str) -> usize {
-    for_threads_named(name, |tid| {
-        // The nice value first: leaving SCHED_IDLE is checked against it.
-        let pid = rustix::process::Pid::from_raw(tid).ok_or(std::io::ErrorKind::InvalidInput)?;
-        rustix::process::setpriority_process(Some(pid), 0).map_err(std::io::Error::from)?;
-        set_policy(tid, Policy::Other)
-    })
+    for_threads_named(name, |tid| set_policy(tid, Policy::Other))
 }
 
 /// Applies `change` to each thread of this process named `name`; a thread
@@ -106,8 +103,9 @@ fn set_policy(tid: i32, policy: Policy) -> std::io::Result<()> {
     };
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: `param` is a valid `sched_param` that outlives the call, which
-    // only reads it; `tid` names a thread of this process, 0 the calling one.
-    // No memory is shared.
+    // only reads it. `tid` is 0 (the calling thread) or was read from
+    // /proc/self/task: should that thread have ended and its id been reused,
+    // another thread's priority changes, which touches no memory of ours.
     let result = unsafe { libc::sched_setscheduler(tid, policy, &param) };
     if result == 0 {
         Ok(())

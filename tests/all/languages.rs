@@ -28,8 +28,9 @@ async fn one_project_swaps_across_rust_python_and_javascript_under_load() {
     let host = TestHost::new().project("app", guests::HELLO).spawn();
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..CONNECTIONS)
-        // Busy but not saturating: compiles use idle CPU only for their
-        // first 30 s (`--compile-patience`). A Python request costs about
+        // Busy but not saturating, so the compiles are not what is tested
+        // here: they use idle CPU only for their first 30 s
+        // (`--compile-patience`), and `swap.rs` tests that raising. A Python request costs about
         // 3.5 ms of CPU here, so 8 connections each sending every 25 ms ask
         // for about one core of two.
         .map(|_| {

@@ -888,7 +888,7 @@ async fn run_background(
                 let (status, body) = wasmhost_benches::put(admin, "big", bytes).await?;
                 if status != answer {
                     return Err(format!(
-                        "deploying the large component answered {status}, not {answer}: {}",
+                        "deploying project big answered {status}, not {answer}: {}",
                         String::from_utf8_lossy(&body)
                     )
                     .into());

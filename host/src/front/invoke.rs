@@ -173,7 +173,11 @@ where
         let outcome = tokio::select! {
             outcome = tokio::time::timeout(timeout, run) => outcome.map(|finished| {
                 if finished.output.is_ok() && !cut_off.load(Ordering::Acquire) {
-                    version.compute.record(finished.compute, slow_lane::RECORD_FROM);
+                    // Never more than the threshold this request had: time
+                    // on the slow lane or descheduled cannot raise it faster.
+                    version
+                        .compute
+                        .record(finished.compute.min(hog_after), slow_lane::RECORD_FROM);
                 }
                 finished.output
             }),

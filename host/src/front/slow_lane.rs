@@ -55,8 +55,14 @@ pub(crate) const HOG_AFTER_MAX: Duration = Duration::from_millis(20);
 /// 2–4 ms on every request, instantiation included. With one threshold for
 /// all, a third of their CPU ran on the `SCHED_IDLE` lanes, where a busy
 /// machine leaves them nothing: 300–700 ms worst latencies under `wrk`,
-/// against under 60 ms when they stayed (`docs/performance.md`). A guest
-/// that loops never succeeds, so never raises its own threshold.
+/// against under 60 ms when they stayed (`docs/performance.md`).
+///
+/// A guest that loops never succeeds, so never raises its own threshold.
+/// One that computes up to 20 ms and then answers does get the cap: each
+/// sample counts at most the threshold in force, so it takes a few requests,
+/// and from then on its requests share the worker with every other request,
+/// yielding at each epoch tick, instead of running under `SCHED_IDLE`. The
+/// cap bounds how long any request computes there.
 pub(crate) fn hog_after(typical: Duration) -> Duration {
     typical
         .saturating_mul(TYPICAL_TIMES)
@@ -142,7 +148,8 @@ pub(crate) struct Finished<T> {
 
 /// Runs `guest` on the calling thread until it has computed for
 /// `hog_after`, then on the slow lane, calling `on_move` as it moves (a
-/// guest that moves often never finishes: it runs into its timeout).
+/// guest that never finishes there, because it runs into its timeout, is
+/// counted too).
 /// Dropping the returned future drops the guest wherever it runs.
 ///
 /// Only the time spent inside `poll` counts, so a guest that mostly waits (on

@@ -121,8 +121,8 @@ pub struct Stats {
     /// Requests served by an instance kept from an earlier request
     /// (`[instances] reuse`).
     pub(crate) reused: AtomicU64,
-    /// Requests that computed past their threshold and finished on the
-    /// slow lane (`front/slow_lane.rs`).
+    /// Requests that computed past their threshold and moved to the slow
+    /// lane (`front/slow_lane.rs`), whether or not they then finished.
     pub(crate) slowed: AtomicU64,
     /// Outgoing requests refused by the outbound policy.
     pub(crate) outbound_denied: Arc<Denials>,

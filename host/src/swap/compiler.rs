@@ -91,7 +91,7 @@ impl Compiler {
     }
 
     /// The same compiler, raising a compile that has run `patience` on idle
-    /// CPU only to nice 19 (`--compile-patience`).
+    /// CPU only to an ordinary thread (`--compile-patience`).
     pub fn with_patience(mut self, patience: Duration) -> Self {
         self.patience = patience;
         self
@@ -195,8 +195,9 @@ const RECHECK: Duration = Duration::from_millis(100);
 static RAISED: AtomicUsize = AtomicUsize::new(0);
 
 /// Runs `work` on a new thread under `SCHED_IDLE` and waits for it without
-/// blocking the executor. Cranelift's worker threads are started from a
-/// compile thread and inherit the policy. A thread per compile costs
+/// blocking the executor. Cranelift's worker threads are started by the
+/// first compile thread and inherit its policy; they outlive it, so later
+/// compiles raise and idle them by name. A thread per compile costs
 /// microseconds against a compile's milliseconds, and keeps the policy away
 /// from tokio's blocking pool, which also does the deploy writes and fsyncs.
 ///
