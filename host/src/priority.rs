@@ -18,14 +18,10 @@ pub(crate) fn lower_this_thread(nice: i32, what: &str) {
 /// weighted share and delays wake-ups. Needs no privilege. Where the policy
 /// cannot be set, falls back to nice 19.
 pub(crate) fn idle_this_thread(what: &str) {
-    if let Err(err) = set_sched_idle() {
+    if let Err(err) = set_policy(0, Policy::Idle) {
         tracing::debug!(cause = %err, "failed to put the {what} thread under SCHED_IDLE");
         lower_this_thread(19, what);
     }
-}
-
-fn set_sched_idle() -> std::io::Result<()> {
-    set_policy(0, Policy::Idle)
 }
 
 /// Whether a thread of this process, once under `SCHED_IDLE`, may be made

@@ -532,22 +532,7 @@ async fn compiles_run_under_sched_idle() {
     let deploy = tokio::spawn(send(admin, admin_request("PUT", "/projects/big", big)));
     // The compile takes seconds; its thread shows up in /proc meanwhile, and
     // puts itself under SCHED_IDLE as it starts.
-    eventually("saw compile threads under SCHED_IDLE", || {
-        let policies: Vec<u64> = threads_named(host.pid(), "wasmhost-compil")
-            .iter()
-            .map(|thread| thread.policy)
-            .collect();
-        async move {
-            if !policies.is_empty() && policies.iter().all(|&policy| policy == SCHED_IDLE) {
-                Ok(())
-            } else {
-                Err(format!(
-                    "compile threads' scheduling policies: {policies:?}"
-                ))
-            }
-        }
-    })
-    .await;
+    compile_threads_all_under(host.pid(), SCHED_IDLE).await;
     // The main thread, which serves requests, keeps the default priority.
     assert_eq!(
         thread_stat(host.pid(), host.pid()).map(|main| (main.policy, main.nice)),
@@ -569,41 +554,38 @@ async fn a_compile_that_runs_out_of_patience_is_raised_to_the_default_priority()
     let admin = host.admin;
     let big = wasmhost_tests::large_component(2000);
     let deploy = tokio::spawn(send(admin, admin_request("PUT", "/projects/big", big)));
-    eventually("saw every compile thread raised", || {
-        let threads: Vec<(u64, i64)> = threads_named(host.pid(), "wasmhost-compil")
-            .iter()
-            .map(|thread| (thread.policy, thread.nice))
-            .collect();
-        async move {
-            if !threads.is_empty() && threads.iter().all(|&(policy, _)| policy == 0) {
-                Ok(())
-            } else {
-                Err(format!("compile threads' (policy, nice): {threads:?}"))
-            }
-        }
-    })
-    .await;
+    // SCHED_OTHER (Linux's 0): ordinary threads again.
+    compile_threads_all_under(host.pid(), 0).await;
     let reply = deploy.await.expect("deploy task");
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
     host.wait_for_log("raising compile threads to the default priority")
         .await;
     // Cranelift's workers outlive the compile; with no raised compile left,
     // they go back under SCHED_IDLE.
-    eventually("saw Cranelift's workers back under SCHED_IDLE", || {
-        let policies: Vec<u64> = threads_named(host.pid(), "wasmhost-compil")
-            .iter()
-            .map(|thread| thread.policy)
-            .collect();
-        async move {
-            if !policies.is_empty() && policies.iter().all(|&policy| policy == SCHED_IDLE) {
-                Ok(())
-            } else {
-                Err(format!(
-                    "compile threads' scheduling policies: {policies:?}"
-                ))
+    compile_threads_all_under(host.pid(), SCHED_IDLE).await;
+}
+
+/// Waits until the host has compile threads (`wasmhost-compil` in /proc:
+/// the compile's own and Cranelift's) and every one is under `policy`.
+async fn compile_threads_all_under(pid: u32, policy: u64) {
+    eventually(
+        &format!("saw every compile thread under policy {policy}"),
+        || {
+            let policies: Vec<u64> = threads_named(pid, "wasmhost-compil")
+                .iter()
+                .map(|thread| thread.policy)
+                .collect();
+            async move {
+                if !policies.is_empty() && policies.iter().all(|&seen| seen == policy) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "compile threads' scheduling policies: {policies:?}"
+                    ))
+                }
             }
-        }
-    })
+        },
+    )
     .await;
 }
 
