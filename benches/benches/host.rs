@@ -82,7 +82,7 @@ impl Setup {
                 reuse: 1,
                 idle_timeout: Duration::from_secs(1),
             },
-            Arc::new(Stats::default()),
+            Arc::new(Stats::new("hello")),
             Events::default(),
         ))
     }

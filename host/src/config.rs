@@ -44,6 +44,11 @@ pub(crate) struct Config {
     pub(crate) cache_max_size: u64,
     /// Root of the compile cache; `None` when caching is off.
     pub(crate) cache_dir: Option<PathBuf>,
+    /// Whether log lines are JSON objects (`--log-format json`): then the
+    /// listening lines are log events too.
+    pub(crate) json_logs: bool,
+    /// What the request path records: metrics, access log lines.
+    pub(crate) recording: crate::front::handler::Recording,
     /// How to watch the projects folder; `None` when not watching.
     pub(crate) watch: Option<crate::watch::WatchSettings>,
 }

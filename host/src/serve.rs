@@ -108,6 +108,10 @@ pub(crate) async fn run(
         },
         events.clone(),
     );
+    pipeline
+        .metrics()
+        .instances_capacity
+        .set(i64::from(config.max_instances));
     // Watch before loading: a change made while projects load is not missed.
     // One that goes live before a project's first load keeps it: the load
     // then stands down (`Pipeline::load`).
@@ -119,9 +123,10 @@ pub(crate) async fn run(
     let plan = pipeline.plan_load()?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let requests_registry = registry.clone();
+    let recording = config.recording;
     let mut workers = Workers::start(
         listeners.http,
-        move |request| handler::handle(&requests_registry, request),
+        move |request| handler::handle(&requests_registry, recording, request),
         &stopped,
         config.grace_period,
         config.connections,
@@ -133,8 +138,15 @@ pub(crate) async fn run(
     );
     // Printed as soon as both listeners serve, before any project is loaded:
     // scripts and tests then wait for `GET /readyz` on the admin listener.
-    eprintln!("listening on http://{http_addr}");
-    eprintln!("admin on http://{admin_addr}");
+    // With JSON logs they are log events like every other line, so a log
+    // collector sees nothing but JSON; the message is the same.
+    if config.json_logs {
+        tracing::info!(address = %http_addr, "listening on http://{http_addr}");
+        tracing::info!(address = %admin_addr, "admin on http://{admin_addr}");
+    } else {
+        eprintln!("listening on http://{http_addr}");
+        eprintln!("admin on http://{admin_addr}");
+    }
     let readiness = Arc::new(Readiness::default());
     let access = Arc::new(admin::Access {
         token: config.admin_token.clone(),

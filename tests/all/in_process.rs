@@ -62,7 +62,15 @@ impl InProcess {
             .header("host", host)
             .body(Full::new(Bytes::new()))
             .expect("request");
-        Answer::read(handler::handle(self.pipeline.registry(), request).await).await
+        Answer::read(
+            handler::handle(
+                self.pipeline.registry(),
+                handler::Recording::default(),
+                request,
+            )
+            .await,
+        )
+        .await
     }
 
     /// Sends `body` to the admin handler.

@@ -5,6 +5,7 @@
 mod admin;
 mod cli;
 mod connections;
+mod dashboard;
 mod events;
 mod harness;
 mod in_process;
@@ -12,6 +13,7 @@ mod languages;
 mod layout;
 mod lifecycle;
 mod limits;
+mod observe;
 mod outbound;
 mod reuse;
 mod routing;

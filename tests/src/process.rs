@@ -103,14 +103,17 @@ impl Drop for Process {
 }
 
 /// The address in the first line of `log` that starts with `prefix`
-/// (e.g. `listening on http://`), if it parses.
+/// (e.g. `listening on http://`), or whose JSON `message` does
+/// (`--log-format json`), if it parses.
 pub fn address_after(log: &str, prefix: &str) -> Option<SocketAddr> {
-    let line = log.lines().find(|line| line.starts_with(prefix))?;
-    line[prefix.len()..]
-        .trim()
-        .trim_end_matches('/')
-        .parse()
-        .ok()
+    let json_prefix = format!("\"message\":\"{prefix}");
+    let rest = log.lines().find_map(|line| {
+        line.strip_prefix(prefix).or_else(|| {
+            let start = line.find(&json_prefix)? + json_prefix.len();
+            line[start..].split('"').next()
+        })
+    })?;
+    rest.trim().trim_end_matches('/').parse().ok()
 }
 
 /// Where a `wasmhost serve` listens, once it has printed both address

@@ -2,6 +2,11 @@
 //! project traffic and stays reachable when projects are busy.
 //!
 //! Endpoints:
+//! - `GET /`: the dashboard, one HTML page with its script and styles
+//!   inside (`dashboard.html`): every project with its version, state,
+//!   in-flight count, requests/s, p99 and last error, the event feed and a
+//!   timeline of versions per project, updated without a reload. It reads
+//!   the API below, with the token it asks for when one is set.
 //! - `GET /healthz`: `200 ok` while the host runs.
 //! - `GET /livez`: `200 live` while the host runs. Like `/readyz`, it needs no
 //!   token and passes no access check, so probes can reach it.
@@ -23,6 +28,17 @@
 //!   (the same answers).
 //! - `POST /projects/NAME/rollback`: back to the previous good build (409 when there is none).
 //! - `DELETE /projects/NAME`: unroute, drain, and delete from disk.
+//! - `GET /metrics`: Prometheus text (format 0.0.4): per project
+//!   `wasmhost_requests_total{project,code}`,
+//!   `wasmhost_request_duration_seconds{project}` (histogram, until the
+//!   response head), `wasmhost_requests_in_flight`, `wasmhost_swaps_total`,
+//!   `wasmhost_rejected_total{project,step}`, `wasmhost_rollbacks_total`,
+//!   `wasmhost_forced_drains_total`, `wasmhost_overloaded_total`,
+//!   `wasmhost_project_version`, `wasmhost_project_up`; host-wide
+//!   `wasmhost_compile_duration_seconds`, `wasmhost_compile_cache_hits_total`,
+//!   `wasmhost_compile_cache_misses_total`, `wasmhost_swap_latency_seconds`,
+//!   `wasmhost_instances_in_use`, `wasmhost_instances_capacity` and the
+//!   standard `process_*` metrics. Needs the token when one is set.
 //! - `GET /events`: Server-Sent Events, one per lifecycle step (`change_detected`,
 //!   `compiled`, `live`, `rejected`, `draining`, `released`, `removed`), each a
 //!   JSON object with `event`, `project`, `at` and, as they apply, `version`,
@@ -45,7 +61,9 @@
 //! `{"outcome": "rejected", "step", "reason", "message"}`.
 
 mod access;
+mod dashboard;
 pub(crate) mod events;
+mod metrics;
 pub mod multipart;
 mod routes;
 mod upload;

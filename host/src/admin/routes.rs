@@ -13,7 +13,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use crate::admin::access::{Access, changes_something};
 use crate::admin::upload::read_deploy;
 use crate::admin::views::ProjectView;
-use crate::front::responses::{json_response, text_response};
+use crate::front::responses::{full_response, json_response, text_response};
 use crate::model::manifest::ProjectName;
 use crate::readiness::{Phase, Readiness};
 use crate::swap::pipeline::{ChangeError, Outcome, Pipeline};
@@ -35,6 +35,9 @@ where
     let mutating = changes_something(request.method());
     if !mutating {
         match request.uri().path() {
+            // The page holds no data (it asks for the token and then reads
+            // the API like any client), so it is served without one.
+            "/" => return crate::admin::dashboard::page(),
             "/livez" => return text_response(StatusCode::OK, "live"),
             "/readyz" => return readyz(readiness.phase()),
             _ => {}
@@ -62,6 +65,13 @@ where
     match (&method, segments.as_slice(), name) {
         (&Method::GET, ["healthz"], _) => text_response(StatusCode::OK, "ok"),
         (&Method::GET, ["events"], _) => crate::admin::events::stream(pipeline.events()),
+        (&Method::GET, ["metrics"], _) => match crate::admin::metrics::scrape(&pipeline) {
+            Ok(text) => full_response(StatusCode::OK, crate::admin::metrics::CONTENT_TYPE, text),
+            Err(err) => text_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("failed to encode the metrics: {err}"),
+            ),
+        },
         (&Method::GET, ["projects"], _) => {
             let views: Vec<ProjectView> = pipeline
                 .registry()
@@ -104,7 +114,7 @@ where
                 Err(err) => error_response(err),
             }
         }
-        (_, ["healthz"] | ["livez"] | ["readyz"] | ["projects"] | ["events"], _) => {
+        (_, ["healthz"] | ["livez"] | ["readyz"] | ["projects"] | ["events"] | ["metrics"], _) => {
             method_not_allowed("GET")
         }
         (_, ["projects", _], _) => method_not_allowed("GET, PUT, DELETE"),

@@ -130,6 +130,15 @@ impl ProjectView {
                 "outbound_denied": stats.outbound_denied.count(),
                 "reused": count(&stats.reused),
                 "slowed": count(&stats.slowed),
+                "requests": stats.requests.total(),
+                // Cumulative counts by upper bound in seconds (null: +Inf),
+                // what the dashboard turns into a live p99.
+                "latency_buckets": stats
+                    .requests
+                    .buckets()
+                    .into_iter()
+                    .map(|(le, count)| json!([le.is_finite().then_some(le), count]))
+                    .collect::<Vec<_>>(),
             }),
         }
     }

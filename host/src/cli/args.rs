@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::front::connection::ConnectionLimits;
+use crate::telemetry::LogFormat;
 use crate::units::{parse_duration, parse_size};
 
 /// Serve a folder of WebAssembly HTTP components (wasi:http/proxy) from one host.
@@ -19,6 +20,12 @@ pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub(crate) command: Command,
+
+    /// How log lines are written to stderr: `text` for people, `json` for
+    /// log collectors (one object per line; `project`, `version` and every
+    /// field of the event are top-level keys).
+    #[arg(long, global = true, env = "WASMHOST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
 }
 
 /// wasmhost's commands.
@@ -254,6 +261,16 @@ pub(crate) struct ServeArgs {
     /// Do not watch the projects folder; change projects only through the admin API.
     #[arg(long, conflicts_with = "poll")]
     pub(crate) no_watch: bool,
+
+    /// Log one line per request (method, path, status, duration, project,
+    /// version, request id) at info, target `access`.
+    #[arg(long, env = "WASMHOST_ACCESS_LOG")]
+    pub(crate) access_log: bool,
+
+    /// Do not count requests by status or time them for `GET /metrics`
+    /// (the pipeline's and the process's metrics stay).
+    #[arg(long)]
+    pub(crate) no_request_metrics: bool,
 }
 
 impl ServeArgs {
@@ -328,6 +345,11 @@ impl ServeArgs {
                 args.cache_dir
                     .clone()
                     .or_else(crate::swap::cache::default_dir)
+            },
+            json_logs: false,
+            recording: crate::front::handler::Recording {
+                metrics: !args.no_request_metrics,
+                access_log: args.access_log,
             },
             watch: (!args.no_watch).then_some(crate::watch::WatchSettings {
                 debounce: args.debounce,

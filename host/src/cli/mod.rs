@@ -17,9 +17,9 @@ use args::{Cli, Command, ServeArgs};
 /// Errors are printed once, as one line with their whole chain.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    crate::telemetry::init();
+    crate::telemetry::init(cli.log_format);
     let result = match cli.command {
-        Command::Serve(args) => serve(&args),
+        Command::Serve(args) => serve(&args, cli.log_format),
         Command::Deploy(args) => client_command(commands::deploy(args)),
         Command::Status(args) => client_command(commands::status(args)),
         Command::Reload(args) => client_command(commands::change(args, "reload")),
@@ -43,8 +43,9 @@ fn client_command(
         .block_on(command)
 }
 
-fn serve(args: &ServeArgs) -> anyhow::Result<()> {
-    let config = args.config()?;
+fn serve(args: &ServeArgs, log_format: crate::telemetry::LogFormat) -> anyhow::Result<()> {
+    let mut config = args.config()?;
+    config.json_logs = log_format == crate::telemetry::LogFormat::Json;
     let runtime = crate::runtime::build()
         .map_err(|err| anyhow::anyhow!("failed to start the async runtime: {err}"))?;
     runtime.block_on(async {

@@ -1,11 +1,13 @@
 //! Guest stdout and stderr, turned into host log lines tagged with the
-//! project and version, so an operator can tell which of many components said what.
+//! project, version and request id, so an operator can tell which of many
+//! components said what, and for which request.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use hyper::header::HeaderValue;
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
@@ -22,21 +24,51 @@ pub(crate) enum Stream {
     Stderr,
 }
 
+/// The `x-request-id` of the request an instance is serving. Shared by the
+/// instance's two streams and its store, which sets it anew each time a
+/// kept instance serves another request (`engine/instances.rs`).
+#[derive(Clone, Debug)]
+pub(crate) struct RequestTag(Arc<Mutex<HeaderValue>>);
+
+impl RequestTag {
+    /// Tagged with `id`.
+    pub(crate) fn new(id: HeaderValue) -> Self {
+        Self(Arc::new(Mutex::new(id)))
+    }
+
+    /// From now on, lines belong to request `id`.
+    pub(crate) fn set(&self, id: HeaderValue) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = id;
+    }
+
+    fn get(&self) -> HeaderValue {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// A wasi:cli output stream whose lines become tracing events.
 #[derive(Clone)]
 pub(crate) struct GuestLog {
     project: Arc<str>,
     version: u64,
     stream: Stream,
+    request: RequestTag,
 }
 
 impl GuestLog {
-    /// Output of `project` version `version` on `stream`.
-    pub(crate) fn new(project: Arc<str>, version: u64, stream: Stream) -> Self {
+    /// Output of `project` version `version` on `stream`, while it serves
+    /// the request `request` names.
+    pub(crate) fn new(
+        project: Arc<str>,
+        version: u64,
+        stream: Stream,
+        request: RequestTag,
+    ) -> Self {
         Self {
             project,
             version,
             stream,
+            request,
         }
     }
 
@@ -47,12 +79,14 @@ impl GuestLog {
             return;
         }
         let (project, version) = (&*self.project, self.version);
+        let request_id = self.request.get();
+        let request_id = request_id.to_str().unwrap_or_default();
         match self.stream {
             Stream::Stdout => {
-                tracing::info!(target: "guest", project, version, stream = "stdout", "{line}")
+                tracing::info!(target: "guest", project, version, request_id, stream = "stdout", "{line}")
             }
             Stream::Stderr => {
-                tracing::warn!(target: "guest", project, version, stream = "stderr", "{line}")
+                tracing::warn!(target: "guest", project, version, request_id, stream = "stderr", "{line}")
             }
         }
     }

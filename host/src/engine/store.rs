@@ -12,7 +12,7 @@ use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::engine::guest_log::{GuestLog, Stream};
+use crate::engine::guest_log::{GuestLog, RequestTag, Stream};
 use crate::engine::outbound::{Denials, OutboundHooks, OutboundPolicy};
 
 /// Everything a guest instance can reach: its WASI context, HTTP context and
@@ -29,6 +29,8 @@ pub struct RequestState {
     stop: watch::Receiver<bool>,
     /// Caps linear memory growth at the project's `limits.memory`.
     limits: MemoryLimit,
+    /// The request the guest's log lines belong to.
+    request: RequestTag,
 }
 
 /// The project's `limits.memory` for every linear memory of one instance.
@@ -96,6 +98,8 @@ pub(crate) struct Guest<'a> {
     pub(crate) forbidden: Arc<[SocketAddr]>,
     /// The project's count of refused outgoing requests.
     pub(crate) denials: Arc<Denials>,
+    /// The request's `x-request-id`, for the guest's log lines.
+    pub(crate) request_id: hyper::header::HeaderValue,
 }
 
 impl RequestState {
@@ -110,12 +114,15 @@ impl RequestState {
             outbound,
             forbidden,
             denials,
+            request_id,
         } = guest;
         let deadline = Instant::now() + timeout;
+        let request = RequestTag::new(request_id);
+        let log = |stream| GuestLog::new(project.clone(), version, stream, request.clone());
         let wasi = WasiCtx::builder()
             .envs(env)
-            .stdout(GuestLog::new(project.clone(), version, Stream::Stdout))
-            .stderr(GuestLog::new(project.clone(), version, Stream::Stderr))
+            .stdout(log(Stream::Stdout))
+            .stderr(log(Stream::Stderr))
             .build();
         Self {
             wasi,
@@ -125,15 +132,17 @@ impl RequestState {
             deadline,
             stop,
             limits: MemoryLimit { bytes: memory },
+            request,
         }
     }
 }
 
 impl RequestState {
     /// Readies a reused instance's state for its next request: a new
-    /// deadline, `timeout` from now.
-    pub(crate) fn restart(&mut self, timeout: Duration) {
+    /// deadline, `timeout` from now, and its log lines tagged `request_id`.
+    pub(crate) fn restart(&mut self, timeout: Duration, request_id: hyper::header::HeaderValue) {
         self.deadline = Instant::now() + timeout;
+        self.request.set(request_id);
     }
 
     /// Whether the guest's last request left HTTP resources behind after

@@ -2,6 +2,7 @@
 //! and run it there, tagging the answer with the project and version.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -13,10 +14,31 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::front::error::InvokeError;
 use crate::front::invoke::invoke;
+use crate::front::request_id;
 use crate::front::responses::text_response;
 use crate::model::project::Unavailable;
 use crate::model::registry::Registry;
 use crate::model::version::Version;
+
+/// What the request path records besides serving: metrics (on by default,
+/// `--no-request-metrics` turns them off) and an access log line per request
+/// (`--access-log`).
+#[derive(Clone, Copy, Debug)]
+pub struct Recording {
+    /// Count each answer by status and observe its latency (`GET /metrics`).
+    pub metrics: bool,
+    /// Log one line per request at info, target `access`.
+    pub access_log: bool,
+}
+
+impl Default for Recording {
+    fn default() -> Self {
+        Self {
+            metrics: true,
+            access_log: false,
+        }
+    }
+}
 
 /// Routes one request to its project and runs it there.
 ///
@@ -26,24 +48,29 @@ use crate::model::version::Version;
 /// project's current version. Only that version's `Arc` is kept, so a swap
 /// during the request cannot mix versions, and the future borrows nothing.
 ///
+/// Every answer carries the request's `x-request-id` (`request_id.rs`).
+///
 /// Generic over the request body, so tests can call it with an in-memory one.
 pub fn handle<B>(
     registry: &Registry,
-    request: Request<B>,
+    recording: Recording,
+    mut request: Request<B>,
 ) -> impl Future<Output = Response<HyperOutgoingBody>> + Send + use<B>
 where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<wasmtime_wasi_http::Error>,
 {
     let started = Instant::now();
+    let request_id = request_id::take_or_make(request.headers_mut());
     let path_and_query = request
         .uri()
         .path_and_query()
         .map_or("/", |pq| pq.as_str())
         .to_string();
+    let method = request.method().clone();
     let span = tracing::debug_span!(
         "request",
-        method = %request.method(),
+        method = %method,
         path = %path_and_query,
         project = field::Empty,
         version = field::Empty,
@@ -59,7 +86,9 @@ where
             .map(|found| (snapshot.routed[found.project].admit(), found.guest_path))
     };
     async move {
-        let response = match target {
+        // The version that answered or refused, when there was one.
+        let mut answered_by: Option<Arc<Version>> = None;
+        let mut response = match target {
             None | Some((Err(Unavailable::NotServing), _)) => {
                 text_response(StatusCode::NOT_FOUND, "no project is routed here")
             }
@@ -78,23 +107,50 @@ where
                     version.run.max_concurrency
                 );
                 let refused = InvokeError::Overloaded(version.run.max_concurrency);
-                tagged(refused.to_response(), &version)
+                let response = tagged(refused.to_response(), &version);
+                answered_by = Some(version);
+                response
             }
             Some((Ok(in_flight), guest_path)) => {
                 let version = in_flight.version().clone();
                 let span = tracing::Span::current();
                 span.record("project", &*version.project);
                 span.record("version", version.number);
-                let response = match invoke(in_flight, request, &guest_path).await {
+                let response = match invoke(in_flight, request, &guest_path, &request_id).await {
                     Ok(response) => response,
                     Err(err) => err.to_response(),
                 };
-                tagged(response, &version)
+                let response = tagged(response, &version);
+                answered_by = Some(version);
+                response
             }
         };
+        let took = started.elapsed();
+        let status = response.status().as_u16();
+        if recording.metrics
+            && let Some(version) = &answered_by
+        {
+            version.stats().requests.record(status, took);
+        }
+        if recording.access_log {
+            tracing::info!(
+                target: "access",
+                method = %method,
+                path = %path_and_query,
+                status,
+                duration_ms = took.as_secs_f64() * 1000.0,
+                project = answered_by.as_ref().map(|v| &*v.project),
+                version = answered_by.as_ref().map(|v| v.number),
+                request_id = request_id.to_str().unwrap_or_default(),
+                "{method} {path_and_query} {status}"
+            );
+        }
+        response
+            .headers_mut()
+            .insert(request_id::HEADER.clone(), request_id);
         let span = tracing::Span::current();
-        span.record("status", response.status().as_u16());
-        span.record("duration_ms", started.elapsed().as_secs_f64() * 1000.0);
+        span.record("status", status);
+        span.record("duration_ms", took.as_secs_f64() * 1000.0);
         tracing::debug!("request served");
         response
     }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::body::Body;
+use hyper::header::HeaderValue;
 use hyper::http::uri::{PathAndQuery, Uri};
 use hyper::{Request, Response, header};
 use wasmtime::Store;
@@ -26,8 +27,8 @@ use crate::front::slow_lane;
 use crate::model::version::{InFlight, Stats, Version};
 
 /// A store for one request on `version`, with its deadline, memory limit,
-/// environment and output streams.
-fn new_store(version: &Version) -> Store<RequestState> {
+/// environment and output streams (tagged with `request_id`).
+fn new_store(version: &Version, request_id: &HeaderValue) -> Store<RequestState> {
     store::new_store(
         version.build.pre.engine(),
         Guest {
@@ -40,6 +41,7 @@ fn new_store(version: &Version) -> Store<RequestState> {
             outbound: version.run.outbound.clone(),
             forbidden: version.run.forbidden_outbound.clone(),
             denials: version.stats().outbound_denied.clone(),
+            request_id: request_id.clone(),
         },
     )
 }
@@ -48,7 +50,7 @@ fn new_store(version: &Version) -> Store<RequestState> {
 /// while instantiating is caught before it serves anything.
 pub async fn trial_instantiate(version: &Version) -> Result<(), String> {
     let pre = version.build.pre.clone();
-    let mut store = new_store(version);
+    let mut store = new_store(version, &HeaderValue::from_static("trial-instantiation"));
     let run = slow_lane::run(
         async move {
             let _running = GuestRunning::start();
@@ -77,11 +79,13 @@ where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<wasmtime_wasi_http::Error>,
 {
-    invoke(InFlight::health_check(version), request, guest_path).await
+    let mut request = request;
+    let id = crate::front::request_id::take_or_make(request.headers_mut());
+    invoke(InFlight::health_check(version), request, guest_path, &id).await
 }
 
 /// Runs `request` on the version it was admitted to; the guest sees
-/// `guest_path` as its path and query.
+/// `guest_path` as its path and query. `request_id` tags its log lines.
 ///
 /// The guest runs in its own task so it can keep streaming the body after the
 /// head is returned. That task owns the [`InFlight`] mark, so the version stays
@@ -90,6 +94,7 @@ pub(crate) async fn invoke<B>(
     in_flight: InFlight,
     request: Request<B>,
     guest_path: &str,
+    request_id: &HeaderValue,
 ) -> Result<Response<HyperOutgoingBody>, InvokeError>
 where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
@@ -125,11 +130,11 @@ where
             ..
         }) => {
             Stats::bump(&version.stats().reused);
-            store.data_mut().restart(timeout);
+            store.data_mut().restart(timeout, request_id.clone());
             store.set_epoch_deadline(1);
             (store, Some(proxy), served)
         }
-        None => (new_store(&version), None, 0),
+        None => (new_store(&version, request_id), None, 0),
     };
     let mut stop = version.stop_signal();
 
@@ -148,6 +153,7 @@ where
 
     let pre = version.build.pre.clone();
     let cut_off = exceeded.clone();
+    let id = request_id.clone();
     let task = tokio::spawn(async move {
         let version = in_flight.version();
         let hog_after = slow_lane::hog_after(version.compute.get());
@@ -223,6 +229,7 @@ where
             Err(err) => tracing::warn!(
                 project = &*version.project,
                 version = version.number,
+                request_id = id.to_str().unwrap_or_default(),
                 "{err}"
             ),
             Ok(_) => {}
@@ -243,14 +250,15 @@ where
         Ok(())
     });
 
-    let answer = answer(&version, receiver.await, task).await;
+    let answer = answer(&version, request_id, receiver.await, task).await;
     match answer {
         // The guest failed because its body was cut off at the limit: that
         // is the client's doing, and the client should hear why.
         Err(_) if exceeded.load(Ordering::Acquire) => Err(InvokeError::BodyTooLarge(max_body)),
         Ok(response) => {
             let (project, number) = (version.project.clone(), version.number);
-            Ok(response.map(|body| report_cut_off(body, project, number)))
+            let id = request_id.clone();
+            Ok(response.map(|body| report_cut_off(body, project, number, id)))
         }
         failed => failed,
     }
@@ -260,11 +268,17 @@ where
 /// instead of its end: the guest stopped writing (trapped, timed out, or
 /// returned without finishing it). The client sees the connection cut, which
 /// is the only honest signal once the status line is sent.
-fn report_cut_off(body: HyperOutgoingBody, project: Arc<str>, number: u64) -> HyperOutgoingBody {
+fn report_cut_off(
+    body: HyperOutgoingBody,
+    project: Arc<str>,
+    number: u64,
+    request_id: HeaderValue,
+) -> HyperOutgoingBody {
     body.map_err(move |err| {
         tracing::warn!(
             project = &*project,
             version = number,
+            request_id = request_id.to_str().unwrap_or_default(),
             "response body cut off: {err}"
         );
         err
@@ -275,6 +289,7 @@ fn report_cut_off(body: HyperOutgoingBody, project: Arc<str>, number: u64) -> Hy
 /// What the client gets: the response the guest set, or why there is none.
 async fn answer(
     version: &Version,
+    request_id: &HeaderValue,
     received: Result<
         Result<
             Response<HyperOutgoingBody>,
@@ -291,6 +306,7 @@ async fn answer(
             tracing::warn!(
                 project = &*version.project,
                 version = version.number,
+                request_id = request_id.to_str().unwrap_or_default(),
                 "{err}"
             );
             Err(err)
@@ -303,6 +319,7 @@ async fn answer(
                 tracing::warn!(
                     project = &*version.project,
                     version = version.number,
+                    request_id = request_id.to_str().unwrap_or_default(),
                     "{err}"
                 );
                 Err(err)

@@ -8,6 +8,7 @@ pub(crate) mod error;
 pub mod handler;
 pub mod invoke;
 pub(crate) mod listener;
+pub(crate) mod request_id;
 pub(crate) mod responses;
 pub(crate) mod slow_lane;
 pub(crate) mod workers;

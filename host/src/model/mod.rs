@@ -6,6 +6,7 @@ pub(crate) mod compute;
 pub mod discovery;
 pub mod events;
 pub mod manifest;
+pub mod metrics;
 pub mod project;
 pub mod registry;
 pub mod router;

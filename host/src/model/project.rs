@@ -96,10 +96,11 @@ impl ProjectState {
 impl Project {
     /// A project with no version yet.
     pub fn new(name: ProjectName, entry: std::path::PathBuf) -> Self {
+        let stats = Arc::new(Stats::new(name.as_str()));
         Self {
             name,
             current: ArcSwapOption::empty(),
-            stats: Arc::new(Stats::default()),
+            stats,
             lifecycle: Arc::default(),
             next_version: AtomicU64::new(1),
             starting: AtomicBool::new(false),

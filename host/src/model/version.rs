@@ -21,6 +21,7 @@ use crate::engine::outbound::{Denials, OutboundPolicy};
 use crate::model::build::Build;
 use crate::model::compute::TypicalCompute;
 use crate::model::events::Events;
+use crate::model::metrics::{Rejections, RequestMetrics};
 
 /// The high bit of an [`Admission`] word: set once the version is retired.
 /// The rest counts requests, which the instance pool keeps far below it.
@@ -86,8 +87,12 @@ fn take_slot(active: &AtomicU64, limit: u32) -> bool {
 }
 
 /// Per-project counters, shared by the project and all its versions.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Stats {
+    /// Requests answered, by status, and their latency (`GET /metrics`).
+    pub(crate) requests: RequestMetrics,
+    /// Versions refused, by the step that refused them.
+    pub(crate) rejections: Rejections,
     /// Versions that went live.
     pub(crate) swaps: AtomicU64,
     /// File changes the watcher acted on (after debouncing) that changed
@@ -174,6 +179,32 @@ impl Draining {
 }
 
 impl Stats {
+    /// Zeroed counters for project `project`.
+    pub fn new(project: &str) -> Self {
+        Self {
+            requests: RequestMetrics::new(project),
+            rejections: Rejections::default(),
+            swaps: AtomicU64::default(),
+            changes: AtomicU64::default(),
+            rejected: AtomicU64::default(),
+            rollbacks: AtomicU64::default(),
+            forced_drains: AtomicU64::default(),
+            released: AtomicU64::default(),
+            last_compile_us: AtomicU64::default(),
+            last_swap_us: AtomicU64::default(),
+            max_drain_us: AtomicU64::default(),
+            cache_hits: AtomicU64::default(),
+            cache_misses: AtomicU64::default(),
+            active: AtomicU64::default(),
+            overloaded: AtomicU64::default(),
+            pool_exhausted: AtomicU64::default(),
+            reused: AtomicU64::default(),
+            slowed: AtomicU64::default(),
+            outbound_denied: Arc::default(),
+            draining: Draining::default(),
+        }
+    }
+
     /// Adds one to `counter`.
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);

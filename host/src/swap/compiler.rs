@@ -97,6 +97,11 @@ impl Compiler {
         self
     }
 
+    /// The engine components are compiled for.
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// The compile cache this compiler stores into.
     pub(crate) fn cache(&self) -> &CompileCache {
         &self.cache

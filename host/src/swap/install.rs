@@ -26,6 +26,7 @@ impl Pipeline {
         writes: &[(PathBuf, Arc<[u8]>)],
         origin: Origin,
     ) -> Result<Outcome, ChangeError> {
+        let taken = Instant::now();
         let digest = Compiler::digest(&bytes);
         let current = project.current.load_full();
         let reusable = {
@@ -89,16 +90,26 @@ impl Pipeline {
                 } else {
                     &stats.cache_misses
                 });
+                if build.cache_hit {
+                    self.metrics.cache_hits.inc();
+                } else {
+                    self.metrics.cache_misses.inc();
+                    self.metrics
+                        .compile_duration
+                        .observe(build.compile_time.as_secs_f64());
+                }
                 Stats::set_duration(&stats.last_compile_us, build.compile_time);
                 if build.cache_hit {
                     tracing::info!(
                         project = name,
+                        version = number,
                         "{name}: v{number} loaded from cache in {} ms",
                         build.compile_time.as_millis()
                     );
                 } else {
                     tracing::info!(
                         project = name,
+                        version = number,
                         "{name}: v{number} compiled in {} ms",
                         build.compile_time.as_millis()
                     );
@@ -155,6 +166,7 @@ impl Pipeline {
                 .map_err(|err| {
                     tracing::error!(
                         project = name,
+                        version = number,
                         "{name}: v{number} not made live: {err:#}; the previous version keeps serving"
                     );
                     ChangeError::Failed(err.context(format!(
@@ -184,6 +196,9 @@ impl Pipeline {
         }
         let swap = swap_started.elapsed();
         drop(routes);
+        self.metrics
+            .swap_latency
+            .observe(taken.elapsed().as_secs_f64());
         let stats = &project.stats;
         Stats::bump(&stats.swaps);
         Stats::set_duration(&stats.last_swap_us, swap);
@@ -204,17 +219,20 @@ impl Pipeline {
         match &old {
             Some(old) if old.in_flight() > 0 => tracing::info!(
                 project = name,
+                version = number,
                 "{name}: v{number} live (swap {swap_ms:.3} ms); v{} draining {} requests",
                 old.number,
                 old.in_flight()
             ),
             Some(old) => tracing::info!(
                 project = name,
+                version = number,
                 "{name}: v{number} live (swap {swap_ms:.3} ms); v{} idle",
                 old.number
             ),
             None => tracing::info!(
                 project = name,
+                version = number,
                 "{name}: v{number} live (swap {swap_ms:.3} ms)"
             ),
         }
@@ -226,6 +244,7 @@ impl Pipeline {
                 "version": number,
                 "digest": build.digest,
                 "previous": previous,
+                "origin": origin.name(),
                 "compile_ms": build.compile_time.as_secs_f64() * 1000.0,
                 "swap_ms": swap_ms,
             }),
@@ -301,11 +320,13 @@ impl Pipeline {
         match project.current.load().as_ref() {
             Some(current) => tracing::warn!(
                 project = name,
+                version = number,
                 "{name}: {label} rejected: {reason}; v{} still serving",
                 current.number
             ),
             None => tracing::warn!(
                 project = name,
+                version = number,
                 "{name}: {label} rejected: {reason}; no version serving"
             ),
         }

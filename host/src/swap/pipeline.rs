@@ -21,6 +21,7 @@ use anyhow::Context as _;
 use crate::model::discovery::{self, ProjectSource, Skipped};
 use crate::model::events::Events;
 use crate::model::manifest::{MANIFEST_FILE, Manifest, ProjectName};
+use crate::model::metrics::HostMetrics;
 use crate::model::project::{Failure, Project};
 use crate::model::registry::Registry;
 use crate::model::version::Stats;
@@ -41,6 +42,19 @@ pub(crate) enum Origin {
     Deploy,
     /// A rollback.
     Rollback,
+}
+
+impl Origin {
+    /// How events name it: `load`, `watch`, `reload`, `deploy`, `rollback`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Load => "load",
+            Self::Watch => "watch",
+            Self::Reload => "reload",
+            Self::Deploy => "deploy",
+            Self::Rollback => "rollback",
+        }
+    }
 }
 
 /// What a change did.
@@ -104,6 +118,8 @@ pub struct Pipeline {
     pub(super) settings: Arc<Settings>,
     /// Where lifecycle events are announced.
     pub(super) events: Events,
+    /// Compile and swap measurements for `GET /metrics`.
+    pub(super) metrics: HostMetrics,
 }
 
 impl Pipeline {
@@ -119,7 +135,18 @@ impl Pipeline {
             registry,
             settings: Arc::new(settings),
             events,
+            metrics: HostMetrics::new(),
         }
+    }
+
+    /// Compile and swap measurements, host-wide.
+    pub(crate) fn metrics(&self) -> &HostMetrics {
+        &self.metrics
+    }
+
+    /// The engine every project runs on (its instance pool's use is a metric).
+    pub(crate) fn engine(&self) -> &wasmtime::Engine {
+        self.compiler.engine()
     }
 
     /// Where lifecycle events are announced.
@@ -478,6 +505,7 @@ pub(super) fn record_failure(
     digest: Option<&str>,
 ) {
     Stats::bump(&project.stats.rejected);
+    project.stats.rejections.count(step);
     project.state().last_failure = Some(Failure {
         step,
         reason,
