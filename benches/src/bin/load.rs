@@ -18,6 +18,9 @@
 //!   2.5× in steady p99 alone;
 //! - workers: the same offered load (a rate-limited client) on 1 and on 2
 //!   request workers, for server CPU per request at each;
+//! - request metrics: the 2-worker phase again without them
+//!   (`--no-request-metrics`) and once more with them, for what recording
+//!   costs per request;
 //! - Python and JavaScript: the hello guest built by componentize-py and by
 //!   componentize-js (14–18 MB components), on `wasmtime serve` and on
 //!   wasmhost, with a fresh instance per request and with each instance
@@ -34,8 +37,10 @@
 //! it is part of every phase's cost alike.
 //!
 //! Usage: `cargo run --release -p wasmhost-benches --bin load [SECONDS] [CONNECTIONS]`
-//! (default 5 s per phase, 32 connections). Writes `target/bench/report.md`
-//! and `target/bench/report.json`. Exits non-zero on a correctness failure
+//! (default 5 s per phase, 32 connections). Writes `target/bench/report.md`,
+//! `target/bench/report.json` and `target/bench/report.html` (charts of
+//! latency over time with each swap, compile and loop marked, and
+//! throughput per phase: `plot.rs`). Exits non-zero on a correctness failure
 //! (a failed request to wasmhost, a deployed version never observed, memory
 //! growing over swaps), never on a time.
 
@@ -52,6 +57,7 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
+use wasmhost_benches::plot::{self, Mark};
 use wasmhost_benches::process::{self, Server};
 use wasmhost_benches::{Error, percentile, swap_latency, wrk};
 
@@ -124,6 +130,9 @@ struct Phase {
     versions: usize,
     /// What ran beside the load, for the report.
     note: String,
+    /// Latency over time with the events beside the load, for phases
+    /// where something ran beside it (`report.html`).
+    timeline: Option<plot::Timeline>,
 }
 
 impl Phase {
@@ -266,6 +275,25 @@ fn main() -> Result<(), Error> {
             Background::Idle,
         ))?);
     }
+    // What recording metrics on the request path costs: the 2-worker phase
+    // without them, then with them again, so the two runs with metrics
+    // bracket the one without and a drift over time cancels out.
+    for (flag, label) in [
+        (Some("--no-request-metrics"), "no request metrics"),
+        (None, "request metrics again"),
+    ] {
+        let mut flags = vec!["--no-watch", "--workers=2"];
+        flags.extend(flag);
+        let host = process::start_wasmhost(projects.path(), cache.path(), &flags)?;
+        phases.extend(runtime.block_on(load(
+            &format!("wasmhost 2 workers at {RATE:.0} req/s, {label}"),
+            &host,
+            duration,
+            connections,
+            Some(RATE),
+            Background::Idle,
+        ))?);
+    }
     // The hello guest in Python and JavaScript, on both servers, with fresh
     // instances and with reuse. Served as project `hello` so the client's
     // `/hello` reaches it on wasmhost too.
@@ -384,6 +412,19 @@ fn main() -> Result<(), Error> {
         two.cpu_per_request_us(),
         one.cpu_per_request_us(),
     );
+    let unmetered = find(&format!(
+        "wasmhost 2 workers at {RATE:.0} req/s, no request metrics"
+    ))
+    .ok_or("no phase without request metrics")?;
+    let metered_again = find(&format!(
+        "wasmhost 2 workers at {RATE:.0} req/s, request metrics again"
+    ))
+    .ok_or("no second phase with request metrics")?;
+    ratio(
+        "CPU per request at the same rate: request metrics on / off",
+        (two.cpu_per_request_us() + metered_again.cpu_per_request_us()) / 2.0,
+        unmetered.cpu_per_request_us(),
+    );
     let by_wrk = |name: &str| wrk_runs.iter().find(|run| run.name == name);
     if let (Some(ours), Some(theirs)) = (by_wrk("wasmhost"), by_wrk("wasmtime serve -Scli")) {
         ratio(
@@ -454,6 +495,25 @@ fn main() -> Result<(), Error> {
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&out)?;
     std::fs::write(out.join("report.md"), &report)?;
+    let timelines: Vec<&plot::Timeline> =
+        phases.iter().filter_map(|p| p.timeline.as_ref()).collect();
+    let bars: Vec<plot::Bar> = phases
+        .iter()
+        .map(|p| plot::Bar {
+            name: p.name.clone(),
+            rps: p.rps(),
+            baseline: !p.name.starts_with("wasmhost"),
+        })
+        .chain(wrk_runs.iter().map(|run| plot::Bar {
+            name: format!("wrk: {}", run.name),
+            rps: run.rps,
+            baseline: run.name != "wasmhost",
+        }))
+        .collect();
+    std::fs::write(
+        out.join("report.html"),
+        plot::report_html(&timelines, &bars, &report)?,
+    )?;
     let raw = json!({
         "machine": machine(),
         "seconds_per_phase": seconds,
@@ -674,6 +734,10 @@ fn native_server() -> Result<(), Error> {
 struct Outcome {
     note: String,
     windows: Option<Windows>,
+    /// What happened when, for the latency chart; empty when idle.
+    marks: Vec<Mark>,
+    /// What the marks are, for the chart's legend.
+    mark_label: &'static str,
 }
 
 /// Time and server CPU spent in each kind of window of the hostile phase.
@@ -688,6 +752,17 @@ impl Outcome {
         Self {
             note,
             windows: None,
+            marks: Vec::new(),
+            mark_label: "",
+        }
+    }
+
+    fn marked(note: String, mark_label: &'static str, marks: Vec<Mark>) -> Self {
+        Self {
+            note,
+            windows: None,
+            marks,
+            mark_label,
         }
     }
 }
@@ -757,7 +832,7 @@ async fn load(
                 let latency = sent.elapsed();
                 let beside = beside_at_start || hostile.load(Ordering::Relaxed);
                 if ok {
-                    latencies.push((latency, beside));
+                    latencies.push((latency, beside, sent - started));
                 } else {
                     failed[usize::from(beside)].fetch_add(1, Ordering::Relaxed);
                     break;
@@ -777,11 +852,22 @@ async fn load(
     }
     let elapsed = started.elapsed();
     let cpu = server.cpu()?.saturating_sub(cpu_before);
-    let phase = |name: String, elapsed, cpu, beside: Option<bool>| {
+    // Charted when something ran beside the load: every request of the
+    // phase, with what happened when.
+    let timeline = (!outcome.marks.is_empty()).then(|| plot::Timeline {
+        name: name.to_string(),
+        mark_label: outcome.mark_label,
+        samples: latencies
+            .iter()
+            .map(|(latency, _, at)| (at.as_secs_f64(), latency.as_secs_f64() * 1e6))
+            .collect(),
+        marks: outcome.marks.clone(),
+    });
+    let phase = |name: String, elapsed, cpu, beside: Option<bool>, timeline| {
         let mut latencies: Vec<Duration> = latencies
             .iter()
-            .filter(|(_, b)| beside.is_none_or(|beside| *b == beside))
-            .map(|(latency, _)| *latency)
+            .filter(|(_, b, _)| beside.is_none_or(|beside| *b == beside))
+            .map(|(latency, _, _)| *latency)
             .collect();
         latencies.sort();
         Phase {
@@ -796,22 +882,25 @@ async fn load(
             versions: versions.len(),
             latencies,
             note: outcome.note.clone(),
+            timeline,
         }
     };
     Ok(match &outcome.windows {
-        None => vec![phase(name.to_string(), elapsed, cpu, None)],
+        None => vec![phase(name.to_string(), elapsed, cpu, None, timeline)],
         Some(windows) => vec![
             phase(
                 "wasmhost alone, between the loop's turns".to_string(),
                 windows.quiet.0,
                 windows.quiet.1,
                 Some(false),
+                None,
             ),
             phase(
                 name.to_string(),
                 windows.hostile.0,
                 windows.hostile.1,
                 Some(true),
+                timeline,
             ),
         ],
     })
@@ -835,17 +924,28 @@ async fn run_background(
         Background::Swap(a, b) => {
             let admin = admin()?;
             let mut deploys = 0usize;
+            let mut marks = Vec::new();
             while started.elapsed() < duration {
                 let bytes = if deploys.is_multiple_of(2) { &b } else { &a };
                 wasmhost_benches::deploy(admin, "hello", bytes.clone()).await?;
+                // The deploy call answers once the new version is live.
+                marks.push(Mark {
+                    from: started.elapsed().as_secs_f64(),
+                    to: None,
+                });
                 deploys += 1;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Ok(Outcome::note(format!("{deploys} deploys")))
+            Ok(Outcome::marked(
+                format!("{deploys} deploys"),
+                "swap (new version live)",
+                marks,
+            ))
         }
         Background::Hostile(count) => {
             let addr = server.addr;
             let mut windows = Windows::default();
+            let mut marks = Vec::new();
             let mut interrupted = 0usize;
             while started.elapsed() < 2 * duration {
                 let (opened, cpu) = (Instant::now(), server.cpu()?);
@@ -867,6 +967,10 @@ async fn run_background(
                 }
                 tokio::time::sleep(SETTLE).await;
                 hostile.store(false, Ordering::Relaxed);
+                marks.push(Mark {
+                    from: opened.duration_since(started).as_secs_f64(),
+                    to: Some(started.elapsed().as_secs_f64()),
+                });
                 windows.hostile.0 += opened.elapsed();
                 windows.hostile.1 += server.cpu()?.saturating_sub(cpu);
             }
@@ -876,12 +980,15 @@ async fn run_background(
                     QUIET_WINDOW.as_millis()
                 ),
                 windows: Some(windows),
+                marks,
+                mark_label: "a guest looping",
             })
         }
         Background::Compile { component, answer } => {
             let admin = admin()?;
             let mut compiles = 0usize;
             let mut compile_time = Duration::ZERO;
+            let mut marks = Vec::new();
             while compiles == 0 || started.elapsed() < duration {
                 let bytes = wasmhost_benches::variant(&component, compiles);
                 let sent = Instant::now();
@@ -895,12 +1002,20 @@ async fn run_background(
                 }
                 compile_time += sent.elapsed();
                 compiles += 1;
+                marks.push(Mark {
+                    from: sent.duration_since(started).as_secs_f64(),
+                    to: Some(started.elapsed().as_secs_f64()),
+                });
             }
-            Ok(Outcome::note(format!(
-                "{compiles} compiles of a {:.1} MB component, {:.0} ms each",
-                component.len() as f64 / 1e6,
-                compile_time.as_secs_f64() * 1e3 / compiles as f64
-            )))
+            Ok(Outcome::marked(
+                format!(
+                    "{compiles} compiles of a {:.1} MB component, {:.0} ms each",
+                    component.len() as f64 / 1e6,
+                    compile_time.as_secs_f64() * 1e3 / compiles as f64
+                ),
+                "deploy compiling",
+                marks,
+            ))
         }
     }
 }
