@@ -96,6 +96,7 @@ fn latency_chart(timeline: &Timeline) -> Result<String, Error> {
             .configure_mesh()
             .x_desc("seconds into the phase")
             .y_desc("latency, µs (log)")
+            .y_label_formatter(&|us| format!("{us:.0}"))
             .light_line_style(WHITE.mix(0.0))
             .draw()?;
         let marked = RGBColor(217, 139, 28);
@@ -162,6 +163,7 @@ fn throughput_chart(bars: &[Bar]) -> Result<String, Error> {
             .configure_mesh()
             .disable_y_mesh()
             .disable_y_axis()
+            .x_label_formatter(&|rps| format!("{rps:.0}"))
             .light_line_style(WHITE.mix(0.0))
             .draw()?;
         for (index, bar) in bars.iter().enumerate() {

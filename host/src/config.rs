@@ -44,9 +44,9 @@ pub(crate) struct Config {
     pub(crate) cache_max_size: u64,
     /// Root of the compile cache; `None` when caching is off.
     pub(crate) cache_dir: Option<PathBuf>,
-    /// Whether log lines are JSON objects (`--log-format json`): then the
-    /// listening lines are log events too.
-    pub(crate) json_logs: bool,
+    /// How log lines are written (`--log-format`), for the lines written
+    /// past the log filter (`telemetry::announce`).
+    pub(crate) log_format: crate::telemetry::LogFormat,
     /// What the request path records: metrics, access log lines.
     pub(crate) recording: crate::front::handler::Recording,
     /// How to watch the projects folder; `None` when not watching.

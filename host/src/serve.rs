@@ -138,15 +138,17 @@ pub(crate) async fn run(
     );
     // Printed as soon as both listeners serve, before any project is loaded:
     // scripts and tests then wait for `GET /readyz` on the admin listener.
-    // With JSON logs they are log events like every other line, so a log
-    // collector sees nothing but JSON; the message is the same.
-    if config.json_logs {
-        tracing::info!(address = %http_addr, "listening on http://{http_addr}");
-        tracing::info!(address = %admin_addr, "admin on http://{admin_addr}");
-    } else {
-        eprintln!("listening on http://{http_addr}");
-        eprintln!("admin on http://{admin_addr}");
-    }
+    // Never filtered by RUST_LOG; JSON objects with `--log-format json`.
+    crate::telemetry::announce(
+        config.log_format,
+        "INFO",
+        &format!("listening on http://{http_addr}"),
+    );
+    crate::telemetry::announce(
+        config.log_format,
+        "INFO",
+        &format!("admin on http://{admin_addr}"),
+    );
     let readiness = Arc::new(Readiness::default());
     let access = Arc::new(admin::Access {
         token: config.admin_token.clone(),

@@ -74,7 +74,8 @@ impl Browser {
                 json!({ "capabilities": { "alwaysMatch": {
                     "browserName": "chrome",
                     "goog:chromeOptions": {
-                        "binary": "/usr/bin/chromium",
+                        "binary": std::env::var("WASMHOST_CHROMIUM")
+                            .unwrap_or_else(|_| "/usr/bin/chromium".to_string()),
                         "args": [
                             "--headless=new", "--no-sandbox", "--disable-gpu",
                             "--disable-dev-shm-usage", "--window-size=1400,900",
@@ -226,7 +227,7 @@ return {
   events: document.body.dataset.events || null,
   live: texts('#feed li.event-live[data-project="app"]'),
   rejected: texts('#feed li.event-rejected[data-project="app"]'),
-  marks: texts('.timeline[data-project="app"] .mark-live title, .timeline[data-project="app"] .mark-rejected title'),
+  marks: texts('.timeline[data-project="app"] .mark title'),
   loaded: window.loadedOnce === true,
 };
 "#;
@@ -318,6 +319,28 @@ async fn the_dashboard_shows_a_deploy_go_live_and_a_broken_one_rejected_without_
         Some("2")
     );
 
+    // A rollback goes live as a new version, marked apart from a deploy.
+    let mut rollback = crate::harness::admin_request("POST", "/projects/app/rollback", Vec::new());
+    rollback.headers_mut().insert(
+        "authorization",
+        format!("Bearer {TOKEN}").parse().expect("header"),
+    );
+    let reply = send(host.admin, rollback).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let seen = eventually("the dashboard showing the rollback", || async {
+        let seen = browser.run(READ_APP).await;
+        let marked = seen["marks"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|t| t.as_str() == Some("rollback v4")));
+        if seen["version"] == "v4" && marked {
+            Ok(seen)
+        } else {
+            Err(seen.to_string())
+        }
+    })
+    .await;
+    assert_eq!(seen["loaded"], true, "the page reloaded: {seen}");
+
     // Traffic shows as requests/s and p99, over the last second.
     let traffic = {
         let addr = host.addr;
@@ -345,11 +368,12 @@ async fn the_dashboard_shows_a_deploy_go_live_and_a_broken_one_rejected_without_
     })
     .await;
     traffic.abort();
-    assert_eq!(seen["version"], "v2", "{seen}");
+    assert_eq!(seen["version"], "v4", "{seen}");
 
     let png = browser.screenshot().await;
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
-    // `WASMHOST_SCREENSHOT=docs/dashboard.png` keeps it (the README's picture).
+    // `WASMHOST_SCREENSHOT=$PWD/docs/dashboard.png` keeps it (the README's
+    // picture; a relative path is taken from `tests/`).
     if let Some(path) = std::env::var_os("WASMHOST_SCREENSHOT") {
         std::fs::write(&path, &png).expect("write the screenshot");
     }

@@ -43,7 +43,8 @@
 //!   `compiled`, `live`, `rejected`, `draining`, `released`, `removed`), each a
 //!   JSON object with `event`, `project`, `at` and, as they apply, `version`,
 //!   `digest`, `previous`, `compile_ms`, `swap_ms`, `cache_hit`, `in_flight`,
-//!   `drain_ms`, `step` and `reason`.
+//!   `drain_ms`, `step`, `reason` and, on `live`, `origin` (`load`,
+//!   `watch`, `reload`, `deploy` or `rollback`).
 //!
 //! A project object has: `name`, `route`, `hosts`, `strip_prefix`,
 //! `allowed_outbound_hosts` (each entry with its port), `entry`,
@@ -55,7 +56,8 @@
 //! builds kept for rollback) and `stats` (`swaps`, `changes`, `rejected`, `rollbacks`,
 //! `forced_drains`, `released`, `last_compile_ms`, `last_swap_ms`,
 //! `max_drain_ms`, `cache_hits`, `cache_misses`, `active`, `overloaded`,
-//! `pool_exhausted`, `outbound_denied`, `reused`, `slowed`). Change endpoints answer the
+//! `pool_exhausted`, `outbound_denied`, `reused`, `slowed`, `requests`, `latency_buckets`: cumulative counts by
+//! upper bound in seconds, `null` for +Inf). Change endpoints answer the
 //! same object with an `outcome` field (`live` or `unchanged`) and, when live,
 //! `compile_ms_this`, `swap_ms` and `cache_hit`; a rejection answers
 //! `{"outcome": "rejected", "step", "reason", "message"}`.

@@ -346,7 +346,7 @@ impl ServeArgs {
                     .clone()
                     .or_else(crate::swap::cache::default_dir)
             },
-            json_logs: false,
+            log_format: crate::telemetry::LogFormat::Text,
             recording: crate::front::handler::Recording {
                 metrics: !args.no_request_metrics,
                 access_log: args.access_log,

@@ -29,7 +29,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            crate::telemetry::announce(cli.log_format, "ERROR", &format!("error: {err:#}"));
             ExitCode::FAILURE
         }
     }
@@ -45,7 +45,7 @@ fn client_command(
 
 fn serve(args: &ServeArgs, log_format: crate::telemetry::LogFormat) -> anyhow::Result<()> {
     let mut config = args.config()?;
-    config.json_logs = log_format == crate::telemetry::LogFormat::Json;
+    config.log_format = log_format;
     let runtime = crate::runtime::build()
         .map_err(|err| anyhow::anyhow!("failed to start the async runtime: {err}"))?;
     runtime.block_on(async {

@@ -26,7 +26,9 @@ pub(crate) enum Stream {
 
 /// The `x-request-id` of the request an instance is serving. Shared by the
 /// instance's two streams and its store, which sets it anew each time a
-/// kept instance serves another request (`engine/instances.rs`).
+/// kept instance serves another request (`RequestState::restart`, called
+/// by `front/invoke.rs`). A partial line still pending when the next
+/// request starts is tagged with the request during which it ends.
 #[derive(Clone, Debug)]
 pub(crate) struct RequestTag(Arc<Mutex<HeaderValue>>);
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use hyper::body::Body;
 use hyper::header::{HOST, HeaderValue};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use tracing::{Instrument, field};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
@@ -74,8 +74,6 @@ where
         path = %path_and_query,
         project = field::Empty,
         version = field::Empty,
-        status = field::Empty,
-        duration_ms = field::Empty,
     );
     let target = {
         let snapshot = registry.routing();
@@ -86,8 +84,18 @@ where
             .map(|found| (snapshot.routed[found.project].admit(), found.guest_path))
     };
     async move {
-        // The version that answered or refused, when there was one.
-        let mut answered_by: Option<Arc<Version>> = None;
+        // Records the request however it ends, also when hyper drops this
+        // future (the client went away, a timeout, the end of the grace
+        // period): then as 499, the way proxies log a client that closed.
+        let mut record = Record {
+            started,
+            recording,
+            method,
+            path: path_and_query,
+            request_id,
+            version: None,
+            status: None,
+        };
         let mut response = match target {
             None | Some((Err(Unavailable::NotServing), _)) => {
                 text_response(StatusCode::NOT_FOUND, "no project is routed here")
@@ -108,7 +116,7 @@ where
                 );
                 let refused = InvokeError::Overloaded(version.run.max_concurrency);
                 let response = tagged(refused.to_response(), &version);
-                answered_by = Some(version);
+                record.version = Some(version);
                 response
             }
             Some((Ok(in_flight), guest_path)) => {
@@ -116,45 +124,81 @@ where
                 let span = tracing::Span::current();
                 span.record("project", &*version.project);
                 span.record("version", version.number);
-                let response = match invoke(in_flight, request, &guest_path, &request_id).await {
+                record.version = Some(version.clone());
+                let answer = invoke(in_flight, request, &guest_path, &record.request_id).await;
+                let response = match answer {
                     Ok(response) => response,
                     Err(err) => err.to_response(),
                 };
-                let response = tagged(response, &version);
-                answered_by = Some(version);
-                response
+                tagged(response, &version)
             }
         };
-        let took = started.elapsed();
-        let status = response.status().as_u16();
-        if recording.metrics
-            && let Some(version) = &answered_by
-        {
-            version.stats().requests.record(status, took);
-        }
-        if recording.access_log {
-            tracing::info!(
-                target: "access",
-                method = %method,
-                path = %path_and_query,
-                status,
-                duration_ms = took.as_secs_f64() * 1000.0,
-                project = answered_by.as_ref().map(|v| &*v.project),
-                version = answered_by.as_ref().map(|v| v.number),
-                request_id = request_id.to_str().unwrap_or_default(),
-                "{method} {path_and_query} {status}"
-            );
-        }
+        record.status = Some(response.status().as_u16());
         response
             .headers_mut()
-            .insert(request_id::HEADER.clone(), request_id);
-        let span = tracing::Span::current();
-        span.record("status", status);
-        span.record("duration_ms", took.as_secs_f64() * 1000.0);
-        tracing::debug!("request served");
+            .insert(request_id::HEADER.clone(), record.request_id.clone());
         response
     }
     .instrument(span)
+}
+
+/// One request's metrics and log lines, written when it is dropped: after
+/// the response head is ready, or early when the request is abandoned.
+struct Record {
+    started: Instant,
+    recording: Recording,
+    method: Method,
+    path: String,
+    request_id: HeaderValue,
+    /// The version that answered or refused it; none when no project was
+    /// routed or the project had no version yet (nothing to count on).
+    version: Option<Arc<Version>>,
+    /// The status sent; `None` while the request has not been answered.
+    status: Option<u16>,
+}
+
+/// What an abandoned request is counted and logged as (nginx's "client
+/// closed request"): it never got an answer.
+const ABANDONED: u16 = 499;
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        let took = self.started.elapsed();
+        let status = self.status.unwrap_or(ABANDONED);
+        if self.recording.metrics
+            && let Some(version) = &self.version
+        {
+            version.stats().requests.record(status, took);
+        }
+        let duration_ms = took.as_secs_f64() * 1000.0;
+        let project = self.version.as_ref().map(|v| &*v.project);
+        let version = self.version.as_ref().map(|v| v.number);
+        let request_id = self.request_id.to_str().unwrap_or_default();
+        let (method, path) = (&self.method, &self.path);
+        if self.recording.access_log {
+            tracing::info!(
+                target: "wasmhost::access",
+                method = %method,
+                path = %path,
+                status,
+                duration_ms,
+                project,
+                version,
+                request_id,
+                "{method} {path} {status}"
+            );
+        }
+        tracing::debug!(
+            method = %method,
+            path = %path,
+            status,
+            duration_ms,
+            project,
+            version,
+            request_id,
+            "request served"
+        );
+    }
 }
 
 /// Names the project and version that answered, on every answer a version

@@ -64,7 +64,9 @@ pub(crate) fn take_or_make(headers: &mut HeaderMap) -> HeaderValue {
         && is_sane(value)
         && headers.get_all(&HEADER).iter().count() == 1
     {
-        return value.clone();
+        // A copy of its at most 128 bytes: a clone would share, and keep
+        // alive, the buffer hyper read the whole request head into.
+        return HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| make());
     }
     let id = make();
     headers.insert(HEADER.clone(), id.clone());

@@ -197,7 +197,7 @@ impl HostMetrics {
             ),
             cache_hits: counter(
                 "wasmhost_compile_cache_hits_total",
-                "Builds loaded from the compile cache (or kept from an earlier version).",
+                "Builds loaded from the compile cache (builds kept in memory for rollback count as neither hit nor miss).",
             ),
             cache_misses: counter(
                 "wasmhost_compile_cache_misses_total",
@@ -205,7 +205,7 @@ impl HostMetrics {
             ),
             swap_latency: histogram(
                 "wasmhost_swap_latency_seconds",
-                "Time from a change reaching the pipeline (file change after debounce, deploy, reload, rollback) until the new version serves.",
+                "Time from the pipeline taking a change (start-up load, file change after debounce, deploy, reload, rollback; after reading it) until the new version serves.",
             ),
             instances_capacity: IntGauge::new(
                 "wasmhost_instances_capacity",
