@@ -1,6 +1,6 @@
-//! Tracing set-up: lines on stderr, filtered by `RUST_LOG` (default `info`;
-//! `RUST_LOG=wasmhost=debug` adds one line per request), either readable
-//! text or one JSON object per line (`--log-format json`).
+//! Tracing set-up: lines on stderr, filtered by `RUST_LOG` (default `info`),
+//! either readable text or one JSON object per line (`--log-format json`).
+//! One line per request is `--access-log`'s (`front/handler.rs`).
 
 use tracing_subscriber::EnvFilter;
 

@@ -188,16 +188,6 @@ impl Drop for Record {
                 "{method} {path} {status}"
             );
         }
-        tracing::debug!(
-            method = %method,
-            path = %path,
-            status,
-            duration_ms,
-            project,
-            version,
-            request_id,
-            "request served"
-        );
     }
 }
 
