@@ -47,6 +47,10 @@ pub(crate) struct Config {
     /// How log lines are written (`--log-format`), for the lines written
     /// past the log filter (`telemetry::announce`).
     pub(crate) log_format: crate::telemetry::LogFormat,
+    /// How often tagged `oci://` components are checked for a new digest.
+    pub(crate) registry_poll: Duration,
+    /// Registry hosts that may be reached over plain HTTP besides loopback.
+    pub(crate) insecure_registries: Vec<String>,
     /// What the request path records: metrics, access log lines.
     pub(crate) recording: crate::front::handler::Recording,
     /// How to watch the projects folder; `None` when not watching.

@@ -19,7 +19,11 @@
 //! - [`model`]: what a project is: manifest, discovery, project, version,
 //!   build, and the registry whose routing snapshot the request path reads.
 //! - [`admin`]: the admin API: routes, access, views, uploads, events.
-//! - `watch/`: file events in the projects folder (or polling) → per-project syncs.
+//! - `watch/`: file events in the projects folder (or polling) → per-project
+//!   syncs; `watch/registry.rs` polls the tags of `oci://` components.
+//! - `oci/`: components pulled from OCI registries (and `wasmhost push`):
+//!   the registry client, credentials, and the store of pulled components
+//!   that restarts fall back on; the pipeline's read step uses it.
 //! - [`engine`]: the wasmtime engine, linker, per-request store and epoch ticker,
 //!   below both paths.
 //!
@@ -28,7 +32,7 @@
 //! priority of background threads), `telemetry.rs` (logging) and `units.rs`
 //! (durations and sizes).
 //!
-//! Dependencies point one way: `cli → serve → {admin, watch} → swap → model`,
+//! Dependencies point one way: `cli → serve → {admin, watch} → swap → oci → model`,
 //! `front → model`, and everything may use `engine`. The swap pipeline uses
 //! `front` in one place, to run a candidate's health check exactly as a request
 //! runs; `front` never imports `swap`: the two meet in the registry snapshot.
@@ -53,6 +57,7 @@ pub(crate) mod config;
 pub mod engine;
 pub mod front;
 pub mod model;
+pub(crate) mod oci;
 pub(crate) mod priority;
 pub mod readiness;
 pub(crate) mod runtime;

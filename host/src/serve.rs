@@ -108,6 +108,18 @@ pub(crate) async fn run(
         },
         events.clone(),
     );
+    // Pulled components are kept beside the compile cache, by digest, for
+    // restarts with the registry down; with no cache, in a temporary folder.
+    let store_root = match &config.cache_dir {
+        Some(dir) => dir.join("oci"),
+        None => std::env::temp_dir().join(format!("wasmhost-oci-{}", std::process::id())),
+    };
+    let puller = Arc::new(crate::oci::Puller::new(
+        crate::oci::store::Store::new(store_root),
+        config.insecure_registries.clone(),
+        config.max_deploy_size,
+    ));
+    let pipeline = pipeline.with_puller(puller.clone());
     pipeline
         .metrics()
         .instances_capacity
@@ -119,6 +131,7 @@ pub(crate) async fn run(
         crate::watch::start(&config.projects_dir, pipeline.clone(), watch.clone())?;
     }
 
+    crate::watch::registry::start(pipeline.clone(), puller, config.registry_poll);
     // Every project is routed (503 until live) before the first request.
     let plan = pipeline.plan_load()?;
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -251,12 +251,19 @@ async fn a_second_host_on_a_running_hosts_port_is_refused() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     };
     assert!(!status.success());
-    let stderr = second.log();
-    assert!(
-        stderr.contains(&format!("failed to bind {addr}"))
-            && stderr.to_lowercase().contains("address already in use"),
-        "{stderr}"
-    );
+    // The process has exited, but the thread reading its stderr may not have
+    // taken the last line yet: wait for it.
+    crate::harness::eventually("the bind error in the second host's log", || async {
+        let stderr = second.log();
+        if stderr.contains(&format!("failed to bind {addr}"))
+            && stderr.to_lowercase().contains("address already in use")
+        {
+            Ok(())
+        } else {
+            Err(stderr)
+        }
+    })
+    .await;
     assert_eq!(running.get("/hello").await.status, StatusCode::OK);
 }
 

@@ -14,6 +14,7 @@ mod layout;
 mod lifecycle;
 mod limits;
 mod observe;
+mod oci;
 mod outbound;
 mod reuse;
 mod routing;

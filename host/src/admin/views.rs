@@ -39,6 +39,10 @@ pub(crate) struct ProjectView {
     versions: Vec<VersionView>,
     history: Vec<u64>,
     stats: serde_json::Value,
+    /// For a component pulled from a registry: `reference` and the manifest
+    /// `digest` serving (null until one is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oci: Option<serde_json::Value>,
 }
 
 fn ms(gauge: &AtomicU64) -> f64 {
@@ -112,6 +116,9 @@ impl ProjectView {
             }),
             versions,
             history: state.history.iter().map(|(number, _)| *number).collect(),
+            oci: source.and_then(|s| s.manifest.oci.as_ref()).map(
+                |reference| json!({ "reference": reference.to_string(), "digest": state.pulled }),
+            ),
             stats: json!({
                 "swaps": count(&stats.swaps),
                 "changes": count(&stats.changes),

@@ -43,6 +43,21 @@ pub(crate) enum Command {
     Rollback(ProjectArgs),
     /// Unroute a project, drain it and delete it from disk.
     Rm(ProjectArgs),
+    /// Publish a component to an OCI registry, in the Wasm artifact layout.
+    Push(PushArgs),
+}
+
+/// Arguments of `wasmhost push`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct PushArgs {
+    /// The component (.wasm) to publish.
+    pub(crate) path: PathBuf,
+    /// Where: `oci://REGISTRY/REPOSITORY:TAG`.
+    pub(crate) reference: String,
+    /// A registry host that may be reached over plain HTTP (loopback
+    /// registries always may). Repeat for more.
+    #[arg(long, env = "WASMHOST_INSECURE_REGISTRY", value_delimiter = ',')]
+    pub(crate) insecure_registry: Vec<String>,
 }
 
 /// Where the running host's admin API is.
@@ -262,6 +277,16 @@ pub(crate) struct ServeArgs {
     #[arg(long, conflicts_with = "poll")]
     pub(crate) no_watch: bool,
 
+    /// How often each project whose component is `oci://…:TAG` asks its
+    /// registry what the tag points at (a pinned digest is never polled).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) registry_poll: Duration,
+
+    /// A registry host that may be reached over plain HTTP (loopback
+    /// registries always may). Repeat for more.
+    #[arg(long, env = "WASMHOST_INSECURE_REGISTRY", value_delimiter = ',')]
+    pub(crate) insecure_registry: Vec<String>,
+
     /// Log one line per request (method, path, status, duration, project,
     /// version, request id) at info, target `access`.
     #[arg(long, env = "WASMHOST_ACCESS_LOG")]
@@ -285,6 +310,9 @@ impl ServeArgs {
         }
         if args.poll_interval.is_zero() {
             bail!("--poll-interval must be more than 0");
+        }
+        if args.registry_poll.is_zero() {
+            bail!("--registry-poll must be more than 0");
         }
         if args.keep_versions == 0 {
             bail!("--keep-versions must be at least 1 (the current version)");
@@ -347,6 +375,8 @@ impl ServeArgs {
                     .or_else(crate::swap::cache::default_dir)
             },
             log_format: crate::telemetry::LogFormat::Text,
+            registry_poll: args.registry_poll,
+            insecure_registries: args.insecure_registry.clone(),
             recording: crate::front::handler::Recording {
                 metrics: !args.no_request_metrics,
                 access_log: args.access_log,

@@ -168,8 +168,23 @@ fn status_table(projects: &Value) -> String {
             project["stats"]["swaps"].as_u64().unwrap_or(0),
             error
         );
+        if let Some(reference) = project["oci"]["reference"].as_str() {
+            let digest = project["oci"]["digest"]
+                .as_str()
+                .unwrap_or("not pulled yet");
+            let _ = writeln!(table, "{:<20} └ {reference} @ {digest}", "");
+        }
     }
     table
+}
+
+/// `wasmhost push FILE oci://REGISTRY/REPOSITORY:TAG`.
+pub(crate) async fn push(args: crate::cli::args::PushArgs) -> anyhow::Result<()> {
+    let reference =
+        crate::model::oci_ref::OciReference::parse(&args.reference).map_err(anyhow::Error::msg)?;
+    let url = crate::oci::push::push(&args.path, &reference, &args.insecure_registry).await?;
+    println!("pushed {} to {reference} ({url})", args.path.display());
+    Ok(())
 }
 
 /// A client for the admin API the arguments name, with their token.

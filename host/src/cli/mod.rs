@@ -25,6 +25,7 @@ pub fn main() -> ExitCode {
         Command::Reload(args) => client_command(commands::change(args, "reload")),
         Command::Rollback(args) => client_command(commands::change(args, "rollback")),
         Command::Rm(args) => client_command(commands::remove(args)),
+        Command::Push(args) => client_command(commands::push(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

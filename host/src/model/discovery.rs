@@ -170,13 +170,16 @@ pub(crate) fn deploy_target(
         None if manifest_path.is_file() => Manifest::load(&manifest_path)?,
         None => Manifest::default(),
     };
-    let component = match &manifest.component {
-        Some(relative) => folder.join(relative),
-        None if folder.is_dir() => match wasm_files(&folder)? {
+    let component = match (&manifest.component, &manifest.oci) {
+        // Pulled, never a file: the reference stands where a path would,
+        // in messages and the admin API.
+        (_, Some(reference)) => PathBuf::from(reference.to_string()),
+        (Some(relative), _) => folder.join(relative),
+        (None, None) if folder.is_dir() => match wasm_files(&folder)? {
             found if found.is_empty() => folder.join(format!("{name}.wasm")),
             found => one_of(&folder, found)?,
         },
-        None => folder.join(format!("{name}.wasm")),
+        (None, None) => folder.join(format!("{name}.wasm")),
     };
     Ok(ProjectSource {
         route: manifest.route.clone().unwrap_or_else(|| format!("/{name}")),
@@ -206,8 +209,9 @@ fn load_folder(name: ProjectName, dir: &Path) -> anyhow::Result<ProjectSource> {
     } else {
         Manifest::default()
     };
-    let component = match &manifest.component {
-        Some(relative) => {
+    let component = match (&manifest.component, &manifest.oci) {
+        (_, Some(reference)) => PathBuf::from(reference.to_string()),
+        (Some(relative), None) => {
             let path = dir.join(relative);
             if !path.is_file() {
                 bail!(
@@ -219,7 +223,7 @@ fn load_folder(name: ProjectName, dir: &Path) -> anyhow::Result<ProjectSource> {
             }
             path
         }
-        None => one_of(dir, wasm_files(dir)?)?,
+        (None, None) => one_of(dir, wasm_files(dir)?)?,
     };
     Ok(ProjectSource {
         route: manifest.route.clone().unwrap_or_else(|| format!("/{name}")),

@@ -3,7 +3,9 @@
 //! silently changes how a project is served.
 //!
 //! ```toml
-//! component = "app.wasm"          # which file in the folder is the component
+//! component = "app.wasm"          # which file in the folder is the component,
+//!                                 # or "oci://REGISTRY/REPOSITORY:TAG" (or @sha256:…)
+//!                                 # to pull it from an OCI registry
 //! route = "/app"                  # path prefix; default "/NAME"
 //! hosts = ["app.example.com"]     # extra Host names routed to this project
 //! strip_prefix = false            # guest sees the path without the route prefix
@@ -37,6 +39,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::engine::outbound::{AllowedHost, OutboundPolicy};
+use crate::model::oci_ref::OciReference;
 use crate::model::router;
 use crate::units::{parse_duration, parse_size};
 
@@ -137,6 +140,8 @@ impl Default for Instances {
 pub struct Manifest {
     /// Relative path of the component inside the project folder.
     pub(crate) component: Option<PathBuf>,
+    /// Where to pull the component from instead (`component = "oci://…"`).
+    pub(crate) oci: Option<OciReference>,
     /// Normalized route prefix.
     pub(crate) route: Option<String>,
     /// Extra host names (lowercase, no port) routed to this project.
@@ -248,11 +253,21 @@ impl Manifest {
         let raw: RawManifest = toml::from_str(text)
             .map_err(|err| error(err.span(), err.message().trim().to_string()))?;
 
-        let component = match raw.component {
-            None => None,
-            Some(value) => Some(
-                component_path(value.get_ref())
-                    .map_err(|reason| error(Some(value.span()), reason))?,
+        let (component, oci) = match raw.component {
+            None => (None, None),
+            Some(value) if value.get_ref().starts_with(crate::model::oci_ref::SCHEME) => (
+                None,
+                Some(
+                    OciReference::parse(value.get_ref())
+                        .map_err(|reason| error(Some(value.span()), reason))?,
+                ),
+            ),
+            Some(value) => (
+                Some(
+                    component_path(value.get_ref())
+                        .map_err(|reason| error(Some(value.span()), reason))?,
+                ),
+                None,
             ),
         };
         let route = match raw.route {
@@ -396,6 +411,7 @@ impl Manifest {
 
         Ok(Manifest {
             component,
+            oci,
             route,
             hosts,
             strip_prefix: raw.strip_prefix,

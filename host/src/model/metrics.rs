@@ -130,7 +130,8 @@ pub struct Rejections(Mutex<Vec<(&'static str, u64)>>);
 impl Rejections {
     /// The steps a change can be refused at, shown at 0 until one is, so a
     /// rate over them works from the first scrape.
-    pub const STEPS: [&'static str; 4] = ["read", "route", "prepare", "validate"];
+    pub const STEPS: [&'static str; 6] =
+        ["read", "registry", "pull", "route", "prepare", "validate"];
 
     /// Counts one refusal at `step`.
     pub(crate) fn count(&self, step: &'static str) {
@@ -246,15 +247,17 @@ mod tests {
         let rejections = Rejections::default();
         rejections.count("validate");
         rejections.count("validate");
-        rejections.count("pull");
+        rejections.count("mystery");
         assert_eq!(
             rejections.by_step(),
             [
                 ("read", 0),
+                ("registry", 0),
+                ("pull", 0),
                 ("route", 0),
                 ("prepare", 0),
                 ("validate", 2),
-                ("pull", 1)
+                ("mystery", 1)
             ]
         );
     }

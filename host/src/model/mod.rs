@@ -7,6 +7,7 @@ pub mod discovery;
 pub mod events;
 pub mod manifest;
 pub mod metrics;
+pub mod oci_ref;
 pub mod project;
 pub mod registry;
 pub mod router;

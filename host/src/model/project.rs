@@ -73,6 +73,9 @@ pub(crate) struct ProjectState {
     pub(crate) error: Option<String>,
     /// Why the last change was refused.
     pub(crate) last_failure: Option<Failure>,
+    /// For a project pulled from a registry: the manifest digest of the
+    /// component serving, which the registry poll compares its tag with.
+    pub(crate) pulled: Option<String>,
     /// At start-up, the source of the first version while it is prepared.
     /// The project is routed by it meanwhile, so its requests get 503 with
     /// `Retry-After` rather than falling through to another route, and a

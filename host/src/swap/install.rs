@@ -48,7 +48,7 @@ impl Pipeline {
                 .map(|(_, build)| build.clone())
         };
         let _preparing = Preparing(project);
-        if origin == Origin::Watch {
+        if matches!(origin, Origin::Watch | Origin::Registry) {
             Stats::bump(&project.stats.changes);
             tracing::info!(
                 project = project.name.as_str(),

@@ -25,6 +25,7 @@ use crate::model::metrics::HostMetrics;
 use crate::model::project::{Failure, Project};
 use crate::model::registry::Registry;
 use crate::model::version::Stats;
+use crate::oci::Puller;
 use crate::swap::compiler::Compiler;
 use crate::swap::drain;
 use crate::swap::settings::Settings;
@@ -42,6 +43,8 @@ pub(crate) enum Origin {
     Deploy,
     /// A rollback.
     Rollback,
+    /// A registry poll saw a project's tag point at a new digest.
+    Registry,
 }
 
 impl Origin {
@@ -53,6 +56,7 @@ impl Origin {
             Self::Reload => "reload",
             Self::Deploy => "deploy",
             Self::Rollback => "rollback",
+            Self::Registry => "registry",
         }
     }
 }
@@ -120,6 +124,8 @@ pub struct Pipeline {
     pub(super) events: Events,
     /// Compile and swap measurements for `GET /metrics`.
     pub(super) metrics: HostMetrics,
+    /// Pulls components of projects whose `component` is `oci://…`.
+    pub(super) oci: Option<Arc<Puller>>,
 }
 
 impl Pipeline {
@@ -136,7 +142,83 @@ impl Pipeline {
             settings: Arc::new(settings),
             events,
             metrics: HostMetrics::new(),
+            oci: None,
         }
+    }
+
+    /// The same pipeline, pulling `oci://` components with `puller`.
+    pub(crate) fn with_puller(mut self, puller: Arc<Puller>) -> Self {
+        self.oci = Some(puller);
+        self
+    }
+
+    /// The projects folder.
+    pub(crate) fn projects_dir(&self) -> &std::path::Path {
+        &self.settings.projects_dir
+    }
+
+    /// The component bytes of `source`: read from its file, or, for an
+    /// `oci://` component, pulled (at start-up, the copy last pulled when the
+    /// registry cannot be reached). A failure is recorded on `project` at step
+    /// `read`, `registry` (unreachable) or `pull` (the artifact is wrong).
+    /// Also returns the manifest digest of a pulled component.
+    pub(super) async fn read_component(
+        &self,
+        project: &Project,
+        source: &ProjectSource,
+        origin: Origin,
+    ) -> Result<(Vec<u8>, Option<String>), ChangeError> {
+        let Some(reference) = &source.manifest.oci else {
+            return Compiler::read(&source.component)
+                .await
+                .map(|bytes| (bytes, None))
+                .map_err(|err| self.reject(project, None, "read", err.to_string(), None));
+        };
+        let Some(puller) = &self.oci else {
+            let reason = format!("{reference}: this host pulls from no registry");
+            return Err(self.reject(project, None, "registry", reason, None));
+        };
+        let pulled = if origin == Origin::Load {
+            puller.fetch_or_last(reference).await
+        } else {
+            puller.fetch(reference).await
+        };
+        match pulled {
+            Ok(pulled) => Ok((pulled.bytes, Some(pulled.manifest_digest))),
+            Err(err) => {
+                let step = if err.is_unreachable() {
+                    "registry"
+                } else {
+                    "pull"
+                };
+                Err(self.reject(project, None, step, err.to_string(), None))
+            }
+        }
+    }
+
+    /// After a pulled component went live (or was unchanged): the digest
+    /// serving, for the poll and the admin API, and for restarts offline.
+    fn note_pulled(
+        &self,
+        project: &Project,
+        reference: &Option<crate::model::oci_ref::OciReference>,
+        pulled: Option<String>,
+    ) {
+        if let (Some(reference), Some(digest), Some(puller)) = (reference, &pulled, &self.oci) {
+            puller.serving(reference, digest);
+            project.state().pulled = pulled;
+        }
+    }
+
+    /// Records that `project`'s registry could not be reached for a poll.
+    pub(crate) fn refuse_pull(&self, project: &Project, reason: String) {
+        let _ = self.reject(project, None, "registry", reason, None);
+    }
+
+    /// Pulls project `name`'s tag again and makes it live: a registry poll
+    /// saw the tag move.
+    pub(crate) async fn registry_change(&self, name: &ProjectName) -> Result<Outcome, ChangeError> {
+        self.reload_with(name, Origin::Registry).await
     }
 
     /// Compile and swap measurements, host-wide.
@@ -215,7 +297,12 @@ impl Pipeline {
         let mut loads = tokio::task::JoinSet::new();
         for (starting, source) in plan.starting {
             let project = starting.0.clone();
-            let read = Compiler::read(&source.component).await;
+            // A file is read here; a pull waits for the task (the network
+            // must not hold up the order of the others).
+            let read = match source.manifest.oci {
+                None => Some(Compiler::read(&source.component).await),
+                Some(_) => None,
+            };
             let this = self.clone();
             loads.spawn(async move {
                 let _change = project.lifecycle.lock().await;
@@ -225,13 +312,22 @@ impl Pipeline {
                     return;
                 }
                 // A failure is recorded on the project (and logged) by `reject`.
-                let _ = match read {
-                    Ok(bytes) => {
-                        this.install(&project, source, bytes.into(), &[], Origin::Load)
-                            .await
+                let read = match read {
+                    Some(Ok(bytes)) => Ok((bytes, None)),
+                    Some(Err(err)) => {
+                        Err(this.reject(&project, None, "read", err.to_string(), None))
                     }
-                    Err(err) => Err(this.reject(&project, None, "read", err.to_string(), None)),
+                    None => this.read_component(&project, &source, Origin::Load).await,
                 };
+                let source_reference = source.manifest.oci.clone();
+                if let Ok((bytes, pulled)) = read {
+                    let installed = this
+                        .install(&project, source, bytes.into(), &[], Origin::Load)
+                        .await;
+                    if installed.is_ok() {
+                        this.note_pulled(&project, &source_reference, pulled);
+                    }
+                }
                 drop(starting);
             });
         }
@@ -315,11 +411,13 @@ impl Pipeline {
                     return Err(self.reject(&project, None, "read", format!("{err:#}"), None));
                 }
             };
-            let bytes = Compiler::read(&source.component)
-                .await
-                .map_err(|err| self.reject(&project, None, "read", err.to_string(), None))?;
-            self.install(&project, source, bytes.into(), &[], origin)
-                .await
+            let (bytes, pulled) = self.read_component(&project, &source, origin).await?;
+            let reference = source.manifest.oci.clone();
+            let outcome = self
+                .install(&project, source, bytes.into(), &[], origin)
+                .await?;
+            self.note_pulled(&project, &reference, pulled);
+            Ok(outcome)
         })
         .await
     }
@@ -348,6 +446,12 @@ impl Pipeline {
             };
             let source = discovery::deploy_target(root, name, uploaded)
                 .map_err(|err| self.reject(&project, None, "read", format!("{err:#}"), None))?;
+            if let Some(reference) = &source.manifest.oci {
+                let reason = format!(
+                    "project `{name}` pulls its component from {reference}: push to that tag, or deploy with a wasmhost.toml whose component is a file"
+                );
+                return Err(self.reject(&project, None, "read", reason, None));
+            }
             let mut writes = vec![(source.component.clone(), bytes.clone())];
             if let Some(text) = config {
                 writes.push((manifest_path, Arc::from(text.into_bytes())));
@@ -422,7 +526,13 @@ impl Pipeline {
                 _ => return Err(ChangeError::NoRollback(name.to_string())),
             }
         };
-        let writes = [(source.component.clone(), previous.bytes.clone())];
+        // A pulled project has no file to write back: the rollback lasts
+        // until its tag moves (or for good, once the old digest is pushed
+        // to the tag or pinned).
+        let writes = match source.manifest.oci {
+            None => vec![(source.component.clone(), previous.bytes.clone())],
+            Some(_) => Vec::new(),
+        };
         let outcome = self
             .install(
                 &project,

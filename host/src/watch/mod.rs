@@ -15,6 +15,7 @@
 //! project is synced, so no change is lost.
 
 mod poll;
+pub(crate) mod registry;
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};

@@ -1,0 +1,329 @@
+//! Components from OCI registries, in the CNCF TAG-Runtime Wasm layout (an
+//! image manifest, a config of type `application/vnd.wasm.config.v0+json`,
+//! exactly one `application/wasm` layer), through the ecosystem's crates
+//! (`oci-client`, and `oci-wasm` for the layout).
+//!
+//! - [`Puller`] resolves a reference to a manifest digest, pulls and checks
+//!   the layer, and keeps it by digest (`store.rs`), so a restart with the
+//!   registry down serves what it served before.
+//! - `watch/registry.rs` resolves every tagged project's tag every
+//!   `--registry-poll`; a new digest goes through the pipeline like any change.
+//! - `push.rs` publishes a component in the same layout (`wasmhost push`).
+//! - `auth.rs`: anonymous by default, Basic credentials from
+//!   `~/.docker/config.json` or `WASMHOST_REGISTRY_USERNAME`/`_PASSWORD`,
+//!   and plain HTTP only for loopback registries and `--insecure-registry`.
+//!
+//! Registries are untrusted: every failure is a [`PullError`] naming the
+//! reference and the reason, sizes are capped before anything is read, and
+//! a layer's bytes must hash to the digest its manifest names.
+
+pub(crate) mod auth;
+pub(crate) mod push;
+pub(crate) mod store;
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::{Client, Reference};
+use oci_wasm::WasmClient;
+use sha2::{Digest as _, Sha256};
+
+use crate::model::oci_ref::OciReference;
+use auth::Credentials;
+use store::Store;
+
+/// Why a reference could not be turned into component bytes.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PullError {
+    /// The registry could not be reached, or answered with an error.
+    #[error("{reference}: registry unreachable or refused: {reason}")]
+    Registry {
+        /// What was asked for.
+        reference: String,
+        /// The client's error chain.
+        reason: String,
+    },
+    /// The manifest is not the Wasm artifact layout.
+    #[error("{reference}: not a Wasm component artifact: {reason}")]
+    Layout {
+        /// What was asked for.
+        reference: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The layer is bigger than the host accepts.
+    #[error("{reference}: the component layer is {size} bytes, more than the {limit} allowed")]
+    TooLarge {
+        /// What was asked for.
+        reference: String,
+        /// The size the manifest (or the download) showed.
+        size: u64,
+        /// `--max-deploy-size`.
+        limit: u64,
+    },
+    /// The bytes do not hash to the digest the manifest names.
+    #[error("{reference}: the layer's bytes hash to {actual}, not {expected}")]
+    DigestMismatch {
+        /// What was asked for.
+        reference: String,
+        /// What the manifest said.
+        expected: String,
+        /// What the bytes hash to.
+        actual: String,
+    },
+}
+
+impl PullError {
+    /// Whether the registry, not the artifact, is at fault: worth trying again
+    /// at the next poll, and a reason to fall back to the stored copy.
+    pub(crate) fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Registry { .. })
+    }
+}
+
+/// A component pulled (or found in the store), with the digests it came by.
+#[derive(Debug, Clone)]
+pub(crate) struct Pulled {
+    /// The component's bytes.
+    pub(crate) bytes: Vec<u8>,
+    /// The image manifest's digest: what a tag resolves to.
+    pub(crate) manifest_digest: String,
+}
+
+/// Pulls components by reference, keeping each by digest.
+pub(crate) struct Puller {
+    https: WasmClient,
+    http: WasmClient,
+    /// Hosts (without port) that may be reached over plain HTTP besides loopback.
+    insecure: Vec<String>,
+    credentials: Credentials,
+    store: Store,
+    /// Largest layer accepted, in bytes.
+    max_size: u64,
+}
+
+impl Puller {
+    /// A puller storing into `store`, accepting layers up to `max_size` bytes.
+    pub(crate) fn new(store: Store, insecure: Vec<String>, max_size: u64) -> Self {
+        let client = |protocol| {
+            WasmClient::new(Client::new(ClientConfig {
+                protocol,
+                ..ClientConfig::default()
+            }))
+        };
+        Self {
+            https: client(ClientProtocol::Https),
+            http: client(ClientProtocol::Http),
+            insecure,
+            credentials: Credentials::from_environment(),
+            store,
+            max_size,
+        }
+    }
+
+    /// Whether `reference`'s registry may be reached over plain HTTP.
+    pub(crate) fn allows_http(&self, reference: &OciReference) -> bool {
+        auth::is_loopback(reference.host())
+            || self.insecure.iter().any(|host| host == reference.host())
+    }
+
+    fn client(&self, reference: &OciReference) -> &WasmClient {
+        if self.allows_http(reference) {
+            &self.http
+        } else {
+            &self.https
+        }
+    }
+
+    /// The manifest digest `reference` names now: its own digest when
+    /// pinned, else what the registry says its tag points at.
+    pub(crate) async fn resolve(&self, reference: &OciReference) -> Result<String, PullError> {
+        if let Some(digest) = &reference.digest {
+            return Ok(digest.clone());
+        }
+        let auth = self.credentials.for_registry(&reference.registry);
+        self.client(reference)
+            .fetch_manifest_digest(&to_client(reference, None), &auth)
+            .await
+            .map_err(|err| PullError::Registry {
+                reference: reference.to_string(),
+                reason: err.to_string(),
+            })
+    }
+
+    /// The component `reference` names now, pulled or from the store.
+    pub(crate) async fn fetch(&self, reference: &OciReference) -> Result<Pulled, PullError> {
+        let manifest_digest = self.resolve(reference).await?;
+        if let Some(bytes) = self.store.component(&manifest_digest) {
+            return Ok(Pulled {
+                bytes,
+                manifest_digest,
+            });
+        }
+        let name = reference.to_string();
+        let pinned = to_client(reference, Some(&manifest_digest));
+        let auth = self.credentials.for_registry(&reference.registry);
+        let client = self.client(reference);
+        let (manifest, _config, _) = client
+            .pull_manifest_and_config(&pinned, &auth)
+            .await
+            .map_err(|err| classify(&name, &err))?;
+        let layer = &manifest.layers[0];
+        if layer.media_type != oci_wasm::WASM_LAYER_MEDIA_TYPE {
+            return Err(PullError::Layout {
+                reference: name,
+                reason: format!(
+                    "its layer is {}, not {}",
+                    layer.media_type,
+                    oci_wasm::WASM_LAYER_MEDIA_TYPE
+                ),
+            });
+        }
+        let size = u64::try_from(layer.size).unwrap_or(u64::MAX);
+        if size > self.max_size {
+            return Err(PullError::TooLarge {
+                reference: name,
+                size,
+                limit: self.max_size,
+            });
+        }
+        let mut out = Capped {
+            bytes: Vec::new(),
+            limit: self.max_size,
+        };
+        let pulled = client.pull_blob(&pinned, layer, &mut out).await;
+        if let Err(err) = pulled {
+            if out.bytes.len() as u64 >= self.max_size {
+                return Err(PullError::TooLarge {
+                    reference: name,
+                    size: out.bytes.len() as u64,
+                    limit: self.max_size,
+                });
+            }
+            return Err(classify(&name, &anyhow::Error::from(err)));
+        }
+        let actual = format!("sha256:{:x}", Sha256::digest(&out.bytes));
+        if actual != layer.digest {
+            return Err(PullError::DigestMismatch {
+                reference: name,
+                expected: layer.digest.clone(),
+                actual,
+            });
+        }
+        self.store.put(&manifest_digest, &out.bytes);
+        Ok(Pulled {
+            bytes: out.bytes,
+            manifest_digest,
+        })
+    }
+
+    /// Notes that `reference`'s component of manifest `manifest_digest` went
+    /// live: what a restart with the registry down serves. (A pulled
+    /// component that was refused is never noted.)
+    pub(crate) fn serving(&self, reference: &OciReference, manifest_digest: &str) {
+        self.store.remember(reference, manifest_digest);
+    }
+
+    /// Like [`Puller::fetch`], but when the registry cannot be reached, the
+    /// component this reference last served, if the store has it: how a
+    /// restart with the registry down serves what it served before.
+    pub(crate) async fn fetch_or_last(
+        &self,
+        reference: &OciReference,
+    ) -> Result<Pulled, PullError> {
+        match self.fetch(reference).await {
+            Err(err) if err.is_unreachable() => {
+                let Some((manifest_digest, bytes)) = self.store.last(reference) else {
+                    return Err(err);
+                };
+                tracing::warn!(
+                    "{err}; serving {reference} as last served ({manifest_digest}) from the local store"
+                );
+                Ok(Pulled {
+                    bytes,
+                    manifest_digest,
+                })
+            }
+            other => other,
+        }
+    }
+}
+
+/// `reference` as the client's type, pinned to `digest` when given.
+fn to_client(reference: &OciReference, digest: Option<&str>) -> Reference {
+    match (digest.or(reference.digest.as_deref()), &reference.tag) {
+        (Some(digest), _) => Reference::with_digest(
+            reference.registry.clone(),
+            reference.repository.clone(),
+            digest.to_string(),
+        ),
+        (None, Some(tag)) => Reference::with_tag(
+            reference.registry.clone(),
+            reference.repository.clone(),
+            tag.clone(),
+        ),
+        (None, None) => Reference::with_tag(
+            reference.registry.clone(),
+            reference.repository.clone(),
+            "latest".to_string(),
+        ),
+    }
+}
+
+/// Sorts a failed pull: the registry's doing (it could not be reached, or
+/// refused us), worth another try; or the artifact's (not the layout, bad
+/// JSON, a digest that does not match), refused until the tag moves.
+fn classify(reference: &str, err: &anyhow::Error) -> PullError {
+    use oci_client::errors::OciDistributionError as Oci;
+    let reason = format!("{err:#}");
+    let registry = err.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<Oci>(),
+            Some(Oci::RequestError(_) | Oci::AuthenticationFailure(_) | Oci::IoError(_))
+        ) || cause.downcast_ref::<std::io::Error>().is_some()
+    });
+    if registry {
+        PullError::Registry {
+            reference: reference.to_string(),
+            reason,
+        }
+    } else {
+        PullError::Layout {
+            reference: reference.to_string(),
+            reason,
+        }
+    }
+}
+
+/// A download target that refuses to grow past `limit`: a registry whose
+/// manifest understates a layer's size cannot make the host buffer more.
+struct Capped {
+    bytes: Vec<u8>,
+    limit: u64,
+}
+
+impl tokio::io::AsyncWrite for Capped {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if (self.bytes.len() + buf.len()) as u64 > self.limit {
+            return Poll::Ready(Err(std::io::Error::other(format!(
+                "the layer is larger than the {} bytes allowed",
+                self.limit
+            ))));
+        }
+        self.bytes.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,319 @@
+//! Projects pulled from a real OCI registry (CNCF distribution, the
+//! distribution's `docker-registry` package) on a loopback port: published
+//! with `wasmhost push`, followed by tag, refused when broken, kept through a
+//! registry outage and a restart without it.
+
+use std::net::SocketAddr;
+use std::process::Command;
+
+use hyper::StatusCode;
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+use tempfile::TempDir;
+use wasmhost_tests::guests;
+use wasmhost_tests::process::Process;
+
+use crate::harness::{RunningHost, TestHost, eventually, full, request, send, wasmhost};
+
+/// A registry on a free loopback port, storing into a temporary folder;
+/// killed on drop.
+pub(crate) struct Registry {
+    process: Option<Process>,
+    pub(crate) addr: SocketAddr,
+    _dir: TempDir,
+}
+
+impl Registry {
+    pub(crate) async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("write the registry config");
+        let mut command = Command::new("docker-registry");
+        command
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null());
+        let process = Process::spawn(command).expect(
+            "docker-registry is missing: scripts/test installs it (apt-get install docker-registry)",
+        );
+        eventually("the registry answering /v2/", || async {
+            match crate::harness::try_send(
+                addr,
+                request("GET", "localhost", "/v2/", crate::harness::empty()),
+            )
+            .await
+            {
+                Ok(reply) if reply.status == StatusCode::OK => Ok(()),
+                Ok(reply) => Err(reply.text()),
+                Err(err) => Err(err.to_string()),
+            }
+        })
+        .await;
+        Self {
+            process: Some(process),
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// Stops the registry, as an outage would.
+    pub(crate) fn stop(&mut self) {
+        self.process.take();
+    }
+
+    /// `oci://ADDR/REPOSITORY:TAG`.
+    pub(crate) fn reference(&self, repository: &str, tag: &str) -> String {
+        format!("oci://{}/{repository}:{tag}", self.addr)
+    }
+
+    /// Publishes an artifact by hand, through the distribution API, as a
+    /// careless or hostile publisher could: `layer` as its one layer of type
+    /// `layer_type`, whatever the bytes are.
+    pub(crate) async fn publish_raw(
+        &self,
+        repository: &str,
+        tag: &str,
+        layer: &[u8],
+        layer_type: &str,
+    ) {
+        let config = br#"{"created":"2026-11-24T00:00:00Z","architecture":"wasm","os":"wasip2","layerDigests":[]}"#;
+        let config_digest = self.upload_blob(repository, config).await;
+        let layer_digest = self.upload_blob(repository, layer).await;
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": { "mediaType": "application/vnd.wasm.config.v0+json", "digest": config_digest, "size": config.len() },
+            "layers": [{ "mediaType": layer_type, "digest": layer_digest, "size": layer.len() }],
+        });
+        let mut put = request(
+            "PUT",
+            "localhost",
+            &format!("/v2/{repository}/manifests/{tag}"),
+            full(manifest.to_string()),
+        );
+        put.headers_mut().insert(
+            "content-type",
+            "application/vnd.oci.image.manifest.v1+json"
+                .parse()
+                .expect("header"),
+        );
+        let reply = send(self.addr, put).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    }
+
+    async fn upload_blob(&self, repository: &str, bytes: &[u8]) -> String {
+        let digest = format!("sha256:{:x}", Sha256::digest(bytes));
+        let start = send(
+            self.addr,
+            request(
+                "POST",
+                "localhost",
+                &format!("/v2/{repository}/blobs/uploads/"),
+                crate::harness::empty(),
+            ),
+        )
+        .await;
+        assert_eq!(start.status, StatusCode::ACCEPTED, "{}", start.text());
+        let location = start
+            .header("location")
+            .expect("an upload location")
+            .to_string();
+        let path = location
+            .strip_prefix(&format!("http://{}", self.addr))
+            .unwrap_or(&location)
+            .to_string();
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let put = request(
+            "PUT",
+            "localhost",
+            &format!("{path}{separator}digest={digest}"),
+            full(bytes.to_vec()),
+        );
+        let reply = send(self.addr, put).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+        digest
+    }
+}
+
+/// `wasmhost push FILE REFERENCE`, insisting it succeeds.
+pub(crate) fn push(file: &str, reference: &str) {
+    let output = wasmhost()
+        .args(["push", file, reference])
+        .output()
+        .expect("run wasmhost push");
+    assert!(
+        output.status.success(),
+        "wasmhost push {file} {reference}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(said.contains("pushed"), "{said}");
+}
+
+/// A project folder whose component is `reference`.
+fn pulled_project(host: TestHost, name: &str, reference: &str) -> TestHost {
+    host.manifest(name, &format!("component = \"{reference}\"\n"))
+}
+
+async fn version_of(host: &RunningHost, path: &str) -> Option<String> {
+    host.get(path)
+        .await
+        .header("wasmhost-version")
+        .map(str::to_string)
+}
+
+#[tokio::test]
+async fn a_project_follows_its_tag_refuses_broken_artifacts_and_outlives_its_registry() {
+    let mut registry = Registry::start().await;
+    let tag = registry.reference("team/app", "live");
+    push(guests::HELLO, &tag);
+    let host = pulled_project(TestHost::new(), "app", &tag)
+        .arg("--registry-poll=100ms")
+        .spawn();
+    let reply = host.get("/app").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", host.log());
+    assert_eq!(reply.text(), "Hello, world!\n");
+    let first = host.admin_project("app").await;
+    assert_eq!(first["oci"]["reference"], tag.as_str());
+    let first_digest = first["oci"]["digest"]
+        .as_str()
+        .expect("a digest")
+        .to_string();
+    assert!(first_digest.starts_with("sha256:"), "{first}");
+
+    // A new push to the tag goes live by itself.
+    push(guests::ECHO, &tag);
+    let live = host
+        .wait_for_project("app", "v2 pulled", |p| {
+            p["version"] == 2 && p["state"] == "active"
+        })
+        .await;
+    assert_ne!(live["oci"]["digest"], first_digest.as_str());
+    assert_eq!(host.get("/app/x").await.header("echo-method"), Some("GET"));
+
+    // An artifact whose layer is not a component: refused, v2 keeps serving.
+    registry
+        .publish_raw(
+            "team/app",
+            "live",
+            b"\0asm\x01\0\0\0 not really",
+            "application/wasm",
+        )
+        .await;
+    let refused = host
+        .wait_for_project("app", "the broken artifact refused", |p| {
+            p["last_failure"]["step"] == "prepare"
+        })
+        .await;
+    assert_eq!(refused["version"], 2, "{refused}");
+    // A manifest that is not the Wasm layout: refused at the pull.
+    registry
+        .publish_raw(
+            "team/app",
+            "live",
+            b"some tarball",
+            "application/vnd.oci.image.layer.v1.tar",
+        )
+        .await;
+    let refused = host
+        .wait_for_project("app", "the non-Wasm artifact refused", |p| {
+            p["last_failure"]["step"] == "pull"
+        })
+        .await;
+    assert!(
+        refused["last_failure"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(&tag)),
+        "{refused}"
+    );
+    assert_eq!(version_of(&host, "/app/x").await.as_deref(), Some("2"));
+
+    // The registry goes away: nothing is unrouted, the failure is said once.
+    registry.stop();
+    let down = host
+        .wait_for_project("app", "the outage recorded", |p| {
+            p["last_failure"]["step"] == "registry"
+        })
+        .await;
+    assert_eq!(down["state"], "active", "{down}");
+    assert_eq!(version_of(&host, "/app/x").await.as_deref(), Some("2"));
+
+    // A restart with the registry still down serves what was served.
+    let host = host.restart(&["--registry-poll=100ms"]);
+    let reply = host.get("/app/x").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", host.log());
+    assert_eq!(reply.header("echo-method"), Some("GET"), "{}", host.log());
+    assert!(
+        host.log().contains("from the local store"),
+        "{}",
+        host.log()
+    );
+}
+
+#[tokio::test]
+async fn a_pinned_digest_is_served_and_bad_references_are_refused_by_name() {
+    let registry = Registry::start().await;
+    let tag = registry.reference("pinned", "v1");
+    push(guests::HELLO, &tag);
+    // The digest the tag points at, as the registry says.
+    let mut head = request(
+        "HEAD",
+        "localhost",
+        "/v2/pinned/manifests/v1",
+        crate::harness::empty(),
+    );
+    head.headers_mut().insert(
+        "accept",
+        "application/vnd.oci.image.manifest.v1+json"
+            .parse()
+            .expect("header"),
+    );
+    let digest = send(registry.addr, head)
+        .await
+        .header("docker-content-digest")
+        .expect("a digest")
+        .to_string();
+    let pinned = format!("oci://{}/pinned@{digest}", registry.addr);
+    let host = pulled_project(TestHost::new(), "app", &pinned)
+        .manifest("bad", "component = \"oci://library/app:v1\"\n")
+        .spawn();
+    assert_eq!(host.get("/app").await.text(), "Hello, world!\n");
+    assert_eq!(
+        host.admin_project("app").await["oci"]["digest"],
+        digest.as_str()
+    );
+    let bad = host.admin_project("bad").await;
+    assert_eq!(bad["state"], "failed", "{bad}");
+    let error = bad["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("wasmhost.toml") && error.contains("registry must be"),
+        "{error}"
+    );
+    // Deploying bytes over a pulled project is refused: the registry says what serves.
+    let reply = host
+        .deploy("app", &std::fs::read(guests::ECHO).expect("echo"))
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text()
+    );
+    assert!(
+        reply.text().contains("pulls its component from"),
+        "{}",
+        reply.text()
+    );
+}
