@@ -7,6 +7,7 @@ mod cli;
 mod connections;
 mod dashboard;
 mod events;
+mod fleet;
 mod harness;
 mod in_process;
 mod languages;
