@@ -258,3 +258,77 @@ async fn a_broken_new_project_shows_as_failed_until_fixed() {
     .await;
     assert_eq!(host.admin_project("late").await["state"], "active");
 }
+
+/// Lays out `projects` (name → wasmhost.toml text and component) the way the
+/// kubelet writes a ConfigMap volume: a `..STAMP/` folder holding the files,
+/// `..data` pointing at it, and one `NAME → ..data/NAME` link per project.
+fn configmap_generation(root: &std::path::Path, stamp: &str, projects: &[(&str, &str, &str)]) {
+    let folder = root.join(stamp);
+    for (name, toml, guest) in projects {
+        std::fs::create_dir_all(folder.join(name)).expect("mkdir");
+        std::fs::write(folder.join(name).join("wasmhost.toml"), toml).expect("write toml");
+        std::fs::copy(guest, folder.join(name).join("app.wasm")).expect("copy guest");
+    }
+}
+
+#[tokio::test]
+async fn a_configmap_update_through_the_kubelets_atomic_writer_is_one_change_per_project() {
+    use std::os::unix::fs::symlink;
+    let host = TestHost::new();
+    let root = host.dir().to_path_buf();
+    let plain = "component = \"app.wasm\"\n";
+    configmap_generation(
+        &root,
+        "..2026_11_24_06_00_00.000000001",
+        &[
+            ("hello", plain, guests::HELLO),
+            ("other", plain, guests::HELLO),
+        ],
+    );
+    symlink("..2026_11_24_06_00_00.000000001", root.join("..data")).expect("link ..data");
+    for name in ["hello", "other"] {
+        symlink(format!("..data/{name}"), root.join(name)).expect("link project");
+    }
+    let host = host.spawn();
+    assert_eq!(host.get("/hello").await.text(), "Hello, world!\n");
+    assert_eq!(host.get("/other").await.text(), "Hello, world!\n");
+
+    // The update, as the kubelet makes it: a new generation, `..data_tmp`
+    // pointing at it renamed over `..data`, then the old one removed. Only
+    // `hello` differs (new component and config).
+    configmap_generation(
+        &root,
+        "..2026_11_24_06_05_00.000000002",
+        &[
+            (
+                "hello",
+                "component = \"app.wasm\"\n\n[env]\nGEN = \"2\"\n",
+                guests::ECHO,
+            ),
+            ("other", plain, guests::HELLO),
+        ],
+    );
+    symlink("..2026_11_24_06_05_00.000000002", root.join("..data_tmp")).expect("link ..data_tmp");
+    std::fs::rename(root.join("..data_tmp"), root.join("..data")).expect("swap ..data");
+    std::fs::remove_dir_all(root.join("..2026_11_24_06_00_00.000000001")).expect("remove old");
+
+    let hello = host
+        .wait_for_project("hello", "v2 live", |p| p["version"] == 2)
+        .await;
+    assert_eq!(
+        hello["stats"]["changes"], 1,
+        "one change for hello: {hello}"
+    );
+    assert_eq!(
+        host.get("/hello/x").await.header("echo-method"),
+        Some("GET")
+    );
+    settle(&host).await;
+    let hello = host.admin_project("hello").await;
+    assert_eq!(hello["version"], 2, "{hello}");
+    assert_eq!(hello["stats"]["changes"], 1, "{hello}");
+    let other = host.admin_project("other").await;
+    assert_eq!(other["version"], 1, "other did not change: {other}");
+    assert_eq!(other["stats"]["changes"], 0, "{other}");
+    assert_eq!(host.get("/other").await.text(), "Hello, world!\n");
+}

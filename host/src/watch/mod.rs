@@ -195,26 +195,57 @@ async fn sleep_until(at: Option<Instant>) {
 /// deletions are seen too.
 fn projects_to_sync(root: &Path, event: &Event, known: &[ProjectName]) -> Vec<ProjectName> {
     if event.need_rescan() {
-        let mut all: Vec<ProjectName> = known.to_vec();
-        if let Ok(entries) = std::fs::read_dir(root) {
-            all.extend(
-                entries
-                    .flatten()
-                    .filter_map(|entry| project_of(root, &entry.path())),
-            );
-        }
-        all.sort();
-        all.dedup();
-        return all;
+        return every_project(root, known);
     }
     if !is_change(&event.kind) {
         return Vec::new();
+    }
+    // A Kubernetes ConfigMap volume changes all at once: the kubelet writes a
+    // new `..TIMESTAMP/` folder, points `..data_tmp` at it and renames that
+    // over `..data`, through which every `NAME` symlink resolves. No event
+    // names a project, so the swap of `..data` stands for all of them; the
+    // debounce makes it one change per project, and a project whose files
+    // are the same is left as it is (`unchanged`).
+    if event
+        .paths
+        .iter()
+        .any(|path| is_atomic_writer_swap(root, path))
+    {
+        return every_project(root, known);
     }
     event
         .paths
         .iter()
         .filter_map(|path| project_of(root, path))
         .collect()
+}
+
+/// Every project on disk under `root`, and those in `known`.
+fn every_project(root: &Path, known: &[ProjectName]) -> Vec<ProjectName> {
+    let mut all: Vec<ProjectName> = known.to_vec();
+    if let Ok(entries) = std::fs::read_dir(root) {
+        all.extend(
+            entries
+                .flatten()
+                .filter_map(|entry| project_of(root, &entry.path())),
+        );
+    }
+    all.sort();
+    all.dedup();
+    all
+}
+
+/// Whether `path` is the `..data` link (or its `..data_tmp` stand-in) of a
+/// kubelet atomic writer at the top of `root`.
+fn is_atomic_writer_swap(root: &Path, path: &Path) -> bool {
+    let Ok(relative) = path.strip_prefix(root) else {
+        return false;
+    };
+    let mut parts = relative.components();
+    matches!(
+        (parts.next(), parts.next()),
+        (Some(Component::Normal(first)), None) if first == "..data" || first == "..data_tmp"
+    )
 }
 
 /// Events that can change what a project serves. Reads (including the
