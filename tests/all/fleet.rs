@@ -109,11 +109,14 @@ fn which(reply: &crate::harness::Reply) -> &'static str {
     }
 }
 
+/// How many answers came from each build, and every failure.
+type Tally = (BTreeMap<&'static str, u64>, Vec<String>);
+
 /// Requests through the balancer, one after another on each of a few
 /// clients, until stopped: what each answer was, and every failure.
 struct Load {
     stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<(BTreeMap<&'static str, u64>, Vec<String>)>>,
+    tasks: Vec<tokio::task::JoinHandle<Tally>>,
 }
 
 impl Load {
@@ -145,7 +148,7 @@ impl Load {
         Self { stop, tasks }
     }
 
-    async fn finish(self) -> (BTreeMap<&'static str, u64>, Vec<String>) {
+    async fn finish(self) -> Tally {
         self.stop.store(true, Ordering::Relaxed);
         let mut seen = BTreeMap::new();
         let mut failures = Vec::new();
