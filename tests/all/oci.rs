@@ -240,6 +240,13 @@ async fn a_project_follows_its_tag_refuses_broken_artifacts_and_outlives_its_reg
     );
     assert_eq!(version_of(&host, "/app/x").await.as_deref(), Some("2"));
 
+    // A restart while the tag names that refused artifact: the project
+    // starts on what it served before, not on nothing.
+    let host = host.restart(&["--registry-poll=100ms"]);
+    let reply = host.get("/app/x").await;
+    assert_eq!(reply.header("echo-method"), Some("GET"), "{}", host.log());
+    assert!(host.log().contains("as last served"), "{}", host.log());
+
     // The registry goes away: nothing is unrouted, the failure is said once.
     registry.stop();
     let down = host
@@ -248,7 +255,7 @@ async fn a_project_follows_its_tag_refuses_broken_artifacts_and_outlives_its_reg
         })
         .await;
     assert_eq!(down["state"], "active", "{down}");
-    assert_eq!(version_of(&host, "/app/x").await.as_deref(), Some("2"));
+    assert_eq!(host.get("/app/x").await.header("echo-method"), Some("GET"));
 
     // A restart with the registry still down serves what was served.
     let host = host.restart(&["--registry-poll=100ms"]);
@@ -316,4 +323,133 @@ async fn a_pinned_digest_is_served_and_bad_references_are_refused_by_name() {
         "{}",
         reply.text()
     );
+}
+
+/// A registry that lies: its manifest names a layer digest its blob does
+/// not hash to. No real registry stores such a thing (CNCF distribution
+/// checks digests on upload), so this one is a few lines of hyper serving the
+/// distribution API's read side; the only mock in these tests.
+async fn lying_registry(layer_served: Vec<u8>, layer_named: &[u8]) -> SocketAddr {
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
+    let config = br#"{"created":"2026-11-24T00:00:00Z","architecture":"wasm","os":"wasip2","layerDigests":[]}"#;
+    let digest = |bytes: &[u8]| format!("sha256:{:x}", Sha256::digest(bytes));
+    let config_digest = digest(config);
+    let layer_digest = digest(layer_named);
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.wasm.config.v0+json", "digest": config_digest, "size": config.len() },
+        "layers": [{ "mediaType": "application/wasm", "digest": layer_digest, "size": layer_served.len() }],
+    })
+    .to_string();
+    let manifest_digest = digest(manifest.as_bytes());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let answer = move |path: String| -> (StatusCode, Vec<(&'static str, String)>, Vec<u8>) {
+        if path == "/v2/" {
+            (StatusCode::OK, vec![], b"{}".to_vec())
+        } else if path.contains("/manifests/") {
+            (
+                StatusCode::OK,
+                vec![
+                    (
+                        "content-type",
+                        "application/vnd.oci.image.manifest.v1+json".into(),
+                    ),
+                    ("docker-content-digest", manifest_digest.clone()),
+                ],
+                manifest.clone().into_bytes(),
+            )
+        } else if path.ends_with(&config_digest) {
+            (StatusCode::OK, vec![], config.to_vec())
+        } else if path.ends_with(&layer_digest) {
+            (StatusCode::OK, vec![], layer_served.clone())
+        } else {
+            (StatusCode::NOT_FOUND, vec![], Vec::new())
+        }
+    };
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let (status, headers, body) = answer(request.uri().path().to_string());
+                    let head = request.method() == hyper::Method::HEAD;
+                    async move {
+                        let mut response =
+                            hyper::Response::new(Full::new(bytes::Bytes::from(if head {
+                                Vec::new()
+                            } else {
+                                body.clone()
+                            })));
+                        *response.status_mut() = status;
+                        for (name, value) in headers {
+                            response
+                                .headers_mut()
+                                .insert(name, value.parse().expect("header"));
+                        }
+                        response
+                            .headers_mut()
+                            .insert("content-length", body.len().into());
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+// Two worker threads: the lying registry answers on one while the other
+// waits (blocking) for the host to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layer_that_does_not_match_its_digest_and_plain_http_to_other_hosts_are_refused() {
+    let hello = std::fs::read(guests::HELLO).expect("hello");
+    let mut tampered = hello.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    let liar = lying_registry(tampered, &hello).await;
+    let host = pulled_project(TestHost::new(), "app", &format!("oci://{liar}/app:v1"))
+        // A registry that is not this machine: HTTPS unless named insecure.
+        .manifest(
+            "tls",
+            "component = \"oci://registry.invalid:5000/app:v1\"\n",
+        )
+        .manifest(
+            "plain",
+            "component = \"oci://insecure.invalid:5000/app:v1\"\n",
+        )
+        .arg("--insecure-registry=insecure.invalid")
+        .spawn();
+    let app = host.admin_project("app").await;
+    assert_eq!(app["state"], "failed", "{app}");
+    assert_eq!(app["last_failure"]["step"], "pull", "{app}");
+    let reason = app["last_failure"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("hash to") || reason.contains("Digest"),
+        "{reason}"
+    );
+    assert_eq!(host.get("/app").await.status, StatusCode::NOT_FOUND);
+
+    let tls = host.admin_project("tls").await;
+    assert_eq!(tls["last_failure"]["step"], "registry", "{tls}");
+    let reason = tls["last_failure"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("https://registry.invalid:5000/"),
+        "{reason}"
+    );
+    let plain = host.admin_project("plain").await;
+    let reason = plain["last_failure"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("http://insecure.invalid:5000/"), "{reason}");
 }

@@ -68,7 +68,8 @@ impl OciReference {
             return Err(bad("give a tag (`:TAG`) or a digest (`@sha256:…`)"));
         }
         Ok(Self {
-            registry: registry.to_string(),
+            // Host names are case-insensitive; one spelling, for comparisons.
+            registry: registry.to_ascii_lowercase(),
             repository: repository.to_string(),
             tag: tag.map(str::to_string),
             digest: digest.map(str::to_string),

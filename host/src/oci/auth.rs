@@ -10,8 +10,9 @@ use std::net::IpAddr;
 use base64::Engine as _;
 use oci_client::secrets::RegistryAuth;
 
-/// Where credentials come from, read once at start.
-#[derive(Clone, Debug, Default)]
+/// Where credentials come from, read once at start. Its `Debug` shows which
+/// registries have credentials, never the credentials.
+#[derive(Clone, Default)]
 pub(crate) struct Credentials {
     /// From the environment, for every registry.
     everywhere: Option<(String, String)>,
@@ -93,6 +94,28 @@ fn parse_docker_config(text: &str) -> Result<HashMap<String, (String, String)>, 
         found.insert(registry.clone(), (user.to_string(), password.to_string()));
     }
     Ok(found)
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("everywhere", &self.everywhere.is_some())
+            .field("registries", &self.by_registry.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Whether `reference`'s registry may be reached over plain HTTP: it is
+/// this machine, or `insecure` names it, as `host` or `host:port`, in any case.
+pub(crate) fn allows_http(
+    reference: &crate::model::oci_ref::OciReference,
+    insecure: &[String],
+) -> bool {
+    is_loopback(reference.host())
+        || insecure.iter().any(|entry| {
+            entry.eq_ignore_ascii_case(reference.host())
+                || entry.eq_ignore_ascii_case(&reference.registry)
+        })
 }
 
 /// Whether `host` is this machine: plain HTTP to it never leaves it.

@@ -14,8 +14,13 @@
 //!   and plain HTTP only for loopback registries and `--insecure-registry`.
 //!
 //! Registries are untrusted: every failure is a [`PullError`] naming the
-//! reference and the reason, sizes are capped before anything is read, and
-//! a layer's bytes must hash to the digest its manifest names.
+//! reference and the reason; every request has a timeout; the layer is
+//! refused before download when its manifest says it is too big and cut off
+//! when it grows past the limit anyway; its bytes must hash to the digest
+//! its manifest names; and a layer pointing at foreign URLs is refused, so a
+//! registry cannot make the host fetch from anywhere else. (Manifests and
+//! configs are read whole by the client; they are small by nature, and not
+//! capped here.)
 
 pub(crate) mod auth;
 pub(crate) mod push;
@@ -23,6 +28,7 @@ pub(crate) mod store;
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::{Client, Reference};
@@ -91,6 +97,12 @@ pub(crate) struct Pulled {
     pub(crate) manifest_digest: String,
 }
 
+/// How long connecting to a registry may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a registry may leave a response waiting for its next bytes.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Pulls components by reference, keeping each by digest.
 pub(crate) struct Puller {
     https: WasmClient,
@@ -109,6 +121,8 @@ impl Puller {
         let client = |protocol| {
             WasmClient::new(Client::new(ClientConfig {
                 protocol,
+                connect_timeout: Some(CONNECT_TIMEOUT),
+                read_timeout: Some(READ_TIMEOUT),
                 ..ClientConfig::default()
             }))
         };
@@ -124,8 +138,7 @@ impl Puller {
 
     /// Whether `reference`'s registry may be reached over plain HTTP.
     pub(crate) fn allows_http(&self, reference: &OciReference) -> bool {
-        auth::is_loopback(reference.host())
-            || self.insecure.iter().any(|host| host == reference.host())
+        auth::allows_http(reference, &self.insecure)
     }
 
     fn client(&self, reference: &OciReference) -> &WasmClient {
@@ -170,6 +183,12 @@ impl Puller {
             .await
             .map_err(|err| classify(&name, &err))?;
         let layer = &manifest.layers[0];
+        if layer.urls.as_ref().is_some_and(|urls| !urls.is_empty()) {
+            return Err(PullError::Layout {
+                reference: name,
+                reason: "its layer points at foreign URLs, which are never fetched".to_string(),
+            });
+        }
         if layer.media_type != oci_wasm::WASM_LAYER_MEDIA_TYPE {
             return Err(PullError::Layout {
                 reference: name,
@@ -191,14 +210,22 @@ impl Puller {
         let mut out = Capped {
             bytes: Vec::new(),
             limit: self.max_size,
+            overflowed: false,
         };
         let pulled = client.pull_blob(&pinned, layer, &mut out).await;
         if let Err(err) = pulled {
-            if out.bytes.len() as u64 >= self.max_size {
+            if out.overflowed {
                 return Err(PullError::TooLarge {
                     reference: name,
-                    size: out.bytes.len() as u64,
+                    size: size.max(self.max_size.saturating_add(1)),
                     limit: self.max_size,
+                });
+            }
+            if let oci_client::errors::OciDistributionError::DigestError(err) = &err {
+                return Err(PullError::DigestMismatch {
+                    reference: name,
+                    expected: layer.digest.clone(),
+                    actual: err.to_string(),
                 });
             }
             return Err(classify(&name, &anyhow::Error::from(err)));
@@ -211,7 +238,6 @@ impl Puller {
                 actual,
             });
         }
-        self.store.put(&manifest_digest, &out.bytes);
         Ok(Pulled {
             bytes: out.bytes,
             manifest_digest,
@@ -221,8 +247,25 @@ impl Puller {
     /// Notes that `reference`'s component of manifest `manifest_digest` went
     /// live: what a restart with the registry down serves. (A pulled
     /// component that was refused is never noted.)
-    pub(crate) fn serving(&self, reference: &OciReference, manifest_digest: &str) {
+    /// The component is kept (and only then: a refused artifact never
+    /// takes disk), and components no reference serves any more are deleted.
+    pub(crate) fn serving(&self, reference: &OciReference, manifest_digest: &str, bytes: &[u8]) {
+        if self.store.component(manifest_digest).is_none() {
+            self.store.put(manifest_digest, bytes);
+        }
         self.store.remember(reference, manifest_digest);
+        self.store.evict_unserved();
+    }
+
+    /// The component `reference` last served, if kept: at start-up, what to
+    /// fall back on when the tag's current digest is refused.
+    pub(crate) fn last_served(&self, reference: &OciReference) -> Option<Pulled> {
+        self.store
+            .last(reference)
+            .map(|(manifest_digest, bytes)| Pulled {
+                bytes,
+                manifest_digest,
+            })
     }
 
     /// Like [`Puller::fetch`], but when the registry cannot be reached, the
@@ -277,10 +320,19 @@ fn to_client(reference: &OciReference, digest: Option<&str>) -> Reference {
 fn classify(reference: &str, err: &anyhow::Error) -> PullError {
     use oci_client::errors::OciDistributionError as Oci;
     let reason = format!("{err:#}");
+    // Anything the registry answered with an HTTP error (5xx, 429, 401, a
+    // 404 for a blob it lost) is its doing and may pass: try again later.
     let registry = err.chain().any(|cause| {
         matches!(
             cause.downcast_ref::<Oci>(),
-            Some(Oci::RequestError(_) | Oci::AuthenticationFailure(_) | Oci::IoError(_))
+            Some(
+                Oci::RequestError(_)
+                    | Oci::AuthenticationFailure(_)
+                    | Oci::IoError(_)
+                    | Oci::ServerError { .. }
+                    | Oci::RegistryError { .. }
+                    | Oci::UnauthorizedError { .. }
+            )
         ) || cause.downcast_ref::<std::io::Error>().is_some()
     });
     if registry {
@@ -301,6 +353,8 @@ fn classify(reference: &str, err: &anyhow::Error) -> PullError {
 struct Capped {
     bytes: Vec<u8>,
     limit: u64,
+    /// Set when a write was refused for going past `limit`.
+    overflowed: bool,
 }
 
 impl tokio::io::AsyncWrite for Capped {
@@ -310,6 +364,7 @@ impl tokio::io::AsyncWrite for Capped {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         if (self.bytes.len() + buf.len()) as u64 > self.limit {
+            self.overflowed = true;
             return Poll::Ready(Err(std::io::Error::other(format!(
                 "the layer is larger than the {} bytes allowed",
                 self.limit

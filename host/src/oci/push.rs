@@ -30,8 +30,7 @@ pub(crate) async fn push(
             file.display()
         )
     })?;
-    let plain =
-        auth::is_loopback(reference.host()) || insecure.iter().any(|host| host == reference.host());
+    let plain = auth::allows_http(reference, insecure);
     let client = WasmClient::new(Client::new(ClientConfig {
         protocol: if plain {
             ClientProtocol::Http

@@ -62,7 +62,34 @@ impl Store {
         }
     }
 
-    /// What `reference` last resolved to, and that component, if both are kept.
+    /// Deletes every kept component that no reference last served, so the
+    /// store holds one component per reference followed, not one per push.
+    pub(crate) fn evict_unserved(&self) {
+        let Ok(refs) = std::fs::read_dir(self.root.join("refs")) else {
+            return;
+        };
+        let served: std::collections::HashSet<String> = refs
+            .flatten()
+            .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+            .filter_map(|text| text.lines().nth(1).map(str::to_string))
+            .filter_map(|digest| {
+                digest
+                    .strip_prefix("sha256:")
+                    .map(|hex| format!("{hex}.wasm"))
+            })
+            .collect();
+        let Ok(components) = std::fs::read_dir(self.root.join("components")) else {
+            return;
+        };
+        for entry in components.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".wasm") && !served.contains(&name) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// What `reference` last served, and that component, if both are kept.
     pub(crate) fn last(&self, reference: &OciReference) -> Option<(String, Vec<u8>)> {
         let text = std::fs::read_to_string(self.ref_path(reference)).ok()?;
         let mut lines = text.lines();
@@ -112,6 +139,12 @@ mod tests {
             Some((digest.clone(), b"component".to_vec()))
         );
         assert_eq!(store.component(&digest).as_deref(), Some(&b"component"[..]));
+        // Kept while a reference serves it, deleted once none does.
+        let other_digest = format!("sha256:{}", "2".repeat(64));
+        store.put(&other_digest, b"refused");
+        store.evict_unserved();
+        assert!(store.component(&other_digest).is_none());
+        assert!(store.component(&digest).is_some());
         // A digest that is not sha256 hex never becomes a path.
         assert!(store.component("sha256:../../etc/passwd").is_none());
         let other = OciReference::parse("oci://127.0.0.1:5000/app:v2").expect("ref");

@@ -203,9 +203,10 @@ impl Pipeline {
         project: &Project,
         reference: &Option<crate::model::oci_ref::OciReference>,
         pulled: Option<String>,
+        bytes: &[u8],
     ) {
         if let (Some(reference), Some(digest), Some(puller)) = (reference, &pulled, &self.oci) {
-            puller.serving(reference, digest);
+            puller.serving(reference, digest, bytes);
             project.state().pulled = pulled;
         }
     }
@@ -319,13 +320,41 @@ impl Pipeline {
                     }
                     None => this.read_component(&project, &source, Origin::Load).await,
                 };
-                let source_reference = source.manifest.oci.clone();
-                if let Ok((bytes, pulled)) = read {
-                    let installed = this
-                        .install(&project, source, bytes.into(), &[], Origin::Load)
-                        .await;
-                    if installed.is_ok() {
-                        this.note_pulled(&project, &source_reference, pulled);
+                let reference = source.manifest.oci.clone();
+                let installed = match read {
+                    Ok((bytes, pulled)) => {
+                        let bytes: Arc<[u8]> = bytes.into();
+                        let installed = this
+                            .install(&project, source.clone(), bytes.clone(), &[], Origin::Load)
+                            .await;
+                        if installed.is_ok() {
+                            this.note_pulled(&project, &reference, pulled, &bytes);
+                        }
+                        installed.is_ok()
+                    }
+                    Err(_) => false,
+                };
+                // A pulled project whose tag now names something refused (or
+                // cannot be pulled) starts on what it served before the
+                // restart, if that is kept: a bad push never takes a project
+                // down, on a running host or a restarted one.
+                if !installed
+                    && let (Some(reference), Some(puller)) = (&reference, &this.oci)
+                    && let Some(last) = puller.last_served(reference)
+                {
+                    tracing::warn!(
+                        project = project.name.as_str(),
+                        "{}: serving {reference} as last served ({}) until its tag names something that goes live",
+                        project.name,
+                        last.manifest_digest
+                    );
+                    let bytes: Arc<[u8]> = last.bytes.into();
+                    if this
+                        .install(&project, source, bytes.clone(), &[], Origin::Load)
+                        .await
+                        .is_ok()
+                    {
+                        this.note_pulled(&project, &Some(reference.clone()), Some(last.manifest_digest), &bytes);
                     }
                 }
                 drop(starting);
@@ -413,10 +442,11 @@ impl Pipeline {
             };
             let (bytes, pulled) = self.read_component(&project, &source, origin).await?;
             let reference = source.manifest.oci.clone();
+            let bytes: Arc<[u8]> = bytes.into();
             let outcome = self
-                .install(&project, source, bytes.into(), &[], origin)
+                .install(&project, source, bytes.clone(), &[], origin)
                 .await?;
-            self.note_pulled(&project, &reference, pulled);
+            self.note_pulled(&project, &reference, pulled, &bytes);
             Ok(outcome)
         })
         .await

@@ -59,10 +59,14 @@ async fn poll_once(
         let Some(reference) = source.and_then(|s| s.manifest.oci) else {
             continue;
         };
-        if reference.is_pinned() {
-            continue;
-        }
-        let digest = match puller.resolve(&reference).await {
+        // A pinned digest never changes: nothing to resolve. It is pulled
+        // again only while nothing serves it (its first pull failed, say in a
+        // registry outage), like a tag that moved.
+        let resolved = match &reference.digest {
+            Some(digest) => Ok(digest.clone()),
+            None => puller.resolve(&reference).await,
+        };
+        let digest = match resolved {
             Ok(digest) => digest,
             Err(err) => {
                 let reason = err.to_string();
@@ -93,4 +97,8 @@ async fn poll_once(
             Err(err) => tracing::debug!(project = name.as_str(), "registry change: {err}"),
         }
     }
+    // Forget projects that are gone: one added again later starts afresh.
+    let registry = pipeline.registry();
+    reported.retain(|name, _| registry.get(name).is_some());
+    refused.retain(|name, _| registry.get(name).is_some());
 }
