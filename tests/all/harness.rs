@@ -40,6 +40,8 @@ pub(crate) struct TestHost {
     /// the user's cache; a restart test hands it to the next host.
     cache: Arc<TempDir>,
     args: Vec<String>,
+    /// Environment variables the host gets.
+    envs: Vec<(String, String)>,
 }
 
 impl TestHost {
@@ -49,6 +51,7 @@ impl TestHost {
             dir: tempfile::tempdir().expect("failed to create a temp dir"),
             cache: Arc::new(tempfile::tempdir().expect("failed to create a temp dir")),
             args: Vec::new(),
+            envs: Vec::new(),
         }
     }
 
@@ -111,7 +114,14 @@ impl TestHost {
             command.arg(format!("--workers={WORKERS}"));
         }
         command.args(&self.args).stdout(Stdio::null());
+        command.envs(self.envs.iter().map(|(k, v)| (k, v)));
         command
+    }
+
+    /// Sets an environment variable for the host.
+    pub(crate) fn env(mut self, name: &str, value: &str) -> Self {
+        self.envs.push((name.to_string(), value.to_string()));
+        self
     }
 
     /// Starts the host and waits until it has loaded every project
@@ -225,6 +235,10 @@ pub(crate) fn wasmhost() -> Command {
         .env_remove("WASMHOST_ADMIN_TOKEN")
         .env_remove("WASMHOST_ADMIN_TOKEN_FILE")
         .env_remove("WASMHOST_WORKERS")
+        // Registry credentials only where a test gives them.
+        .env_remove("WASMHOST_REGISTRY_USERNAME")
+        .env_remove("WASMHOST_REGISTRY_PASSWORD")
+        .env("DOCKER_CONFIG", "/nonexistent/wasmhost-tests")
         .stdin(Stdio::null());
     command
 }
@@ -274,6 +288,7 @@ impl RunningHost {
             dir: tempfile::tempdir().expect("placeholder temp dir"),
             cache: self.cache.clone(),
             args,
+            envs: Vec::new(),
         };
         // Move the projects folder over: the new host serves the same files.
         let dir = std::mem::replace(&mut self.dir, next.dir);

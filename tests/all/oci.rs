@@ -25,7 +25,33 @@ pub(crate) struct Registry {
 
 impl Registry {
     pub(crate) async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// A registry that wants Basic credentials `user`:`password` for
+    /// everything (an htpasswd file made by Apache's `htpasswd`).
+    pub(crate) async fn start_with_login(user: &str, password: &str) -> Self {
+        Self::start_with(Some((user, password))).await
+    }
+
+    async fn start_with(login: Option<(&str, &str)>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        let auth = match login {
+            None => String::new(),
+            Some((user, password)) => {
+                let made = Command::new("htpasswd")
+                    .args(["-Bbn", user, password])
+                    .output()
+                    .expect("htpasswd is missing: scripts/test installs it (apt-get install apache2-utils)");
+                assert!(made.status.success(), "htpasswd failed");
+                let file = dir.path().join("htpasswd");
+                std::fs::write(&file, made.stdout).expect("write htpasswd");
+                format!(
+                    "auth:\n  htpasswd:\n    realm: wasmhost-test\n    path: {}\n",
+                    file.display()
+                )
+            }
+        };
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
@@ -35,7 +61,7 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n{auth}http:\n  addr: {addr}\n",
                 dir.path().join("data").display()
             ),
         )
@@ -56,6 +82,7 @@ impl Registry {
             .await
             {
                 Ok(reply) if reply.status == StatusCode::OK => Ok(()),
+                Ok(reply) if login.is_some() && reply.status == StatusCode::UNAUTHORIZED => Ok(()),
                 Ok(reply) => Err(reply.text()),
                 Err(err) => Err(err.to_string()),
             }
@@ -452,4 +479,57 @@ async fn a_layer_that_does_not_match_its_digest_and_plain_http_to_other_hosts_ar
     let plain = host.admin_project("plain").await;
     let reason = plain["last_failure"]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("http://insecure.invalid:5000/"), "{reason}");
+}
+
+#[tokio::test]
+async fn registry_credentials_come_from_the_environment_or_the_docker_config() {
+    let registry = Registry::start_with_login("ci", "s3cret").await;
+    let tag = registry.reference("private/app", "v1");
+
+    // Anonymous, as by default: the registry's refusal, by name.
+    let output = wasmhost()
+        .args(["push", guests::HELLO, &tag])
+        .output()
+        .expect("run wasmhost push");
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(said.contains("401") && said.contains(&tag), "{said}");
+    // With credentials in the environment.
+    let output = wasmhost()
+        .args(["push", guests::HELLO, &tag])
+        .env("WASMHOST_REGISTRY_USERNAME", "ci")
+        .env("WASMHOST_REGISTRY_PASSWORD", "s3cret")
+        .output()
+        .expect("run wasmhost push");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // A host with the credentials in a Docker config pulls and serves it.
+    let docker = tempfile::tempdir().expect("temp dir");
+    let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "ci:s3cret");
+    std::fs::write(
+        docker.path().join("config.json"),
+        json!({ "auths": { registry.addr.to_string(): { "auth": auth } } }).to_string(),
+    )
+    .expect("write the Docker config");
+    let host = pulled_project(TestHost::new(), "app", &tag)
+        .env("DOCKER_CONFIG", &docker.path().display().to_string())
+        .spawn();
+    assert_eq!(
+        host.get("/app").await.text(),
+        "Hello, world!\n",
+        "{}",
+        host.log()
+    );
+
+    // One with none is refused by the registry, and says so.
+    let anonymous = pulled_project(TestHost::new(), "app", &tag).spawn();
+    let app = anonymous.admin_project("app").await;
+    assert_eq!(app["last_failure"]["step"], "registry", "{app}");
+    let reason = app["last_failure"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.to_lowercase().contains("not authorized"), "{reason}");
+    assert!(!reason.contains("s3cret"), "{reason}");
 }
