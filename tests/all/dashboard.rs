@@ -33,10 +33,7 @@ struct Browser {
 impl Browser {
     async fn start() -> Self {
         // A free port the OS picked; chromedriver binds it right after.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
+        let port = crate::harness::free_loopback_addr().port();
         let mut command = Command::new("chromedriver");
         command
             .arg(format!("--port={port}"))

@@ -32,11 +32,7 @@ struct Balancer {
 impl Balancer {
     async fn start(hosts: &[RunningHost]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let addr = crate::harness::free_loopback_addr();
         let servers: String = hosts
             .iter()
             .enumerate()
@@ -75,17 +71,8 @@ impl Balancer {
             .arg(&config)
             .stdout(Stdio::null());
         let process = Process::spawn(command).expect("start haproxy");
-        eventually("HAProxy serving", || async {
-            match crate::harness::try_send(
-                addr,
-                request("GET", "localhost", "/app", crate::harness::empty()),
-            )
-            .await
-            {
-                Ok(reply) if reply.status == StatusCode::OK => Ok(()),
-                Ok(reply) => Err(reply.text()),
-                Err(err) => Err(err.to_string()),
-            }
+        crate::harness::wait_until_answering("HAProxy serving", addr, "/app", |status| {
+            status == StatusCode::OK
         })
         .await;
         Self {
@@ -163,27 +150,6 @@ impl Load {
     }
 }
 
-/// The manifest digest `tag` of `repository` points at, as the registry says.
-async fn tag_digest(registry: &Registry, repository: &str, tag: &str) -> String {
-    let mut head = request(
-        "HEAD",
-        "localhost",
-        &format!("/v2/{repository}/manifests/{tag}"),
-        crate::harness::empty(),
-    );
-    head.headers_mut().insert(
-        "accept",
-        "application/vnd.oci.image.manifest.v1+json"
-            .parse()
-            .expect("header"),
-    );
-    send(registry.addr, head)
-        .await
-        .header("docker-content-digest")
-        .expect("a digest")
-        .to_string()
-}
-
 /// Waits until every host serves `digest`; how long that took.
 async fn converge(hosts: &[RunningHost], digest: &str) -> Duration {
     let started = Instant::now();
@@ -216,7 +182,7 @@ async fn a_fleet_behind_haproxy_converges_on_each_push_and_ignores_a_broken_one(
     let load = Load::start(balancer.addr, 4);
 
     push(guests::ECHO, &tag);
-    let pushed = tag_digest(&registry, "fleet/app", "stable").await;
+    let pushed = registry.digest_of("fleet/app", "stable").await;
     let to_v2 = converge(&hosts, &pushed).await;
 
     // A broken artifact: every host refuses it and keeps serving v2.
@@ -238,7 +204,7 @@ async fn a_fleet_behind_haproxy_converges_on_each_push_and_ignores_a_broken_one(
     }
 
     push(guests::ENV, &tag);
-    let pushed = tag_digest(&registry, "fleet/app", "stable").await;
+    let pushed = registry.digest_of("fleet/app", "stable").await;
     let to_v3 = converge(&hosts, &pushed).await;
     // Once converged, only the new build answers.
     for _ in 0..30 {

@@ -166,6 +166,34 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) {
     std::fs::rename(&tmp, path).expect("rename");
 }
 
+/// A loopback address with a port the OS just picked as free, for a child
+/// process (a registry, HAProxy, chromedriver) that binds by itself. The
+/// port is released first, so another process could take it meanwhile: a
+/// small race, as the child's own error would then say.
+pub(crate) fn free_loopback_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+}
+
+/// Waits until `GET path` on `addr` answers with a status `accept` takes:
+/// a child server is up.
+pub(crate) async fn wait_until_answering(
+    what: &str,
+    addr: SocketAddr,
+    path: &str,
+    accept: impl Fn(StatusCode) -> bool,
+) {
+    eventually(what, || async {
+        match try_send(addr, request("GET", "localhost", path, empty())).await {
+            Ok(reply) if accept(reply.status) => Ok(()),
+            Ok(reply) => Err(format!("{}: {}", reply.status, reply.text())),
+            Err(err) => Err(err.to_string()),
+        }
+    })
+    .await;
+}
+
 /// Polls `check` until it returns `Ok`, and returns that value. `Err` carries
 /// a description of what was seen last, printed if [`DEADLINE`] passes.
 pub(crate) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T

@@ -13,7 +13,7 @@ use tempfile::TempDir;
 use wasmhost_tests::guests;
 use wasmhost_tests::process::Process;
 
-use crate::harness::{RunningHost, TestHost, eventually, full, request, send, wasmhost};
+use crate::harness::{RunningHost, TestHost, full, request, send, wasmhost};
 
 /// A registry on a free loopback port, storing into a temporary folder;
 /// killed on drop.
@@ -52,11 +52,7 @@ impl Registry {
                 )
             }
         };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let addr = crate::harness::free_loopback_addr();
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
@@ -74,19 +70,16 @@ impl Registry {
         let process = Process::spawn(command).expect(
             "docker-registry is missing: scripts/test installs it (apt-get install docker-registry)",
         );
-        eventually("the registry answering /v2/", || async {
-            match crate::harness::try_send(
-                addr,
-                request("GET", "localhost", "/v2/", crate::harness::empty()),
-            )
-            .await
-            {
-                Ok(reply) if reply.status == StatusCode::OK => Ok(()),
-                Ok(reply) if login.is_some() && reply.status == StatusCode::UNAUTHORIZED => Ok(()),
-                Ok(reply) => Err(reply.text()),
-                Err(err) => Err(err.to_string()),
-            }
-        })
+        // With a login, an anonymous /v2/ is 401: up all the same.
+        let login_wanted = login.is_some();
+        crate::harness::wait_until_answering(
+            "the registry answering /v2/",
+            addr,
+            "/v2/",
+            |status| {
+                status == StatusCode::OK || (login_wanted && status == StatusCode::UNAUTHORIZED)
+            },
+        )
         .await;
         Self {
             process: Some(process),
@@ -98,6 +91,27 @@ impl Registry {
     /// Stops the registry, as an outage would.
     pub(crate) fn stop(&mut self) {
         self.process.take();
+    }
+
+    /// The manifest digest `tag` of `repository` points at, as the registry says.
+    pub(crate) async fn digest_of(&self, repository: &str, tag: &str) -> String {
+        let mut head = request(
+            "HEAD",
+            "localhost",
+            &format!("/v2/{repository}/manifests/{tag}"),
+            crate::harness::empty(),
+        );
+        head.headers_mut().insert(
+            "accept",
+            "application/vnd.oci.image.manifest.v1+json"
+                .parse()
+                .expect("header"),
+        );
+        send(self.addr, head)
+            .await
+            .header("docker-content-digest")
+            .expect("a digest")
+            .to_string()
     }
 
     /// `oci://ADDR/REPOSITORY:TAG`.
@@ -301,24 +315,7 @@ async fn a_pinned_digest_is_served_and_bad_references_are_refused_by_name() {
     let registry = Registry::start().await;
     let tag = registry.reference("pinned", "v1");
     push(guests::HELLO, &tag);
-    // The digest the tag points at, as the registry says.
-    let mut head = request(
-        "HEAD",
-        "localhost",
-        "/v2/pinned/manifests/v1",
-        crate::harness::empty(),
-    );
-    head.headers_mut().insert(
-        "accept",
-        "application/vnd.oci.image.manifest.v1+json"
-            .parse()
-            .expect("header"),
-    );
-    let digest = send(registry.addr, head)
-        .await
-        .header("docker-content-digest")
-        .expect("a digest")
-        .to_string();
+    let digest = registry.digest_of("pinned", "v1").await;
     let pinned = format!("oci://{}/pinned@{digest}", registry.addr);
     let host = pulled_project(TestHost::new(), "app", &pinned)
         .manifest("bad", "component = \"oci://library/app:v1\"\n")
