@@ -254,39 +254,30 @@ fn main() -> Result<(), Error> {
             Background::Hostile(HOSTILE_REQUESTS),
         )?);
     }
-    // Workers: the same offered load on 1 and on 2 workers. This machine's
-    // client shares its 2 cores, so requests/s cannot double; what can be
-    // seen is whether a second worker makes each request cost more.
-    for workers in [1, 2] {
-        let host = process::start_wasmhost(
-            projects.path(),
-            cache.path(),
-            &["--no-watch", &format!("--workers={workers}")],
-        )?;
+    // The same offered load (a rate-limited client) on differently set-up
+    // hosts, for server CPU per request at each.
+    // - Workers: 1 and 2. This machine's client shares its 2 cores, so
+    //   requests/s cannot double; what can be seen is whether a second worker
+    //   makes each request cost more.
+    // - What recording metrics on the request path costs: the 2-worker run
+    //   without them, then with them again, so the two runs with metrics
+    //   bracket the one without and a drift over time cancels out.
+    let rated: [(&str, &str, &[&str]); 4] = [
+        ("1 worker", "", &["--workers=1"]),
+        ("2 workers", "", &["--workers=2"]),
+        (
+            "2 workers",
+            ", no request metrics",
+            &["--workers=2", "--no-request-metrics"],
+        ),
+        ("2 workers", ", request metrics again", &["--workers=2"]),
+    ];
+    for (workers, setup, flags) in rated {
+        let mut args = vec!["--no-watch"];
+        args.extend_from_slice(flags);
+        let host = process::start_wasmhost(projects.path(), cache.path(), &args)?;
         phases.extend(runtime.block_on(load(
-            &format!(
-                "wasmhost {workers} worker{} at {RATE:.0} req/s",
-                if workers == 1 { "" } else { "s" }
-            ),
-            &host,
-            duration,
-            connections,
-            Some(RATE),
-            Background::Idle,
-        ))?);
-    }
-    // What recording metrics on the request path costs: the 2-worker phase
-    // without them, then with them again, so the two runs with metrics
-    // bracket the one without and a drift over time cancels out.
-    for (flag, label) in [
-        (Some("--no-request-metrics"), "no request metrics"),
-        (None, "request metrics again"),
-    ] {
-        let mut flags = vec!["--no-watch", "--workers=2"];
-        flags.extend(flag);
-        let host = process::start_wasmhost(projects.path(), cache.path(), &flags)?;
-        phases.extend(runtime.block_on(load(
-            &format!("wasmhost 2 workers at {RATE:.0} req/s, {label}"),
+            &format!("wasmhost {workers} at {RATE:.0} req/s{setup}"),
             &host,
             duration,
             connections,
