@@ -25,16 +25,21 @@ pub(crate) fn idle_this_thread(what: &str) {
 }
 
 /// Whether a thread of this process, once under `SCHED_IDLE`, may be made
-/// an ordinary thread again at the nice value it inherited. Linux allows it
-/// only with `CAP_SYS_NICE` or an `RLIMIT_NICE` that permits that nice value,
-/// so a non-root host usually may not. The probe makes the very change
-/// [`raise_threads_named`] makes. Found once, by trying on a thread started for the purpose.
-pub(crate) fn can_leave_sched_idle() -> bool {
+/// an ordinary thread again at nice `nice`. Linux allows it only with
+/// `CAP_SYS_NICE` or an `RLIMIT_NICE` that permits that nice value, so a
+/// non-root host usually may not. The probe makes the very change
+/// [`raise_threads_named`] makes. Found once (the host asks for one nice
+/// value only), by trying on a thread started for the purpose.
+pub(crate) fn can_leave_sched_idle(nice: i32) -> bool {
     static CAN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *CAN.get_or_init(|| {
         std::thread::Builder::new()
             .name("wasmhost-probe".into())
-            .spawn(|| set_policy(0, Policy::Idle).is_ok() && set_policy(0, Policy::Other).is_ok())
+            .spawn(move || {
+                set_policy(0, Policy::Idle).is_ok()
+                    && set_policy(0, Policy::Other).is_ok()
+                    && set_nice(0, nice).is_ok()
+            })
             .ok()
             .and_then(|probe| probe.join().ok())
             .unwrap_or(false)
@@ -48,10 +53,23 @@ pub(crate) fn idle_threads_named(name: &str) -> usize {
 }
 
 /// Makes every thread of this process named `name` an ordinary thread again,
-/// at the nice value it inherited (the process's own, as the operator set
-/// it). Returns how many it moved.
-pub(crate) fn raise_threads_named(name: &str) -> usize {
-    for_threads_named(name, |tid| set_policy(tid, Policy::Other))
+/// at nice `nice`. Returns how many it moved.
+pub(crate) fn raise_threads_named(name: &str, nice: i32) -> usize {
+    for_threads_named(name, |tid| {
+        set_policy(tid, Policy::Other)?;
+        set_nice(tid, nice)
+    })
+}
+
+/// Sets thread `tid`'s nice value (0: the calling thread).
+fn set_nice(tid: i32, nice: i32) -> std::io::Result<()> {
+    let thread = if tid == 0 {
+        rustix::thread::gettid()
+    } else {
+        rustix::process::Pid::from_raw(tid)
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?
+    };
+    rustix::process::setpriority_process(Some(thread), nice).map_err(std::io::Error::from)
 }
 
 /// Applies `change` to each thread of this process named `name`; a thread
