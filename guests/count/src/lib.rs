@@ -4,9 +4,13 @@
 //! `request 1`. `?ms=N` waits N ms first (so requests overlap); `?spin=N`
 //! computes for N ms first (a guest heavy on every request); `?trap` traps
 //! after counting, and `?leave` returns keeping its response slot unset (a
-//! leaked handle): either must end the instance.
+//! leaked handle): either must end the instance. `?scatter` checks, then
+//! dirties, one byte in every other 4 KiB page of two buffers, one in the
+//! memory image and one past it: the answer adds `stale S wrote W`, where S
+//! counts bytes a previous instance left changed (0 for a properly reset
+//! memory) and W the pages written, each its own region of dirty memory.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use wasmhost_guest_support::wasi::clocks::monotonic_clock;
 use wasmhost_guest_support::wasi::random::random;
@@ -14,6 +18,28 @@ use wasmhost_guest_support::{Guest, IncomingRequest, ResponseOutparam, query_par
 
 static ID: AtomicU64 = AtomicU64::new(0);
 static SERVED: AtomicU64 = AtomicU64::new(0);
+
+/// A host page, and the stride of `?scatter`: every other page, so each
+/// written page is a separate region for the host's reset.
+const PAGE: usize = 4096;
+/// Initialised to 1: part of the component's memory image (a data segment).
+static IMAGED: [AtomicU8; 64 * PAGE] = [const { AtomicU8::new(1) }; 64 * PAGE];
+/// Initialised to 0: past the image, in memory that starts zeroed.
+static ZEROED: [AtomicU8; 128 * PAGE] = [const { AtomicU8::new(0) }; 128 * PAGE];
+
+/// Counts bytes of `buffer` (every other page) that differ from `initial`,
+/// then writes to each of those pages. Returns (stale, written).
+fn scatter(buffer: &[AtomicU8], initial: u8) -> (usize, usize) {
+    let (mut stale, mut written) = (0, 0);
+    for byte in buffer.iter().step_by(2 * PAGE) {
+        if byte.load(Ordering::Relaxed) != initial {
+            stale += 1;
+        }
+        byte.store(0xAA, Ordering::Relaxed);
+        written += 1;
+    }
+    (stale, written)
+}
 
 struct Count;
 
@@ -41,6 +67,20 @@ impl Guest for Count {
             return;
         }
         let id = ID.load(Ordering::Relaxed);
+        if query_param(&request, "scatter").is_some() {
+            let (stale_image, written_image) = scatter(&IMAGED, 1);
+            let (stale_zeroed, written_zeroed) = scatter(&ZEROED, 0);
+            respond_text(
+                out,
+                200,
+                &format!(
+                    "instance {id:016x} request {served} stale {} wrote {}\n",
+                    stale_image + stale_zeroed,
+                    written_image + written_zeroed
+                ),
+            );
+            return;
+        }
         respond_text(out, 200, &format!("instance {id:016x} request {served}\n"));
     }
 }

@@ -27,11 +27,15 @@ use store::RequestState;
 /// across all projects. Past it, requests are answered 503.
 pub const DEFAULT_INSTANCES: u32 = 1000;
 
-/// How much of each linear memory and table slot stays mapped between
-/// instances when the kernel can tell which pages were written
-/// (`PAGEMAP_SCAN`, Linux 6.7+). It covers the stack and data of a typical
-/// Rust guest (its stack is the first 1 MiB).
-const KEEP_RESIDENT: usize = 1 << 20;
+/// How much of the memory a guest wrote, per linear memory and table slot,
+/// is reset in place and stays mapped between instances when the kernel can
+/// tell which pages were written (`PAGEMAP_SCAN`, Linux 6.7+); the rest is
+/// decommitted and faulted in again by the next instance. Only pages a guest
+/// wrote count, so a Rust guest keeps well under 1 MiB; the Python example
+/// writes about 1.2 MiB per request, and at 1 MiB still took 42 faults per
+/// request, none at 8 MiB (`docs/performance.md`). The price is up to this
+/// much resident memory per pool slot that a heavy guest has used.
+const KEEP_RESIDENT: usize = 8 << 20;
 
 /// Builds the engine: pooling allocator (instantiation is a slot reuse, not
 /// an mmap), epoch interruption (deadlines without fuel's per-instruction cost),

@@ -276,75 +276,80 @@ pub unsafe fn reset_with_pagemap(
         },
     };
 
-    // For now use a fixed set of regions on the stack, but in the future this
-    // may want to use a dynamically allocated vector for more regions for
-    // example.
+    // wasmhost patch (see vendor/wasmtime/WASMHOST.md): the scan runs in
+    // rounds of at most `MAX_REGIONS` regions, each resuming at the previous
+    // round's `walk_end`, so a guest that dirties more than 32 disjoint runs
+    // of pages still has them all reset in place. Upstream scanned once and
+    // decommitted everything after the 32nd run, and the next instance
+    // faulted it all back in. Only the `keep_resident` budget, or the end of
+    // memory, ends the scan early.
     const MAX_REGIONS: usize = 32;
-    let mut storage = [MaybeUninit::uninit(); MAX_REGIONS];
-
-    let scan_arg = PageMapScanBuilder::new(ptr::slice_from_raw_parts(ptr, len.byte_count()))
-        .max_pages(keep_resident.byte_count() / host_page_size)
-        // We specifically want pages that are NOT backed by the zero page or
-        // backed by files. Such pages mean that they haven't changed from their
-        // original contents, so they're inverted.
-        .category_inverted(Categories::PFNZERO | Categories::FILE)
-        // Search for pages that are written and present as those are the dirty
-        // pages. Additionally search for the zero page/file page as those are
-        // inverted above meaning we're searching for pages that specifically
-        // don't have those flags.
-        .category_mask(
-            Categories::WRITTEN | Categories::PRESENT | Categories::PFNZERO | Categories::FILE,
-        )
-        // Don't return any categories back. This helps group regions together
-        // since the reported set of categories is always empty and we otherwise
-        // aren't looking for anything in particular.
-        .return_mask(Categories::empty())
-        .build(&mut storage);
-
-    // SAFETY: this should be a safe ioctl as we control the fd we're operating
-    // on plus all of `scan_arg`, but this relies on `Ioctl` below being the
-    // correct implementation and such.
-    let result = match unsafe { ioctl(&pagemap.0, scan_arg) } {
-        Ok(result) => result,
-
-        // If the ioctl fails for whatever reason, we at least tried, so fall
-        // back to the default behavior.
-        //
-        // SAFETY: the safety requirement of
-        // `pagemap_disabled::reset_with_pagemap` is the same as this function.
-        Err(err) => unsafe {
-            log::warn!("failed pagemap scan {err}");
-            return crate::runtime::vm::pagemap_disabled::reset_with_pagemap(
-                None,
-                ptr,
-                len,
-                keep_resident,
-                reset_manually,
-                decommit,
-            );
-        },
-    };
-
-    // For all regions that were written in the scan reset them manually, then
-    // afterwards decommit everything else.
+    let end = ptr.addr() + len.byte_count();
+    let mut cursor = ptr;
+    let mut pages_left = keep_resident.byte_count() / host_page_size;
     let mut bytes_resident = 0;
-    for region in result.regions() {
-        // SAFETY: we're relying on Linux to pass in valid region ranges within
-        // the `ptr/len` we specified to the original syscall.
-        unsafe {
-            reset_manually(&mut *region.region().cast_mut());
+    loop {
+        let mut storage = [MaybeUninit::uninit(); MAX_REGIONS];
+        let scan_arg =
+            PageMapScanBuilder::new(ptr::slice_from_raw_parts(cursor, end - cursor.addr()))
+                .max_pages(pages_left)
+                // We specifically want pages that are NOT backed by the zero
+                // page or backed by files. Such pages mean that they haven't
+                // changed from their original contents, so they're inverted.
+                .category_inverted(Categories::PFNZERO | Categories::FILE)
+                // Pages that were written (and are not the zero page or a
+                // file page, per the inversion above) ...
+                .category_mask(Categories::WRITTEN | Categories::PFNZERO | Categories::FILE)
+                // ... whether present or swapped out (wasmhost patch).
+                // Upstream required `PRESENT`: a dirty page the kernel had
+                // swapped out was neither reset nor decommitted, and the
+                // next instance in the slot would read it back. Resetting it
+                // in place swaps it in and overwrites it.
+                .category_anyof_mask(Categories::PRESENT | Categories::SWAPPED)
+                // Don't return any categories back. This helps group regions
+                // together since the reported set of categories is always
+                // empty and we otherwise aren't looking for anything in
+                // particular.
+                .return_mask(Categories::empty())
+                .build(&mut storage);
+
+        // SAFETY: this should be a safe ioctl as we control the fd we're
+        // operating on plus all of `scan_arg`, but this relies on `Ioctl`
+        // below being the correct implementation and such.
+        let result = match unsafe { ioctl(&pagemap.0, scan_arg) } {
+            Ok(result) => result,
+            // If the ioctl fails for whatever reason, everything not reset
+            // yet is decommitted, which is always correct.
+            Err(err) => {
+                log::warn!("failed pagemap scan {err}");
+                decommit(cursor, end - cursor.addr());
+                return bytes_resident;
+            }
+        };
+
+        let filled = result.regions().len() == MAX_REGIONS;
+        for region in result.regions() {
+            // SAFETY: we're relying on Linux to pass in valid region ranges
+            // within the `cursor..end` we specified to the syscall, which is
+            // within the original `ptr/len`.
+            unsafe {
+                reset_manually(&mut *region.region().cast_mut());
+            }
+            bytes_resident += region.len();
+            pages_left = pages_left.saturating_sub(region.len() / host_page_size);
         }
-        bytes_resident += region.len();
+
+        // `walk_end` is where the kernel stopped: the end of memory, the
+        // page budget spent, or (when `filled`) no room for another region.
+        // Only in the last case is the next round worth a scan; otherwise
+        // whatever lies past `walk_end` is decommitted (a no-op at the end).
+        let walk_end = result.walk_end();
+        if walk_end.addr() >= end || !filled || pages_left == 0 {
+            decommit(walk_end.cast_mut(), end.saturating_sub(walk_end.addr()));
+            return bytes_resident;
+        }
+        cursor = walk_end.cast_mut();
     }
-
-    // Report everything after `walk_end` to the end of memory as memory that
-    // must be decommitted as the scan didn't reach it. Note that if `walk_end`
-    // is already at the end of memory then the byte size of the decommitted
-    // memory here will be 0 meaning that this is a noop.
-    let scan_size = result.walk_end().addr() - ptr.addr();
-    decommit(result.walk_end().cast_mut(), len.byte_count() - scan_size);
-
-    bytes_resident
 }
 
 mod ioctl {
@@ -465,7 +470,6 @@ mod ioctl {
         ///
         /// For more detail see the `pagemap_scan_is_interesting_page` function
         /// in the Linux kernel source.
-        #[expect(dead_code, reason = "bindings for the future if we need them")]
         pub fn category_anyof_mask(&mut self, flags: Categories) -> &mut PageMapScanBuilder {
             self.pm_scan_arg.category_anyof_mask = flags;
             self
