@@ -32,7 +32,7 @@ pub(crate) struct Config {
     pub(crate) admin_token: Option<String>,
     /// Most components compiled at once.
     pub(crate) max_compiles: usize,
-    /// How long a compile uses idle CPU only before it takes raised turns.
+    /// How long a compile uses idle CPU only before it is raised to the default priority.
     pub(crate) compile_patience: Duration,
     /// Drain timeout for projects that do not set `drain_timeout`.
     pub(crate) drain_timeout: Duration,

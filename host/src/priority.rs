@@ -25,84 +25,56 @@ pub(crate) fn idle_this_thread(what: &str) {
 }
 
 /// Whether a thread of this process, once under `SCHED_IDLE`, may be made
-/// an ordinary thread again at nice `nice`. Linux allows it only with
-/// `CAP_SYS_NICE` or an `RLIMIT_NICE` that permits that nice value, so a
-/// non-root host usually may not. The probe makes the very change
-/// [`raise_threads`] makes. Found once (the host asks for one nice
-/// value only), by trying on a thread started for the purpose.
-pub(crate) fn can_leave_sched_idle(nice: i32) -> bool {
+/// an ordinary thread again at the nice value it inherited. Linux allows it
+/// only with `CAP_SYS_NICE` or an `RLIMIT_NICE` that permits that nice value,
+/// so a non-root host usually may not. The probe makes the very change
+/// [`raise_threads_named`] makes. Found once, by trying on a thread started for the purpose.
+pub(crate) fn can_leave_sched_idle() -> bool {
     static CAN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *CAN.get_or_init(|| {
         std::thread::Builder::new()
             .name("wasmhost-probe".into())
-            .spawn(move || {
-                set_policy(0, Policy::Idle).is_ok()
-                    && set_nice(0, 19).is_ok()
-                    && set_policy(0, Policy::Other).is_ok()
-                    && set_nice(0, nice).is_ok()
-            })
+            .spawn(|| set_policy(0, Policy::Idle).is_ok() && set_policy(0, Policy::Other).is_ok())
             .ok()
             .and_then(|probe| probe.join().ok())
             .unwrap_or(false)
     })
 }
 
-/// The threads of this process named `name` (as `/proc` shows it, at most
-/// 15 bytes), by thread id.
-pub(crate) fn threads_named(name: &str) -> Vec<i32> {
+/// Puts every thread of this process named `name` (as `/proc` shows it, at
+/// most 15 bytes) back under `SCHED_IDLE`. Returns how many it moved.
+pub(crate) fn idle_threads_named(name: &str) -> usize {
+    for_threads_named(name, |tid| set_policy(tid, Policy::Idle))
+}
+
+/// Makes every thread of this process named `name` an ordinary thread again,
+/// at the nice value it inherited (the process's own, as the operator set
+/// it). Returns how many it moved.
+pub(crate) fn raise_threads_named(name: &str) -> usize {
+    for_threads_named(name, |tid| set_policy(tid, Policy::Other))
+}
+
+/// Applies `change` to each thread of this process named `name`; a thread
+/// that ended meanwhile, or a change refused, is logged at debug level and
+/// skipped.
+fn for_threads_named(name: &str, change: impl Fn(i32) -> std::io::Result<()>) -> usize {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Vec::new();
+        return 0;
     };
-    tasks
-        .flatten()
-        .filter(|task| {
-            std::fs::read_to_string(task.path().join("comm"))
-                .is_ok_and(|comm| comm.trim_end() == name)
-        })
-        .filter_map(|task| task.file_name().to_str()?.parse().ok())
-        .collect()
-}
-
-/// Puts threads `tids` under `SCHED_IDLE`, at nice 19. Returns how many it
-/// moved.
-pub(crate) fn idle_threads(tids: &[i32]) -> usize {
-    change_threads(tids, |tid| {
-        set_policy(tid, Policy::Idle)?;
-        // Nice 19 raises its priority value, so that a thread running now is
-        // preempted at once, not at the next tick: the scheduler reacts to
-        // a priority change but not to a policy change within its class.
-        set_nice(tid, 19)
-    })
-}
-
-/// Makes threads `tids` ordinary threads at nice `nice`. Returns how many
-/// it moved.
-pub(crate) fn raise_threads(tids: &[i32], nice: i32) -> usize {
-    change_threads(tids, |tid| {
-        set_policy(tid, Policy::Other)?;
-        set_nice(tid, nice)
-    })
-}
-
-/// Sets thread `tid`'s nice value (0: the calling thread).
-fn set_nice(tid: i32, nice: i32) -> std::io::Result<()> {
-    let thread = if tid == 0 {
-        rustix::thread::gettid()
-    } else {
-        rustix::process::Pid::from_raw(tid)
-            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?
-    };
-    rustix::process::setpriority_process(Some(thread), nice).map_err(std::io::Error::from)
-}
-
-/// Applies `change` to each of `tids`; a thread that ended meanwhile, or a
-/// change refused, is logged at debug level and skipped.
-fn change_threads(tids: &[i32], change: impl Fn(i32) -> std::io::Result<()>) -> usize {
     let mut changed = 0;
-    for &tid in tids {
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|tid| tid.parse().ok()) else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
         match change(tid) {
             Ok(()) => changed += 1,
-            Err(err) => tracing::debug!(tid, cause = %err, "failed to change a thread's priority"),
+            Err(err) => {
+                tracing::debug!(tid, cause = %err, "failed to change the {name} thread's priority")
+            }
         }
     }
     changed

@@ -222,11 +222,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 1)]
     pub(crate) max_compiles: usize,
 
-    /// How long a compile runs on idle CPU only (`SCHED_IDLE`) before it takes
-    /// turns, 1 ms in 10 as an ordinary thread at nice 10: on a machine whose
-    /// cores are all busy serving, a deploy waits about this long before its
-    /// compile takes about a tenth of a core from requests (e.g. 0s, 30s).
-    /// That needs CAP_SYS_NICE; without it compiles run at nice 19 throughout
+    /// How long a compile runs on idle CPU only (`SCHED_IDLE`) before it is
+    /// raised to the default priority: on a machine whose cores are all busy
+    /// serving, a deploy waits about this long before its compile takes a
+    /// fair share of the CPU from requests (e.g. 0s, 30s). Raising needs
+    /// CAP_SYS_NICE; without it compiles run at nice 19 throughout
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub(crate) compile_patience: Duration,
 

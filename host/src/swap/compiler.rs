@@ -179,40 +179,24 @@ impl Compiler {
     }
 }
 
-/// How long a compile runs under `SCHED_IDLE` before it takes raised turns,
-/// unless `--compile-patience` says otherwise.
+/// How long a compile runs under `SCHED_IDLE` before it is raised to the
+/// default priority, unless `--compile-patience` says otherwise.
 pub const DEFAULT_PATIENCE: Duration = Duration::from_secs(30);
 
 /// The priority of compiles where they cannot be raised later (no
 /// `CAP_SYS_NICE`): an ordinary thread, but the nicest one.
 const FALLBACK_NICE: i32 = 19;
 
-/// How much nicer than the request workers a compile is in its raised
-/// turns. Against a worker at nice 0, nice 10 gets about a tenth of a core
-/// (CFS weights 110 and 1024).
-const RAISED_NICENESS: i32 = 10;
-
-/// The nice value of a raised compile: [`RAISED_NICENESS`] above the
-/// process's own (which the workers inherit), at most 19.
-fn raised_nice() -> i32 {
-    let own = rustix::process::getpriority_process(None).unwrap_or(0);
-    (own + RAISED_NICENESS).min(19)
-}
-
 /// What the compile threads are called, as `/proc` shows them (15 bytes).
 /// Cranelift's workers inherit the name of the thread that started them.
 const COMPILE_THREADS: &str = "wasmhost-compil";
 
-/// A raised compile runs as an ordinary thread for this long ...
-const RAISED_TURN: Duration = Duration::from_millis(1);
-/// ... then under `SCHED_IDLE` for this long, in turns.
-const IDLE_TURN: Duration = Duration::from_millis(9);
-/// How often the list of compile threads is read again from /proc, for
-/// Cranelift workers started meanwhile.
-const RELIST: Duration = Duration::from_millis(100);
+/// How often the threads of a raised compile are raised again, for those
+/// started (or put back under `SCHED_IDLE` by another compile) meanwhile.
+const RECHECK: Duration = Duration::from_millis(100);
 
 /// Compiles that have run out of patience and are still running: while
-/// there is one, the compile threads take raised turns.
+/// there is one, the compile threads stay raised.
 static RAISED: AtomicUsize = AtomicUsize::new(0);
 
 /// Runs `work` on a new thread under `SCHED_IDLE` and waits for it without
@@ -232,18 +216,13 @@ static RAISED: AtomicUsize = AtomicUsize::new(0);
 /// `SCHED_IDLE`'s weight is tiny, so on a machine kept saturated a deploy
 /// could wait for minutes: a test saturating both cores with Python requests
 /// had an 18 MB deploy take over 90 s, and nice 19 was no better. After
-/// `patience`, the compile threads (the compile's own and Cranelift's) take
-/// turns: [`RAISED_TURN`] as ordinary threads [`RAISED_NICENESS`] nicer than
-/// the workers, then [`IDLE_TURN`] under `SCHED_IDLE` again, until the
-/// compile ends. Raised for good, even at nice 10, they held the harness's
-/// p99 at 3.2-3.6× steady while an 18 MB compile finished: a woken worker
-/// waits for the running compile thread's slice to end, up to a scheduler
-/// tick (4 ms). In turns, no wait exceeds a raised turn, and 1.6× was
-/// measured, with the compile taking about a tenth of a core
-/// (`docs/performance.md`). Once no raised compile runs, the threads stay
-/// under `SCHED_IDLE`. Linux lets a thread leave `SCHED_IDLE` only with
-/// `CAP_SYS_NICE` (or an `RLIMIT_NICE` that allows it); a host without it
-/// compiles at nice 19 from the start, as before `SCHED_IDLE`.
+/// `patience`, the compile threads (the compile's own and Cranelift's) become
+/// ordinary threads at the default priority, taking their fair share of the
+/// CPU from requests until the compile ends; they are checked again every
+/// [`RECHECK`] so workers started meanwhile follow, and put back under
+/// `SCHED_IDLE` once no raised compile runs. Linux lets a thread leave
+/// `SCHED_IDLE` only with `CAP_SYS_NICE` (or an `RLIMIT_NICE` of 20); a host
+/// without it compiles at nice 19 from the start, as before `SCHED_IDLE`.
 async fn in_background<T: Send + 'static>(
     patience: Duration,
     work: impl FnOnce() -> T + Send + 'static,
@@ -252,7 +231,7 @@ async fn in_background<T: Send + 'static>(
     std::thread::Builder::new()
         .name("wasmhost-compile".into())
         .spawn(move || {
-            if !priority::can_leave_sched_idle(raised_nice()) {
+            if !priority::can_leave_sched_idle() {
                 // Never to be raised, so never under SCHED_IDLE: a busy
                 // machine could hold the compile back for good.
                 priority::lower_this_thread(FALLBACK_NICE, "compile");
@@ -263,32 +242,19 @@ async fn in_background<T: Send + 'static>(
         })
         .map_err(|err| format!("failed to start a compile thread: {err}"))?;
     let panicked = |_| "the compile thread panicked".to_string();
-    if !priority::can_leave_sched_idle(raised_nice()) {
+    if !priority::can_leave_sched_idle() {
         return receiver.await.map_err(panicked);
     }
     if let Ok(done) = tokio::time::timeout(patience, &mut receiver).await {
         return done.map_err(panicked);
     }
     let _raised = Raised::new();
-    let nice = raised_nice();
     tracing::info!(
-        "a compile used only idle CPU for {patience:?}; compile threads now take turns: {} ms as ordinary threads at nice {nice}, {} ms idle",
-        RAISED_TURN.as_millis(),
-        IDLE_TURN.as_millis()
+        "a compile used only idle CPU for {patience:?}; raising compile threads to the default priority"
     );
-    let mut threads = Vec::new();
-    let mut listed: Option<Instant> = None;
     loop {
-        if listed.is_none_or(|at| at.elapsed() >= RELIST) {
-            threads = priority::threads_named(COMPILE_THREADS);
-            listed = Some(Instant::now());
-        }
-        priority::raise_threads(&threads, nice);
-        if let Ok(done) = tokio::time::timeout(RAISED_TURN, &mut receiver).await {
-            return done.map_err(panicked);
-        }
-        priority::idle_threads(&threads);
-        if let Ok(done) = tokio::time::timeout(IDLE_TURN, &mut receiver).await {
+        priority::raise_threads_named(COMPILE_THREADS);
+        if let Ok(done) = tokio::time::timeout(RECHECK, &mut receiver).await {
             return done.map_err(panicked);
         }
     }
@@ -309,7 +275,7 @@ impl Raised {
 impl Drop for Raised {
     fn drop(&mut self) {
         if RAISED.fetch_sub(1, Ordering::AcqRel) == 1 {
-            priority::idle_threads(&priority::threads_named(COMPILE_THREADS));
+            priority::idle_threads_named(COMPILE_THREADS);
         }
     }
 }

@@ -136,7 +136,7 @@ impl PageMap {
 /// this function will perform a scan of `ptr` for `len` bytes which will search
 /// for pages that:
 ///
-/// * Are present.
+/// * Are present, or swapped out (wasmhost patch; see below).
 /// * Have been written.
 /// * Are NOT backed by the "zero" page.
 /// * Are NOT backed by a "file" page.
@@ -170,9 +170,14 @@ impl PageMap {
 /// Putting this all together this helps explain the search criteria for
 /// `PAGEMAP_SCAN`, notably:
 ///
-/// * `Categories::PRESENT` - we're only interested in present pages, anything
-///   unmapped wasn't touched by the guest so no need for the host to touch it
-///   either.
+/// * `Categories::PRESENT` or `Categories::SWAPPED` - anything unmapped wasn't
+///   touched by the guest so no need for the host to touch it either. A page
+///   the guest wrote that is now swapped out (or being migrated, which looks
+///   the same) must still be reset (wasmhost patch: upstream asked for
+///   `PRESENT` only, leaving such pages for the next instance to read back).
+///   Those regions are decommitted rather than reset in place, which drops
+///   the swap entry without swapping the page in, and never writes to a
+///   poisoned-page marker.
 ///
 /// * `Categories::WRITTEN` - if a page was only read by the guest no need to
 ///   take a look at it as the contents aren't changed from the initial image.
@@ -211,10 +216,10 @@ impl PageMap {
 ///   a region of memory to store a list of `page_region` structures. Below this
 ///   is always `MAX_REGIONS`. If there are more than this number of disjoint
 ///   regions of memory that need to be reported then the ioctl will also return
-///   early without reaching the end of memory. Note that this means that all
-///   further memory will be `decommit`'d with reported regions still going to
-///   `reset_manually`. This is arguably something we should detect and improve
-///   in Wasmtime, but for now `MAX_REGIONS` is hardcoded.
+///   early without reaching the end of memory. (wasmhost patch: the scan then
+///   resumes at `walk_end` in another round; upstream decommitted all further
+///   memory, so a guest writing more than `MAX_REGIONS` scattered runs of
+///   pages had most of them faulted back in by the next instance.)
 ///
 /// In the end this ends up being a "more clever" version of this function than
 /// the one in the `pagemap_disabled` module. By using `PAGEMAP_SCAN` we can
@@ -300,17 +305,12 @@ pub unsafe fn reset_with_pagemap(
                 // Pages that were written (and are not the zero page or a
                 // file page, per the inversion above) ...
                 .category_mask(Categories::WRITTEN | Categories::PFNZERO | Categories::FILE)
-                // ... whether present or swapped out (wasmhost patch).
-                // Upstream required `PRESENT`: a dirty page the kernel had
-                // swapped out was neither reset nor decommitted, and the
-                // next instance in the slot would read it back. Resetting it
-                // in place swaps it in and overwrites it.
+                // ... whether present or swapped out (wasmhost patch, see
+                // the function's documentation).
                 .category_anyof_mask(Categories::PRESENT | Categories::SWAPPED)
-                // Don't return any categories back. This helps group regions
-                // together since the reported set of categories is always
-                // empty and we otherwise aren't looking for anything in
-                // particular.
-                .return_mask(Categories::empty())
+                // Report only whether a region is swapped out, which splits
+                // regions where that changes and otherwise keeps them whole.
+                .return_mask(Categories::SWAPPED)
                 .build(&mut storage);
 
         // SAFETY: this should be a safe ioctl as we control the fd we're
@@ -329,6 +329,11 @@ pub unsafe fn reset_with_pagemap(
 
         let filled = result.regions().len() == MAX_REGIONS;
         for region in result.regions() {
+            pages_left = pages_left.saturating_sub(region.len() / host_page_size);
+            if region.categories().contains(Categories::SWAPPED) {
+                decommit(region.region().cast::<u8>().cast_mut(), region.len());
+                continue;
+            }
             // SAFETY: we're relying on Linux to pass in valid region ranges
             // within the `cursor..end` we specified to the syscall, which is
             // within the original `ptr/len`.
@@ -336,19 +341,24 @@ pub unsafe fn reset_with_pagemap(
                 reset_manually(&mut *region.region().cast_mut());
             }
             bytes_resident += region.len();
-            pages_left = pages_left.saturating_sub(region.len() / host_page_size);
         }
 
         // `walk_end` is where the kernel stopped: the end of memory, the
         // page budget spent, or (when `filled`) no room for another region.
         // Only in the last case is the next round worth a scan; otherwise
         // whatever lies past `walk_end` is decommitted (a no-op at the end).
-        let walk_end = result.walk_end();
-        if walk_end.addr() >= end || !filled || pages_left == 0 {
-            decommit(walk_end.cast_mut(), end.saturating_sub(walk_end.addr()));
+        // A `walk_end` outside `cursor..=end` would be a kernel bug; then
+        // everything from `cursor` on is decommitted, which is always safe.
+        let walk_end = result.walk_end().addr();
+        if walk_end <= cursor.addr() || walk_end > end {
+            decommit(cursor, end - cursor.addr());
             return bytes_resident;
         }
-        cursor = walk_end.cast_mut();
+        if walk_end == end || !filled || pages_left == 0 {
+            decommit(ptr.with_addr(walk_end), end - walk_end);
+            return bytes_resident;
+        }
+        cursor = ptr.with_addr(walk_end);
     }
 }
 
@@ -581,10 +591,6 @@ mod ioctl {
         /// Note that this will only contain categories specified in
         /// [`PageMapScanBuilder::return_mask`].
         #[inline]
-        #[cfg_attr(
-            not(test),
-            expect(dead_code, reason = "bindings for the future if we need them")
-        )]
         pub fn categories(&self) -> Categories {
             self.0.categories
         }
