@@ -241,15 +241,35 @@ pub(crate) fn threads_named(pid: u32, name: &str) -> Vec<ThreadStat> {
 
 /// Thread `tid` of process `pid`, from /proc.
 pub(crate) fn thread_stat(pid: u32, tid: u32) -> Option<ThreadStat> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
-    // After `(comm)` comes the state, field 3 of the line (`man 5 proc`).
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let fields = stat_fields(&format!("/proc/{pid}/task/{tid}/stat"))?;
     let field = |number: usize| -> Option<u64> { fields.get(number - 3)?.parse().ok() };
     Some(ThreadStat {
         nice: fields.get(19 - 3)?.parse().ok()?,
         policy: field(41)?,
         cpu_ticks: field(14)? + field(15)?,
     })
+}
+
+/// The minor page faults process `pid` has taken, all threads together
+/// (`/proc/PID/stat` field 10).
+pub(crate) fn minor_faults(pid: u32) -> Option<u64> {
+    stat_fields(&format!("/proc/{pid}/stat"))?
+        .get(10 - 3)?
+        .parse()
+        .ok()
+}
+
+/// The fields of a /proc `stat` line from field 3 (the state) on: what
+/// follows `(comm)`, which may itself hold spaces (`man 5 proc`).
+fn stat_fields(path: &str) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    Some(
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+    )
 }
 
 /// The wasmhost binary with a quiet, uncoloured, info-level log and no stdin.

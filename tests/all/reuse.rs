@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use hyper::StatusCode;
 use wasmhost_tests::guests;
 
-use crate::harness::{Connection, Reply, RunningHost, TestHost, eventually};
+use crate::harness::{Connection, Reply, RunningHost, TestHost, eventually, minor_faults};
 
 /// The `count` guest's answer: which instance, and its how-manieth request.
 fn instance_and_count(host_reply: &Reply) -> (String, u64) {
@@ -85,29 +85,17 @@ async fn fresh_instances_see_initial_memory_after_many_scattered_writes() {
         let text = scatter().await;
         assert!(text.contains("request 1 stale 0 wrote 96"), "{text:?}");
     }
-    let faults_before = minor_faults(host.pid());
+    let faults_before = minor_faults(host.pid()).expect("read /proc/PID/stat");
     const MEASURED: u64 = 40;
     for _ in 0..MEASURED {
         let text = scatter().await;
         assert!(text.contains("request 1 stale 0 wrote 96"), "{text:?}");
     }
-    let faults = minor_faults(host.pid()) - faults_before;
+    let faults = minor_faults(host.pid()).expect("read /proc/PID/stat") - faults_before;
     assert!(
         faults < 16 * MEASURED,
         "{faults} minor faults over {MEASURED} requests: dirty pages were decommitted, not reset in place"
     );
-}
-
-/// The minor page faults process `pid` has taken (`/proc/PID/stat` field 10).
-fn minor_faults(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .expect("a stat line")
-        .1
-        .split_whitespace()
-        .collect();
-    fields[10 - 3].parse().expect("minflt")
 }
 
 #[tokio::test]
