@@ -190,8 +190,14 @@ impl Registry {
 
 /// `wasmhost push FILE REFERENCE`, insisting it succeeds.
 pub(crate) fn push(file: &str, reference: &str) {
+    push_with_env(file, reference, &[]);
+}
+
+/// [`push`] with extra environment variables (registry credentials).
+fn push_with_env(file: &str, reference: &str, env: &[(&str, &str)]) {
     let output = wasmhost()
         .args(["push", file, reference])
+        .envs(env.iter().copied())
         .output()
         .expect("run wasmhost push");
     assert!(
@@ -492,16 +498,13 @@ async fn registry_credentials_come_from_the_environment_or_the_docker_config() {
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(said.contains("401") && said.contains(&tag), "{said}");
     // With credentials in the environment.
-    let output = wasmhost()
-        .args(["push", guests::HELLO, &tag])
-        .env("WASMHOST_REGISTRY_USERNAME", "ci")
-        .env("WASMHOST_REGISTRY_PASSWORD", "s3cret")
-        .output()
-        .expect("run wasmhost push");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    push_with_env(
+        guests::HELLO,
+        &tag,
+        &[
+            ("WASMHOST_REGISTRY_USERNAME", "ci"),
+            ("WASMHOST_REGISTRY_PASSWORD", "s3cret"),
+        ],
     );
 
     // A host with the credentials in a Docker config pulls and serves it.
