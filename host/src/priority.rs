@@ -1,6 +1,9 @@
 //! Per-thread CPU priority for the host's background threads, so work that
 //! can wait never takes CPU from requests.
 
+use std::collections::HashMap;
+use std::time::Duration;
+
 /// Makes the calling thread, and only it (on Linux, priority is per thread),
 /// as nice as `nice`. Threads it starts afterwards inherit the value. Failing
 /// is harmless: the thread just competes with requests as an ordinary thread
@@ -52,6 +55,49 @@ pub(crate) fn idle_threads_named(name: &str) -> usize {
 /// it). Returns how many it moved.
 pub(crate) fn raise_threads_named(name: &str) -> usize {
     for_threads_named(name, |tid| set_policy(tid, Policy::Other))
+}
+
+/// CPU time (user and system) each live thread of this process named
+/// `name` has used so far, by thread id. A thread that ended is missing, so
+/// callers compare two readings thread by thread.
+pub(crate) fn cpu_of_threads_named(name: &str) -> HashMap<i32, Duration> {
+    let mut cpu = HashMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return cpu;
+    };
+    let tick = Duration::from_secs(1) / rustix::param::clock_ticks_per_second().max(1) as u32;
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|tid| tid.parse().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // `pid (comm) state ppid …`: comm may hold spaces and parentheses,
+        // so the fields are counted from the last `)`.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if head.split_once('(').map(|(_, comm)| comm) != Some(name) {
+            continue;
+        }
+        // After `)`: state is field 3, utime field 14, stime field 15.
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |at: usize| fields.get(at).and_then(|f| f.parse::<u32>().ok());
+        if let (Some(user), Some(system)) = (ticks(11), ticks(12)) {
+            cpu.insert(tid, tick * user.saturating_add(system));
+        }
+    }
+    cpu
+}
+
+/// How much CPU the threads in `now` used since `before`: a thread missing
+/// from `before` started meanwhile and counts from zero.
+pub(crate) fn cpu_used_since(
+    before: &HashMap<i32, Duration>,
+    now: &HashMap<i32, Duration>,
+) -> Duration {
+    now.iter()
+        .map(|(tid, used)| used.saturating_sub(before.get(tid).copied().unwrap_or_default()))
+        .sum()
 }
 
 /// Applies `change` to each thread of this process named `name`; a thread
@@ -116,4 +162,44 @@ fn set_policy(_tid: i32, _policy: Policy) -> std::io::Result<()> {
         std::io::ErrorKind::Unsupported,
         "scheduling policies are Linux only",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_a_named_thread_used_is_read_and_compared_thread_by_thread() {
+        let name = "wasmhost-cputst";
+        assert!(cpu_of_threads_named(name).is_empty());
+        let (spun, done) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn_scoped(scope, || {
+                    // Spin until this thread has used 300 ms of CPU by its
+                    // own account, however long that takes on a busy machine.
+                    let me = rustix::thread::gettid().as_raw_nonzero().get();
+                    while cpu_of_threads_named(name)
+                        .get(&me)
+                        .is_none_or(|used| *used < Duration::from_millis(300))
+                    {
+                        std::hint::black_box((0..10_000u64).sum::<u64>());
+                    }
+                    spun.wait();
+                    done.wait();
+                })
+                .expect("spawn the spinning thread");
+            spun.wait();
+            let now = cpu_of_threads_named(name);
+            assert_eq!(now.len(), 1, "{now:?}");
+            // A thread not seen before counts from zero.
+            let used = cpu_used_since(&HashMap::new(), &now);
+            assert!(used >= Duration::from_millis(300), "{used:?}");
+            assert_eq!(cpu_used_since(&now, &now), Duration::ZERO);
+            done.wait();
+        });
+        // Ended threads are not read.
+        assert!(cpu_of_threads_named(name).is_empty());
+    }
 }
