@@ -16,6 +16,8 @@ pub(crate) struct Config {
     pub(crate) admin_listen: SocketAddr,
     /// Request worker threads serving project traffic.
     pub(crate) workers: usize,
+    /// Whether each worker is pinned to a CPU of its own, when there are enough.
+    pub(crate) pin_workers: bool,
     /// How long in-flight requests may run on after a shutdown signal.
     pub(crate) grace_period: Duration,
     /// Request timeout for projects that do not set `limits.request_timeout`.

@@ -17,3 +17,13 @@ use tokio::runtime::{Builder, Runtime};
 pub(crate) fn build() -> io::Result<Runtime> {
     Builder::new_current_thread().enable_all().build()
 }
+
+/// The same, calling `on_thread_start` on every thread of the runtime's
+/// blocking pool as it starts: a pinned worker puts them back on every CPU
+/// (`front/affinity.rs`).
+pub(crate) fn build_with(on_thread_start: fn()) -> io::Result<Runtime> {
+    Builder::new_current_thread()
+        .enable_all()
+        .on_thread_start(on_thread_start)
+        .build()
+}

@@ -143,11 +143,17 @@ pub(crate) async fn run(
         &stopped,
         config.grace_period,
         config.connections,
+        config.pin_workers,
     )?;
     let count = workers.count();
     tracing::info!(
-        "{count} request worker{}",
-        if count == 1 { "" } else { "s" }
+        "{count} request worker{}{}",
+        if count == 1 { "" } else { "s" },
+        if workers.pinned() {
+            ", each pinned to a CPU of its own"
+        } else {
+            ""
+        }
     );
     // Printed as soon as both listeners serve, before any project is loaded:
     // scripts and tests then wait for `GET /readyz` on the admin listener.

@@ -147,3 +147,73 @@ async fn the_default_is_one_worker_per_cpu_the_process_may_use() {
         assert_eq!(reply.status, StatusCode::OK);
     }
 }
+
+/// The CPUs each thread of `pid` named `name` may run on, as /proc lists
+/// them (`0`, `0-1`, `0,2-3`).
+fn cpus_allowed(pid: u32, name: &str) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim() == name)
+        })
+        .filter_map(|task| {
+            let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+            let line = status
+                .lines()
+                .find(|line| line.starts_with("Cpus_allowed_list:"))?;
+            Some(line.split_once(':')?.1.trim().to_string())
+        })
+        .collect()
+}
+
+/// One worker per CPU: each pinned to a CPU of its own, so work under
+/// `SCHED_IDLE` never keeps a worker queued behind another (`affinity.rs`).
+/// Not pinned with more workers than CPUs, nor with `--pin-workers=false`;
+/// other threads stay on every CPU.
+#[tokio::test]
+async fn each_worker_is_pinned_to_a_cpu_of_its_own_when_there_are_enough() {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    for (workers, pin, pinned) in [
+        (cpus, true, true),
+        (cpus, false, false),
+        (cpus + 1, true, false),
+    ] {
+        let host = TestHost::new()
+            .project("hello", guests::HELLO)
+            .arg(&format!("--workers={workers}"))
+            .arg(&format!("--pin-workers={pin}"))
+            .spawn();
+        assert_eq!(host.get("/hello").await.status, StatusCode::OK);
+        let pid = host.pid();
+        let everywhere = cpus_allowed(pid, "wasmhost-epoch");
+        assert_eq!(everywhere.len(), 1, "the epoch ticker");
+        let mut seen: Vec<String> = (0..workers)
+            .flat_map(|index| cpus_allowed(pid, &format!("wasmhost-w{index}")))
+            .collect();
+        assert_eq!(seen.len(), workers, "worker threads");
+        let log = host.log();
+        if pinned {
+            assert!(log.contains("each pinned to a CPU of its own"), "{log}");
+            assert!(
+                seen.iter().all(|cpus| cpus.parse::<usize>().is_ok()),
+                "each worker on one CPU: {seen:?}"
+            );
+            seen.sort();
+            seen.dedup();
+            assert_eq!(seen.len(), workers, "a CPU each: {seen:?}");
+        } else {
+            assert!(!log.contains("pinned"), "{log}");
+            assert!(
+                seen.iter().all(|cpus| *cpus == everywhere[0]),
+                "workers {seen:?}, other threads {everywhere:?}"
+            );
+        }
+        // The slow lanes and the compile threads are never pinned.
+        for cpus in cpus_allowed(pid, "wasmhost-slow") {
+            assert_eq!(cpus, everywhere[0], "a slow lane");
+        }
+    }
+}

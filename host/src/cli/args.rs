@@ -150,6 +150,12 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "WASMHOST_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) workers: Option<u16>,
 
+    /// Pin each request worker to a CPU of its own, when there are at least
+    /// as many CPUs as workers: work under SCHED_IDLE (compiles, the slow
+    /// lanes) then never keeps a worker waiting behind another on one core
+    #[arg(long, env = "WASMHOST_PIN_WORKERS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub(crate) pin_workers: bool,
+
     /// After Ctrl-C or SIGTERM, how long in-flight requests may take to
     /// finish before their connections are cut (e.g. 500ms, 30s).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -222,10 +228,10 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 1)]
     pub(crate) max_compiles: usize,
 
-    /// How long a compile runs on idle CPU only (`SCHED_IDLE`) before it is
-    /// raised to the default priority: on a machine whose cores are all busy
-    /// serving, a deploy waits about this long before its compile takes a
-    /// fair share of the CPU from requests (e.g. 0s, 30s). Raising needs
+    /// Compiles run on idle CPU only (`SCHED_IDLE`); every this long, a
+    /// compile that got less than a twentieth of a core over that time is
+    /// raised to the default priority, taking a fair share of the CPU from
+    /// requests until it ends (0s: raised at once). Raising needs
     /// CAP_SYS_NICE; without it compiles run at nice 19 throughout
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub(crate) compile_patience: Duration,
@@ -346,6 +352,7 @@ impl ServeArgs {
             workers: args
                 .workers
                 .map_or_else(crate::front::workers::default_count, usize::from),
+            pin_workers: args.pin_workers,
             grace_period: args.grace_period,
             request_timeout: args.request_timeout,
             limits: crate::swap::settings::DefaultLimits {

@@ -2,6 +2,7 @@
 //! route each request to a project, and run it in a fresh instance of that
 //! project's current version.
 
+pub(crate) mod affinity;
 pub(crate) mod body_limit;
 pub(crate) mod connection;
 pub(crate) mod error;

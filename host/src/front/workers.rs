@@ -4,8 +4,8 @@
 //! A worker keeps the single-thread path a request always had: its
 //! connection, its guest task and its instance stay on the worker's thread,
 //! unless the guest computes for 2 ms and moves to the worker's slow lane.
-//! No task is handed between workers. (Threads are not pinned to cores: the
-//! kernel's scheduler places them.) What workers share is only what a request
+//! No task is handed between workers. Each worker is pinned to a CPU of its
+//! own when there are enough (`--pin-workers`, `affinity.rs`). What workers share is only what a request
 //! touches through atomics: the registry (`arc_swap` loads), its version's
 //! admission word and its project's counters, and the engine's instance pool,
 //! which wasmtime 48 shards per core.
@@ -47,11 +47,13 @@ use tokio::sync::{mpsc, watch};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::front::connection::ConnectionLimits;
-use crate::front::{listener, slow_lane};
+use crate::front::{affinity, listener, slow_lane};
 
 /// The request workers, running until the shutdown signal and their drain.
 pub(crate) struct Workers {
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// Whether each worker was pinned to a CPU of its own.
+    pinned: bool,
     /// Receives a worker's index when its thread ends, however it ends.
     ended: mpsc::UnboundedReceiver<usize>,
 }
@@ -133,7 +135,9 @@ const BACKLOG: i32 = 1024;
 impl Workers {
     /// Starts one worker per socket of [`bind`], each serving `handler`
     /// until `stop` turns `true`; then each stops accepting and drains its
-    /// connections for up to `grace`. Fails if a worker's runtime or thread
+    /// connections for up to `grace`. With `pin`, each worker is pinned to
+    /// a CPU of its own when there are enough (`affinity.rs`). Fails if a
+    /// worker's runtime or thread
     /// cannot be made; `wasmhost serve` then exits, and with it any worker
     /// already started.
     pub(crate) fn start<H, F>(
@@ -142,15 +146,21 @@ impl Workers {
         stop: &watch::Receiver<bool>,
         grace: Duration,
         limits: ConnectionLimits,
+        pin: bool,
     ) -> anyhow::Result<Self>
     where
         H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<HyperOutgoingBody>> + Send + 'static,
     {
         let slots = listener::slots(limits);
+        let cpus = if pin {
+            affinity::plan(sockets.len())
+        } else {
+            None
+        };
         let mut ready = Vec::with_capacity(sockets.len());
         for (index, socket) in sockets.into_iter().enumerate() {
-            let runtime = crate::runtime::build()
+            let runtime = crate::runtime::build_with(affinity::unpin_this_thread)
                 .with_context(|| format!("failed to build request worker {index}'s runtime"))?;
             // Registered with the worker's own reactor, here, so a failure
             // stops start-up instead of leaving one worker silently idle.
@@ -166,6 +176,7 @@ impl Workers {
         let mut threads = Vec::with_capacity(ready.len());
         for (index, socket, runtime) in ready {
             let (handler, slots) = (handler.clone(), slots.clone());
+            let cpu = cpus.as_ref().and_then(|cpus| cpus.get(index).copied());
             let mut stop = stop.clone();
             let ended = Ended {
                 index,
@@ -175,6 +186,9 @@ impl Workers {
                 .name(format!("wasmhost-w{index}"))
                 .spawn(move || {
                     let _ended = ended;
+                    if let Some(cpu) = cpu {
+                        affinity::pin_this_thread(cpu);
+                    }
                     slow_lane::bind_this_thread(index);
                     runtime.block_on(async move {
                         let shutdown = async move {
@@ -190,7 +204,11 @@ impl Workers {
                 .with_context(|| format!("failed to start request worker {index}"))?;
             threads.push(thread);
         }
-        Ok(Self { threads, ended })
+        Ok(Self {
+            threads,
+            pinned: cpus.is_some(),
+            ended,
+        })
     }
 
     /// Resolves with a worker's index when one stops: before shutdown, only
@@ -202,6 +220,11 @@ impl Workers {
             // there is nothing more to report.
             None => std::future::pending().await,
         }
+    }
+
+    /// Whether each worker was pinned to a CPU of its own.
+    pub(crate) fn pinned(&self) -> bool {
+        self.pinned
     }
 
     /// How many workers run.

@@ -1,0 +1,86 @@
+//! Pinning each request worker to a core of its own.
+//!
+//! Why: compiles and the slow lanes run under `SCHED_IDLE` on whatever CPU
+//! requests leave idle. A core running a `SCHED_IDLE` thread never goes
+//! idle, so Linux never pulls work from a busy neighbour's queue to it:
+//! `perf sched` showed one worker waiting 5 ms behind the other on one core
+//! while a compile ran on the second. Pinned, each worker has its own core
+//! and takes it back from the compile at once. With `wrk -c32` against two
+//! workers while the 18 MB Python example compiled, p99 went from
+//! 3.8–3.9 ms to 1.0–1.4 ms (2.3–2.8 ms with nothing compiling;
+//! `docs/performance.md`).
+//!
+//! Only workers are pinned, and only when each can have a CPU of its own
+//! among those the process may use; threads a worker starts (tokio's
+//! blocking pool) are put back on the whole set.
+
+use std::sync::OnceLock;
+
+use rustix::thread::CpuSet;
+
+/// The CPUs this process may run on, read once, before any thread is
+/// pinned.
+fn allowed() -> &'static [usize] {
+    static ALLOWED: OnceLock<Vec<usize>> = OnceLock::new();
+    ALLOWED.get_or_init(|| {
+        rustix::thread::sched_getaffinity(None)
+            .map(|set| {
+                (0..CpuSet::MAX_CPU)
+                    .filter(|cpu| set.is_set(*cpu))
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
+}
+
+/// The CPU for each of `workers` workers, or `None` when there are more
+/// workers than CPUs to give them (then none is pinned: two pinned to one
+/// core could never spread out).
+pub(crate) fn plan(workers: usize) -> Option<Vec<usize>> {
+    let allowed = allowed();
+    (workers <= allowed.len()).then(|| allowed[..workers].to_vec())
+}
+
+/// Pins the calling thread to `cpu`. Failing is harmless (the thread runs
+/// wherever the scheduler puts it, as unpinned workers do), so it is logged
+/// at debug level only.
+pub(crate) fn pin_this_thread(cpu: usize) {
+    let mut set = CpuSet::new();
+    set.set(cpu);
+    if let Err(err) = rustix::thread::sched_setaffinity(None, &set) {
+        tracing::debug!(cpu, cause = %err, "failed to pin a request worker");
+    }
+}
+
+/// Lets the calling thread run on every CPU the process may use again: for
+/// threads started by a pinned worker, which inherit its pin.
+pub(crate) fn unpin_this_thread() {
+    let allowed = allowed();
+    if allowed.is_empty() {
+        return;
+    }
+    let mut set = CpuSet::new();
+    for cpu in allowed {
+        set.set(*cpu);
+    }
+    if let Err(err) = rustix::thread::sched_setaffinity(None, &set) {
+        tracing::debug!(cause = %err, "failed to unpin a thread");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_worker_gets_a_cpu_of_its_own_or_none_is_pinned() {
+        let cpus = allowed().len();
+        assert!(cpus >= 1);
+        let cpus_of = plan(cpus).expect("as many workers as CPUs");
+        let mut distinct = cpus_of.clone();
+        distinct.dedup();
+        assert_eq!(distinct.len(), cpus, "{cpus_of:?}");
+        assert_eq!(plan(cpus + 1), None);
+        assert_eq!(plan(0), Some(Vec::new()));
+    }
+}
