@@ -16,7 +16,8 @@ pub(crate) struct Config {
     pub(crate) admin_listen: SocketAddr,
     /// Request worker threads serving project traffic.
     pub(crate) workers: usize,
-    /// Whether each worker is pinned to a CPU of its own, when there are enough.
+    /// Whether each worker is pinned to a CPU of its own, when the process
+    /// may use exactly as many CPUs as there are workers.
     pub(crate) pin_workers: bool,
     /// How long in-flight requests may run on after a shutdown signal.
     pub(crate) grace_period: Duration,

@@ -150,9 +150,10 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "WASMHOST_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) workers: Option<u16>,
 
-    /// Pin each request worker to a CPU of its own, when there are at least
-    /// as many CPUs as workers: work under SCHED_IDLE (compiles, the slow
-    /// lanes) then never keeps a worker waiting behind another on one core
+    /// Pin each request worker to a CPU of its own, when the process may use
+    /// exactly as many CPUs as there are workers: work under SCHED_IDLE
+    /// (compiles, the slow lanes) then never keeps a worker waiting behind
+    /// another on one core
     #[arg(long, env = "WASMHOST_PIN_WORKERS", default_value_t = true, action = clap::ArgAction::Set)]
     pub(crate) pin_workers: bool,
 

@@ -10,9 +10,13 @@
 //! 3.8–3.9 ms to 1.0–1.4 ms (2.3–2.8 ms with nothing compiling;
 //! `docs/performance.md`).
 //!
-//! Only workers are pinned, and only when each can have a CPU of its own
-//! among those the process may use; threads a worker starts (tokio's
-//! blocking pool) are put back on the whole set.
+//! Only workers are pinned, and only when the process may use exactly as
+//! many CPUs as there are workers (one worker per CPU of its affinity mask,
+//! the default on a machine or a `taskset`/cpuset-limited container). Under
+//! a CPU quota smaller than the mask (a Kubernetes CPU limit), the default
+//! is fewer workers than CPUs, and they are not pinned: every such
+//! container would otherwise crowd onto the node's first CPUs. Threads a
+//! worker starts (tokio's blocking pool) are put back on the whole set.
 
 use std::sync::OnceLock;
 
@@ -33,12 +37,13 @@ fn allowed() -> &'static [usize] {
     })
 }
 
-/// The CPU for each of `workers` workers, or `None` when there are more
-/// workers than CPUs to give them (then none is pinned: two pinned to one
-/// core could never spread out).
+/// The CPU for each of `workers` workers, or `None` unless the process may
+/// use exactly that many CPUs: with more workers, two pinned to one core
+/// could never spread out; with fewer, which CPUs to take is a guess that
+/// other processes pinned the same way would share.
 pub(crate) fn plan(workers: usize) -> Option<Vec<usize>> {
     let allowed = allowed();
-    (workers <= allowed.len()).then(|| allowed[..workers].to_vec())
+    (workers == allowed.len()).then(|| allowed.to_vec())
 }
 
 /// Pins the calling thread to `cpu`. Failing is harmless (the thread runs
@@ -73,7 +78,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_worker_gets_a_cpu_of_its_own_or_none_is_pinned() {
+    fn workers_are_pinned_one_per_cpu_only_when_they_match_the_cpus() {
         let cpus = allowed().len();
         assert!(cpus >= 1);
         let cpus_of = plan(cpus).expect("as many workers as CPUs");
@@ -81,6 +86,6 @@ mod tests {
         distinct.dedup();
         assert_eq!(distinct.len(), cpus, "{cpus_of:?}");
         assert_eq!(plan(cpus + 1), None);
-        assert_eq!(plan(0), Some(Vec::new()));
+        assert_eq!(plan(cpus - 1), None);
     }
 }

@@ -5,7 +5,8 @@
 //! connection, its guest task and its instance stay on the worker's thread,
 //! unless the guest computes for 2 ms and moves to the worker's slow lane.
 //! No task is handed between workers. Each worker is pinned to a CPU of its
-//! own when there are enough (`--pin-workers`, `affinity.rs`). What workers share is only what a request
+//! own when the process may use exactly that many CPUs (`--pin-workers`,
+//! `affinity.rs`). What workers share is only what a request
 //! touches through atomics: the registry (`arc_swap` loads), its version's
 //! admission word and its project's counters, and the engine's instance pool,
 //! which wasmtime 48 shards per core.
@@ -136,7 +137,8 @@ impl Workers {
     /// Starts one worker per socket of [`bind`], each serving `handler`
     /// until `stop` turns `true`; then each stops accepting and drains its
     /// connections for up to `grace`. With `pin`, each worker is pinned to
-    /// a CPU of its own when there are enough (`affinity.rs`). Fails if a
+    /// a CPU of its own when the process may use exactly that many
+    /// (`affinity.rs`). Fails if a
     /// worker's runtime or thread
     /// cannot be made; `wasmhost serve` then exits, and with it any worker
     /// already started.
