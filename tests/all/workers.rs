@@ -174,7 +174,7 @@ fn cpus_allowed(pid: u32, name: &str) -> Vec<String> {
 /// Not pinned with more workers than CPUs, nor with `--pin-workers=false`;
 /// other threads stay on every CPU.
 #[tokio::test]
-async fn each_worker_is_pinned_to_a_cpu_of_its_own_when_there_are_enough() {
+async fn each_worker_is_pinned_to_a_cpu_of_its_own_when_there_is_one_cpu_per_worker() {
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     for (workers, pin, pinned) in [
         (cpus, true, true),
