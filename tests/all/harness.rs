@@ -227,6 +227,14 @@ pub(crate) const SCHED_IDLE: u64 = 5;
 /// Every thread of `pid` whose name is `name` (Linux truncates thread names
 /// to 15 bytes).
 pub(crate) fn threads_named(pid: u32, name: &str) -> Vec<ThreadStat> {
+    tasks_named(pid, name)
+        .into_iter()
+        .filter_map(|task| thread_stat(pid, task.file_name().to_str()?.parse().ok()?))
+        .collect()
+}
+
+/// The /proc task folder of every thread of `pid` named `name`.
+pub(crate) fn tasks_named(pid: u32, name: &str) -> Vec<std::fs::DirEntry> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
@@ -235,7 +243,6 @@ pub(crate) fn threads_named(pid: u32, name: &str) -> Vec<ThreadStat> {
         .filter(|task| {
             std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim() == name)
         })
-        .filter_map(|task| thread_stat(pid, task.file_name().to_str()?.parse().ok()?))
         .collect()
 }
 

@@ -9,7 +9,7 @@ use wasmhost_tests::guests;
 use wasmhost_tests::process::{Process, wait_until_loaded};
 
 use crate::harness::{
-    DEADLINE, SwapTraffic, TestHost, empty, request, send, threads_named, wasmhost,
+    DEADLINE, SwapTraffic, TestHost, empty, request, send, tasks_named, threads_named, wasmhost,
 };
 
 /// Workers in these tests: twice this machine's cores.
@@ -151,14 +151,8 @@ async fn the_default_is_one_worker_per_cpu_the_process_may_use() {
 /// The CPUs each thread of `pid` named `name` may run on, as /proc lists
 /// them (`0`, `0-1`, `0,2-3`).
 fn cpus_allowed(pid: u32, name: &str) -> Vec<String> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter(|task| {
-            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim() == name)
-        })
+    tasks_named(pid, name)
+        .into_iter()
         .filter_map(|task| {
             let status = std::fs::read_to_string(task.path().join("status")).ok()?;
             let line = status
