@@ -199,7 +199,16 @@ mod tests {
             assert_eq!(cpu_used_since(&now, &now), Duration::ZERO);
             done.wait();
         });
-        // Ended threads are not read.
-        assert!(cpu_of_threads_named(name).is_empty());
+        // Ended threads are not read. `join` returns when the thread has
+        // cleared its id, a moment before the kernel removes its /proc
+        // entry, so wait for that, up to a generous deadline.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !cpu_of_threads_named(name).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "an ended thread is still read"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
