@@ -61,32 +61,20 @@ pub(crate) fn raise_threads_named(name: &str) -> usize {
 /// `name` has used so far, by thread id. A thread that ended is missing, so
 /// callers compare two readings thread by thread.
 pub(crate) fn cpu_of_threads_named(name: &str) -> HashMap<i32, Duration> {
-    let mut cpu = HashMap::new();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return cpu;
-    };
     let tick = Duration::from_secs(1) / rustix::param::clock_ticks_per_second().max(1) as u32;
-    for task in tasks.flatten() {
-        let Some(tid) = task.file_name().to_str().and_then(|tid| tid.parse().ok()) else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        // `pid (comm) state ppid …`: comm may hold spaces and parentheses,
-        // so the fields are counted from the last `)`.
-        let Some((head, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        if head.split_once('(').map(|(_, comm)| comm) != Some(name) {
-            continue;
-        }
-        // After `)`: state is field 3, utime field 14, stime field 15.
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |at: usize| fields.get(at).and_then(|f| f.parse::<u32>().ok());
-        if let (Some(user), Some(system)) = (ticks(11), ticks(12)) {
-            cpu.insert(tid, tick * user.saturating_add(system));
-        }
-    }
-    cpu
+    threads_named(name)
+        .into_iter()
+        .filter_map(|(tid, task)| {
+            let stat = std::fs::read_to_string(task.join("stat")).ok()?;
+            // `pid (comm) state ppid …`: comm may hold spaces and
+            // parentheses, so the fields are counted from the last `)`.
+            let (_, rest) = stat.rsplit_once(')')?;
+            // After `)`: state is field 3, utime field 14, stime field 15.
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = |at: usize| fields.get(at)?.parse::<u32>().ok();
+            Some((tid, tick * ticks(11)?.saturating_add(ticks(12)?)))
+        })
+        .collect()
 }
 
 /// How much CPU the threads in `now` used since `before`: a thread missing
@@ -104,18 +92,8 @@ pub(crate) fn cpu_used_since(
 /// that ended meanwhile, or a change refused, is logged at debug level and
 /// skipped.
 fn for_threads_named(name: &str, change: impl Fn(i32) -> std::io::Result<()>) -> usize {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
     let mut changed = 0;
-    for task in tasks.flatten() {
-        let Some(tid) = task.file_name().to_str().and_then(|tid| tid.parse().ok()) else {
-            continue;
-        };
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim_end() != name {
-            continue;
-        }
+    for (tid, _) in threads_named(name) {
         match change(tid) {
             Ok(()) => changed += 1,
             Err(err) => {
@@ -124,6 +102,22 @@ fn for_threads_named(name: &str, change: impl Fn(i32) -> std::io::Result<()>) ->
         }
     }
     changed
+}
+
+/// Every live thread of this process named `name` (as `/proc` shows it, at
+/// most 15 bytes): its id and its `/proc/self/task` folder.
+fn threads_named(name: &str) -> Vec<(i32, std::path::PathBuf)> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let tid = task.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+            (comm.trim_end() == name).then(|| (tid, task.path()))
+        })
+        .collect()
 }
 
 /// The scheduling policies the host uses.
