@@ -285,6 +285,21 @@ fn main() -> Result<(), Error> {
             Background::Idle,
         ))?);
     }
+    // Native hyper at that same offered load. At saturation, the faster
+    // server keeps its client busy, so its `writev`s rarely have to wake
+    // the client; at one rate both pay the same for that, and what is left
+    // is each server's own work per request.
+    {
+        let native = process::start_native(NATIVE_FLAG)?;
+        phases.extend(runtime.block_on(load(
+            &format!("native hyper at {RATE:.0} req/s"),
+            &native,
+            duration,
+            connections,
+            Some(RATE),
+            Background::Idle,
+        ))?);
+    }
     // The hello guest in Python and JavaScript, on both servers, with fresh
     // instances and with reuse. Served as project `hello` so the client's
     // `/hello` reaches it on wasmhost too.
@@ -402,6 +417,13 @@ fn main() -> Result<(), Error> {
         "CPU per request at the same rate: 2 workers / 1 worker",
         two.cpu_per_request_us(),
         one.cpu_per_request_us(),
+    );
+    let native_rated =
+        find(&format!("native hyper at {RATE:.0} req/s")).ok_or("no rated native phase")?;
+    ratio(
+        "CPU per request at the same rate: wasmhost (1 worker) / native",
+        one.cpu_per_request_us(),
+        native_rated.cpu_per_request_us(),
     );
     let unmetered = find(&format!(
         "wasmhost 2 workers at {RATE:.0} req/s, no request metrics"
