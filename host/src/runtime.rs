@@ -15,7 +15,7 @@ use tokio::runtime::{Builder, Runtime};
 /// Builds a runtime for the calling thread: the main one, a worker's, or a
 /// client command's.
 pub(crate) fn build() -> io::Result<Runtime> {
-    Builder::new_current_thread().enable_all().build()
+    build_with(|| {})
 }
 
 /// The same, calling `on_thread_start` on every thread of the runtime's

@@ -138,10 +138,9 @@ impl Workers {
     /// until `stop` turns `true`; then each stops accepting and drains its
     /// connections for up to `grace`. With `pin`, each worker is pinned to
     /// a CPU of its own when the process may use exactly that many
-    /// (`affinity.rs`). Fails if a
-    /// worker's runtime or thread
-    /// cannot be made; `wasmhost serve` then exits, and with it any worker
-    /// already started.
+    /// (`affinity.rs`). Fails if a worker's runtime or thread cannot be
+    /// made; `wasmhost serve` then exits, and with it any worker already
+    /// started.
     pub(crate) fn start<H, F>(
         sockets: Vec<std::net::TcpListener>,
         handler: H,
