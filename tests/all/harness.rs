@@ -26,6 +26,13 @@ use wasmhost_tests::process::{Process, wait_until_loaded, wasmhost_listening};
 /// CI machines are small and busy; a pass never waits this long.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(90);
 
+/// How long a deploy may take to answer: it answers once its component has
+/// compiled, and compiles yield to requests (`SCHED_IDLE` for the first 30 s
+/// of `--compile-patience`). Beside two busy loops an 18 MB component's deploy
+/// took 45–48 s on this 2-core machine, and in a clean-clone CI run, with
+/// other tests beside it, one took over [`DEADLINE`].
+pub(crate) const DEPLOY_DEADLINE: Duration = Duration::from_secs(300);
+
 /// Request workers a test host runs unless the test says otherwise: more
 /// than one, so races between workers can show in every test.
 pub(crate) const WORKERS: usize = 2;
@@ -388,8 +395,8 @@ impl RunningHost {
 
     /// Deploys `component` as project `name` through the admin API.
     pub(crate) async fn deploy(&self, name: &str, component: &[u8]) -> Reply {
-        self.admin("PUT", &format!("/projects/{name}"), component.to_vec())
-            .await
+        let request = admin_request("PUT", &format!("/projects/{name}"), component.to_vec());
+        send_within(DEPLOY_DEADLINE, self.admin, request).await
     }
 
     /// Deploys `component` with `config` as its wasmhost.toml, as
@@ -415,7 +422,7 @@ impl RunningHost {
                 .parse()
                 .expect("valid header"),
         );
-        send(self.admin, request).await
+        send_within(DEPLOY_DEADLINE, self.admin, request).await
     }
 
     /// Deploys the guest at `path` as project `name`, insisting it goes live.
@@ -531,7 +538,16 @@ pub(crate) fn request(method: &str, host: &str, path: &str, body: TestBody) -> R
 
 /// Sends `request` to `addr` on a new connection and reads the whole response.
 pub(crate) async fn send(addr: SocketAddr, request: Request<TestBody>) -> Reply {
-    tokio::time::timeout(DEADLINE, try_send(addr, request))
+    send_within(DEADLINE, addr, request).await
+}
+
+/// Like [`send`], failing the test only after `deadline`.
+pub(crate) async fn send_within(
+    deadline: Duration,
+    addr: SocketAddr,
+    request: Request<TestBody>,
+) -> Reply {
+    tokio::time::timeout(deadline, try_send(addr, request))
         .await
         .unwrap_or_else(|_| panic!("no response from {addr} in time"))
         .unwrap_or_else(|err| panic!("request to {addr} failed: {err}"))
