@@ -331,7 +331,7 @@ async fn a_guest_heavy_on_every_request_stays_on_the_request_workers() {
     let host = TestHost::new().project("heavy", guests::COUNT).spawn();
     // 8 ms of compute each, past the 2 ms a light guest's request may take
     // before it moves. Once one request has succeeded, the threshold follows
-    // the version's typical compute time (4×, at most 20 ms), so the rest
+    // the version's typical compute time (8×, at most 20 ms), so the rest
     // stay. With the 2 ms threshold for all, most of them move: a request
     // stays only if it finishes within its first poll, before an epoch tick.
     const REQUESTS: u64 = 30;
@@ -343,10 +343,27 @@ async fn a_guest_heavy_on_every_request_stays_on_the_request_workers() {
         .as_u64()
         .expect("a slowed count");
     println!("{slowed} of {REQUESTS} requests moved to the slow lane");
-    // The first may move. A request preempted for long inside its polls may
-    // still move now and then on a busy machine, so the bound leaves room.
+    // The first may move (until one has succeeded, its version's requests
+    // are timed by the wall clock, which counts preemption), so the bound
+    // leaves room.
     assert!(
         slowed < REQUESTS / 3,
         "{slowed} of {REQUESTS} requests moved to the slow lane"
+    );
+}
+
+#[tokio::test]
+async fn a_versions_typical_compute_time_starts_at_its_trial_instantiation() {
+    let host = TestHost::new().project("hello", guests::HELLO).spawn();
+    let project = host.admin_project("hello").await;
+    // No request has run: the time can only come from the instantiation that
+    // checked the version before it went live. From zero, the first requests
+    // of a version whose instantiation is heavy (Python, JavaScript) would
+    // get the 2 ms threshold of a light one.
+    assert_eq!(project["stats"]["requests"], 0, "{project:#}");
+    let typical = &project["versions"][0]["typical_compute_ms"];
+    assert!(
+        typical.as_f64().is_some_and(|ms| ms > 0.0),
+        "typical compute: {typical}"
     );
 }

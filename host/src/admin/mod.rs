@@ -52,7 +52,8 @@
 //! `state` (`active`, `preparing`, `draining` or `failed`), `size` (bytes),
 //! `compile_ms`, `in_flight`, `last_error`, `last_failure` (`step`, `reason`,
 //! `digest`, `at` in Unix seconds), `versions` (current and draining, each with
-//! `version`, `digest`, `state`, `in_flight`, `idle_instances`), `history` (version numbers of the
+//! `version`, `digest`, `state`, `in_flight`, `idle_instances`,
+//! `typical_compute_ms`), `history` (version numbers of the
 //! builds kept for rollback) and `stats` (`swaps`, `changes`, `rejected`, `rollbacks`,
 //! `forced_drains`, `released`, `last_compile_ms`, `last_swap_ms`,
 //! `max_drain_ms`, `cache_hits`, `cache_misses`, `active`, `overloaded`,

@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::model::project::Project;
+use crate::model::version::Version;
 
 /// A version as the admin API shows it.
 #[derive(Serialize)]
@@ -16,6 +17,23 @@ struct VersionView {
     state: &'static str,
     in_flight: usize,
     idle_instances: usize,
+    /// How long its successful requests typically compute (a running mean,
+    /// first set by its trial instantiation): a request moves to the slow
+    /// lane after 8× this, within 2–20 ms (`front/slow_lane.rs`).
+    typical_compute_ms: f64,
+}
+
+impl VersionView {
+    fn new(version: &Version, state: &'static str) -> Self {
+        Self {
+            version: version.number,
+            digest: version.build.digest.clone(),
+            state,
+            in_flight: version.in_flight(),
+            idle_instances: version.instances.idle(),
+            typical_compute_ms: version.compute.get().as_secs_f64() * 1000.0,
+        }
+    }
 }
 
 /// A project as the admin API shows it.
@@ -60,21 +78,9 @@ impl ProjectView {
         let source = state.source.as_ref();
         let mut versions: Vec<VersionView> = current
             .iter()
-            .map(|v| VersionView {
-                version: v.number,
-                digest: v.build.digest.clone(),
-                state: "current",
-                in_flight: v.in_flight(),
-                idle_instances: v.instances.idle(),
-            })
+            .map(|v| VersionView::new(v, "current"))
             .collect();
-        versions.extend(draining.iter().map(|v| VersionView {
-            version: v.number,
-            digest: v.build.digest.clone(),
-            state: "draining",
-            in_flight: v.in_flight(),
-            idle_instances: v.instances.idle(),
-        }));
+        versions.extend(draining.iter().map(|v| VersionView::new(v, "draining")));
         let stats = &project.stats;
         let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Self {

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
@@ -47,7 +48,8 @@ fn new_store(version: &Version, request_id: &HeaderValue) -> Store<RequestState>
 }
 
 /// Instantiates `version` once without calling it, so a component that traps
-/// while instantiating is caught before it serves anything.
+/// while instantiating is caught before it serves anything. The compute time
+/// it took becomes the version's first typical compute time.
 pub async fn trial_instantiate(version: &Version) -> Result<(), String> {
     let pre = version.build.pre.clone();
     let mut store = new_store(version, &HeaderValue::from_static("trial-instantiation"));
@@ -60,7 +62,16 @@ pub async fn trial_instantiate(version: &Version) -> Result<(), String> {
         || {},
     );
     match tokio::time::timeout(version.run.request_timeout, run).await {
-        Ok(finished) => finished.output.map_err(describe_trap),
+        Ok(finished) => {
+            finished.output.map_err(describe_trap)?;
+            // Every request on a fresh instance instantiates first, so this
+            // is where its typical compute time starts, rather than at zero:
+            // from zero, the first requests to a Python or JavaScript
+            // version moved to the slow lane after 2 ms, and on a busy
+            // machine waited there for seconds (`docs/performance.md`).
+            version.compute.record(finished.compute, Duration::ZERO);
+            Ok(())
+        }
         Err(_) => Err(format!(
             "instantiation did not finish within {:?}",
             version.run.request_timeout
