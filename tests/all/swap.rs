@@ -7,8 +7,8 @@ use serde_json::Value;
 use wasmhost_tests::guests;
 
 use crate::harness::{
-    SCHED_IDLE, SwapTraffic, TestHost, admin_request, empty, eventually, request, send,
-    thread_stat, threads_named,
+    DEPLOY_DEADLINE, SCHED_IDLE, SwapTraffic, TestHost, admin_request, empty, eventually, request,
+    send, send_within, thread_stat, threads_named,
 };
 
 /// `tests/fixtures/start-trap.wat`, assembled.
@@ -492,7 +492,11 @@ async fn requests_are_served_while_a_large_component_compiles() {
     let big = wasmhost_tests::large_component(2000);
     let admin = host.admin;
     let started = Instant::now();
-    let deploy = tokio::spawn(send(admin, admin_request("PUT", "/projects/big", big)));
+    let deploy = tokio::spawn(send_within(
+        DEPLOY_DEADLINE,
+        admin,
+        admin_request("PUT", "/projects/big", big),
+    ));
     let mut served = 0;
     while !deploy.is_finished() {
         let reply = host.get("/hello").await;
@@ -529,7 +533,11 @@ async fn compiles_run_under_sched_idle() {
     let host = TestHost::new().project("hello", guests::HELLO).spawn();
     let admin = host.admin;
     let big = wasmhost_tests::large_component(2000);
-    let deploy = tokio::spawn(send(admin, admin_request("PUT", "/projects/big", big)));
+    let deploy = tokio::spawn(send_within(
+        DEPLOY_DEADLINE,
+        admin,
+        admin_request("PUT", "/projects/big", big),
+    ));
     // The compile takes seconds; its thread shows up in /proc meanwhile, and
     // puts itself under SCHED_IDLE as it starts.
     compile_threads_all_under(host.pid(), SCHED_IDLE).await;
@@ -553,7 +561,11 @@ async fn a_compile_that_runs_out_of_patience_is_raised_to_the_default_priority()
         .spawn();
     let admin = host.admin;
     let big = wasmhost_tests::large_component(2000);
-    let deploy = tokio::spawn(send(admin, admin_request("PUT", "/projects/big", big)));
+    let deploy = tokio::spawn(send_within(
+        DEPLOY_DEADLINE,
+        admin,
+        admin_request("PUT", "/projects/big", big),
+    ));
     // SCHED_OTHER (Linux's 0): ordinary threads again.
     compile_threads_all_under(host.pid(), 0).await;
     let reply = deploy.await.expect("deploy task");

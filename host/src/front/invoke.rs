@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
@@ -53,12 +52,15 @@ fn new_store(version: &Version, request_id: &HeaderValue) -> Store<RequestState>
 pub async fn trial_instantiate(version: &Version) -> Result<(), String> {
     let pre = version.build.pre.clone();
     let mut store = new_store(version, &HeaderValue::from_static("trial-instantiation"));
+    // Timed in CPU time: one instantiation per version, and its time seeds
+    // the version's typical compute time, which waiting for a core must not.
     let run = slow_lane::run(
         async move {
             let _running = GuestRunning::start();
             pre.instantiate_async(&mut store).await.map(drop)
         },
         slow_lane::HOG_AFTER,
+        slow_lane::Clock::Cpu,
         || {},
     );
     match tokio::time::timeout(version.run.request_timeout, run).await {
@@ -69,7 +71,9 @@ pub async fn trial_instantiate(version: &Version) -> Result<(), String> {
             // from zero, the first requests to a Python or JavaScript
             // version moved to the slow lane after 2 ms, and on a busy
             // machine waited there for seconds (`docs/performance.md`).
-            version.compute.record(finished.compute, Duration::ZERO);
+            // Capped like a request's sample at the threshold in force, so
+            // a guest cannot buy a higher one with a heavy instantiation.
+            version.compute.seed(finished.compute, slow_lane::HOG_AFTER);
             Ok(())
         }
         Err(_) => Err(format!(
@@ -168,6 +172,7 @@ where
     let task = tokio::spawn(async move {
         let version = in_flight.version();
         let hog_after = slow_lane::hog_after(version.compute.get());
+        let clock = slow_lane::Clock::for_threshold(hog_after);
         let slowed = &version.stats().slowed;
         let run = slow_lane::run(
             async move {
@@ -183,6 +188,7 @@ where
                 Ok((store, proxy))
             },
             hog_after,
+            clock,
             || Stats::bump(slowed),
         );
         // The epoch callback stops guests that compute; this timeout and the

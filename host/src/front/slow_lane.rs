@@ -48,7 +48,8 @@ pub(crate) const HOG_AFTER: Duration = Duration::from_millis(2);
 /// `wrk -t2 -c32` run moved for that, and on the saturated machine waited
 /// on the slow lane for up to 1.4 s; with 8, none did in six runs
 /// (`docs/performance.md`).
-/// A guest that loops never succeeds, so this never raises its threshold.
+/// A guest that loops never succeeds, so only its capped seed counts
+/// ([`hog_after`]).
 const TYPICAL_TIMES: u32 = 8;
 
 /// The most compute time any request gets before it moves, however heavy its
@@ -61,13 +62,15 @@ pub(crate) const HOG_AFTER_MAX: Duration = Duration::from_millis(20);
 /// [`HOG_AFTER_MAX`].
 ///
 /// Why not [`HOG_AFTER`] for all: a Python or JavaScript component computes
-/// 2–4 ms on every request, instantiation included. With one threshold for
+/// on every request, instantiation included, for about 1 ms (2–4 ms when this
+/// was measured, before pages were reset in place). With one threshold for
 /// all, a third of their CPU ran on the `SCHED_IDLE` lanes, where a busy
 /// machine leaves them nothing: 300–700 ms worst latencies under `wrk`,
 /// against under 60 ms when they stayed (`docs/performance.md`).
 ///
-/// A guest that loops never succeeds, so never raises its own threshold.
-/// One that computes up to 20 ms and then answers does get the cap: each
+/// A guest that loops never succeeds, so never raises its own threshold past
+/// what its trial instantiation seeded (capped at [`HOG_AFTER`], so at most
+/// 16 ms). One that computes up to 20 ms and then answers does get the cap: each
 /// sample counts at most the threshold in force, so it takes a few requests,
 /// and from then on its requests share the worker with every other request,
 /// yielding at each epoch tick, instead of running under `SCHED_IDLE`. The
@@ -79,10 +82,14 @@ pub(crate) fn hog_after(typical: Duration) -> Duration {
 }
 
 /// Below this, a request's compute time cannot change its version's
-/// threshold, so it is not recorded ([`TypicalCompute::record`]).
+/// threshold ([`HOG_AFTER`] over [`TYPICAL_TIMES`]), so it is not recorded
+/// ([`TypicalCompute::record`]).
 ///
 /// [`TypicalCompute::record`]: crate::model::compute::TypicalCompute::record
-pub(crate) const RECORD_FROM: Duration = Duration::from_micros(500);
+pub(crate) const RECORD_FROM: Duration = match HOG_AFTER.checked_div(TYPICAL_TIMES) {
+    Some(floor) => floor,
+    None => HOG_AFTER,
+};
 
 /// The slow lanes' runtimes, one per request worker, started once per
 /// process; or why they could not be.
@@ -156,7 +163,7 @@ pub(crate) struct Finished<T> {
 }
 
 /// Runs `guest` on the calling thread until it has computed for
-/// `hog_after`, then on the slow lane, calling `on_move` as it moves (a
+/// `hog_after`, as `clock` counts it, then on the slow lane, calling `on_move` as it moves (a
 /// guest that never finishes there, because it runs into its timeout, is
 /// counted too).
 /// Dropping the returned future drops the guest wherever it runs.
@@ -164,7 +171,12 @@ pub(crate) struct Finished<T> {
 /// Only the time spent computing inside `poll` counts ([`Clock`]), so a guest
 /// that mostly waits (on a body, a timer, an outgoing request) stays where it
 /// is.
-pub(crate) async fn run<T, F>(guest: F, hog_after: Duration, on_move: impl FnOnce()) -> Finished<T>
+pub(crate) async fn run<T, F>(
+    guest: F,
+    hog_after: Duration,
+    clock: Clock,
+    on_move: impl FnOnce(),
+) -> Finished<T>
 where
     F: Future<Output = wasmtime::Result<T>> + Send + 'static,
     T: Send + 'static,
@@ -172,7 +184,7 @@ where
     let mut guest = Timed {
         guest: Box::pin(guest),
         compute: Duration::ZERO,
-        clock: Clock::for_threshold(hog_after),
+        clock,
     };
     let finished_here = std::future::poll_fn(|cx| match Pin::new(&mut guest).poll(cx) {
         Poll::Ready(finished) => Poll::Ready(Some(finished)),
@@ -212,12 +224,14 @@ where
     Finished { output, compute }
 }
 
-/// How [`Timed`] measures a poll.
+/// How a guest's polls are timed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Clock {
+pub(crate) enum Clock {
     /// The thread's CPU time: exact, but each reading is a system call
     /// (about 350 ns here, two per poll), so only for requests that compute
-    /// for milliseconds anyway.
+    /// for milliseconds anyway. A poll that blocked its thread without
+    /// computing would count nothing; guests have no way to here (no wasm
+    /// threads, and every wasi call is a future).
     Cpu,
     /// Wall time (a vDSO read, about 20 ns), each poll counting at most
     /// [`MAX_POLL_COMPUTE`]: for light requests, whose polls are
@@ -236,7 +250,7 @@ impl Clock {
     /// crossed their threshold, moved to the slow lane and waited there for
     /// seconds: p99 over 1 s in 6 of 8 runs, and over 0.6 s in 3 of 6 with
     /// each poll capped at two ticks (`docs/performance.md`).
-    fn for_threshold(hog_after: Duration) -> Self {
+    pub(crate) fn for_threshold(hog_after: Duration) -> Self {
         if hog_after > HOG_AFTER {
             Self::Cpu
         } else {
@@ -273,9 +287,11 @@ static MONOTONIC_START: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(
 /// The most one poll counts as compute time on the wall clock.
 ///
 /// A guest that computes yields at every epoch tick, so one poll computes for
-/// about a tick ([`EPOCH_TICK`]); a poll that took longer mostly waited for a
-/// core. Two ticks, not one, because the ticker may itself wake late. A hog
-/// still moves after [`HOG_AFTER`] of polls that each count up to this.
+/// about a tick ([`EPOCH_TICK`]), unless one instruction (a large
+/// `memory.fill`) or host call runs past it; a poll that took longer mostly
+/// waited for a core. Two ticks, not one, because the ticker may itself wake
+/// late. A light request still moves after one such poll: this is
+/// [`HOG_AFTER`].
 const MAX_POLL_COMPUTE: Duration = EPOCH_TICK.saturating_mul(2);
 
 /// A guest future that adds up the compute time of its polls, wherever they
@@ -375,9 +391,12 @@ mod tests {
     async fn short_guests_stay_on_the_calling_thread() {
         let here = std::thread::current().name().map(str::to_string);
         let moved = AtomicBool::new(false);
-        let finished = run(Compute::new(Duration::ZERO, 20), HOG_AFTER, || {
-            moved.store(true, Ordering::Relaxed)
-        })
+        let finished = run(
+            Compute::new(Duration::ZERO, 20),
+            HOG_AFTER,
+            Clock::Wall,
+            || moved.store(true, Ordering::Relaxed),
+        )
         .await;
         assert!(!moved.load(Ordering::Relaxed));
         assert_eq!(finished.output.expect("ran"), here);
@@ -389,6 +408,7 @@ mod tests {
         let finished = run(
             Compute::new(Duration::from_millis(1), 20),
             HOG_AFTER,
+            Clock::Wall,
             || moved.store(true, Ordering::Relaxed),
         )
         .await;
@@ -412,6 +432,7 @@ mod tests {
         let finished = run(
             Compute::new(Duration::from_millis(1), 5),
             hog_after(Duration::from_millis(5)),
+            Clock::Cpu,
             || moved.store(true, Ordering::Relaxed),
         )
         .await;
@@ -442,9 +463,12 @@ mod tests {
     #[tokio::test]
     async fn a_light_request_that_waited_for_a_core_counts_at_most_two_ticks_a_poll() {
         let moved = AtomicBool::new(false);
-        let finished = run(Blocked(Some(Duration::from_millis(50))), HOG_AFTER, || {
-            moved.store(true, Ordering::Relaxed)
-        })
+        let finished = run(
+            Blocked(Some(Duration::from_millis(50))),
+            HOG_AFTER,
+            Clock::Wall,
+            || moved.store(true, Ordering::Relaxed),
+        )
         .await;
         // The 50 ms poll counts 2 ms, the second at most as much.
         assert!(
@@ -459,11 +483,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_heavy_request_that_waited_for_a_core_counts_only_its_cpu_time() {
-        let here = std::thread::current().name().map(str::to_string);
         let moved = AtomicBool::new(false);
         let finished = run(
             Blocked(Some(Duration::from_millis(50))),
             hog_after(Duration::from_millis(1)),
+            Clock::Cpu,
             || moved.store(true, Ordering::Relaxed),
         )
         .await;
@@ -476,7 +500,29 @@ mod tests {
         );
         assert!(!moved.load(Ordering::Relaxed));
         assert!(finished.output.is_ok());
-        assert_eq!(std::thread::current().name().map(str::to_string), here);
+    }
+
+    #[tokio::test]
+    async fn a_heavy_request_that_keeps_computing_still_moves_on_cpu_time() {
+        let moved = AtomicBool::new(false);
+        // 1 ms of spinning per poll, 31 polls, against an 8 ms threshold.
+        let finished = run(
+            Compute::new(Duration::from_millis(1), 30),
+            hog_after(Duration::from_millis(1)),
+            Clock::Cpu,
+            || moved.store(true, Ordering::Relaxed),
+        )
+        .await;
+        assert!(moved.load(Ordering::Relaxed));
+        assert!(
+            finished.compute >= Duration::from_millis(8),
+            "{:?}",
+            finished.compute
+        );
+        assert_eq!(
+            finished.output.expect("ran").as_deref(),
+            Some("wasmhost-slow")
+        );
     }
 
     #[test]
@@ -503,8 +549,11 @@ mod tests {
     async fn dropping_the_request_stops_its_guest_on_the_slow_lane() {
         let guest = Compute::new(Duration::from_millis(1), u32::MAX);
         let dropped_on = guest.dropped_on.clone();
-        let outcome =
-            tokio::time::timeout(Duration::from_millis(50), run(guest, HOG_AFTER, || {})).await;
+        let outcome = tokio::time::timeout(
+            Duration::from_millis(50),
+            run(guest, HOG_AFTER, Clock::Wall, || {}),
+        )
+        .await;
         assert!(outcome.is_err(), "the endless guest finished");
         // Aborted there, it is dropped there, at its next yield.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -526,7 +575,7 @@ mod tests {
     async fn a_panic_on_the_slow_lane_reaches_the_caller() {
         let mut guest = Compute::new(Duration::from_millis(1), 10);
         guest.panic = true;
-        let joined = tokio::spawn(run(guest, HOG_AFTER, || {})).await;
+        let joined = tokio::spawn(run(guest, HOG_AFTER, Clock::Wall, || {})).await;
         assert!(joined.is_err_and(|err| err.is_panic()));
     }
 }

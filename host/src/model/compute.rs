@@ -1,19 +1,34 @@
 //! How long a version's requests typically compute, so the slow lane can tell
 //! a guest that is heavy on every request from one stuck in a loop.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// A running mean of the compute time of a version's requests that
 /// succeeded, weighting each new one 1/8. Requests that timed out, trapped
-/// or were cut off never count, so a guest that loops cannot raise it.
+/// or were cut off never count, so a guest that loops cannot raise it past
+/// its [`seed`](Self::seed).
 #[derive(Debug, Default)]
 pub(crate) struct TypicalCompute {
-    /// Nanoseconds; 0 until the first sample.
+    /// Nanoseconds; 0 until the seed or the first sample.
     nanos: AtomicU64,
+    /// The mean is only the seed: the first sample replaces it.
+    seeded: AtomicBool,
 }
 
 impl TypicalCompute {
+    /// Sets a first estimate before any request ran (the version's trial
+    /// instantiation, which every request on a fresh instance repeats),
+    /// capped at `at_most`. The first request that succeeds replaces it, so
+    /// a cheap instantiation does not slow the mean's rise for requests that
+    /// compute for long, and a guest whose instantiation is heavy but whose
+    /// requests loop (never succeeding) gets no more than the cap.
+    pub(crate) fn seed(&self, estimate: Duration, at_most: Duration) {
+        let nanos = u64::try_from(estimate.min(at_most).as_nanos()).unwrap_or(u64::MAX);
+        self.nanos.store(nanos.max(1), Ordering::Relaxed);
+        self.seeded.store(true, Ordering::Relaxed);
+    }
+
     /// The mean so far (zero before any request succeeded).
     pub(crate) fn get(&self) -> Duration {
         Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
@@ -33,7 +48,11 @@ impl TypicalCompute {
         if sample < floor && old < floor {
             return;
         }
-        let new = if old == 0 {
+        // Loaded before swapped, so only the first sample after a seed
+        // writes the flag.
+        let replace_seed =
+            self.seeded.load(Ordering::Relaxed) && self.seeded.swap(false, Ordering::Relaxed);
+        let new = if old == 0 || replace_seed {
             sample
         } else {
             (old - old / 8).saturating_add(sample / 8)
@@ -57,6 +76,29 @@ mod tests {
         assert_eq!(typical.get(), Duration::from_millis(4));
         typical.record(Duration::from_millis(12), FLOOR);
         assert_eq!(typical.get(), Duration::from_millis(5));
+    }
+
+    #[test]
+    fn the_seed_is_capped_and_the_first_sample_replaces_it() {
+        let typical = TypicalCompute::default();
+        typical.seed(Duration::from_secs(3), Duration::from_millis(2));
+        assert_eq!(typical.get(), Duration::from_millis(2));
+        typical.record(Duration::from_millis(8), FLOOR);
+        assert_eq!(typical.get(), Duration::from_millis(8));
+        // From then on, samples move it by an eighth.
+        typical.record(Duration::ZERO, FLOOR);
+        assert_eq!(typical.get(), Duration::from_millis(7));
+    }
+
+    #[test]
+    fn a_light_seed_stays_while_light_requests_are_not_recorded() {
+        let typical = TypicalCompute::default();
+        typical.seed(Duration::from_micros(15), Duration::from_millis(2));
+        typical.record(Duration::from_micros(20), FLOOR);
+        assert_eq!(typical.get(), Duration::from_micros(15));
+        // The first heavy sample replaces the seed rather than moving it.
+        typical.record(Duration::from_millis(2), FLOOR);
+        assert_eq!(typical.get(), Duration::from_millis(2));
     }
 
     #[test]
