@@ -46,7 +46,7 @@ pub(crate) const HOG_AFTER: Duration = Duration::from_millis(2);
 /// used yet faults the version's heap in, and computes several times its
 /// typical time. With 4, up to 9 of the 12,000 Python requests of a 5 s
 /// `wrk -t2 -c32` run moved for that, and on the saturated machine waited
-/// on the slow lane for up to 1.4 s; with 8, none did in six runs
+/// on the slow lane for up to 1.4 s; with 8, none did in twelve runs
 /// (`docs/performance.md`).
 /// A guest that loops never succeeds, so only its capped seed counts
 /// ([`hog_after`]).

@@ -29,7 +29,8 @@ impl TypicalCompute {
         self.seeded.store(true, Ordering::Relaxed);
     }
 
-    /// The mean so far (zero before any request succeeded).
+    /// The mean so far: zero until the version is seeded or a request
+    /// succeeds.
     pub(crate) fn get(&self) -> Duration {
         Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
     }
