@@ -163,9 +163,9 @@ pub(crate) struct Finished<T> {
 }
 
 /// Runs `guest` on the calling thread until it has computed for
-/// `hog_after`, as `clock` counts it, then on the slow lane, calling `on_move` as it moves (a
-/// guest that never finishes there, because it runs into its timeout, is
-/// counted too).
+/// `hog_after`, as `clock` counts it, then on the slow lane, calling
+/// `on_move` as it moves (a guest that never finishes there, because it runs
+/// into its timeout, is counted too).
 /// Dropping the returned future drops the guest wherever it runs.
 ///
 /// Only the time spent computing inside `poll` counts ([`Clock`]), so a guest
@@ -262,9 +262,8 @@ impl Clock {
         match self {
             Self::Cpu => {
                 let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-                let secs = u64::try_from(now.tv_sec).unwrap_or(0);
-                let nanos = u32::try_from(now.tv_nsec).unwrap_or(0);
-                Duration::new(secs, nanos)
+                // Fails only on negative seconds, which a thread's CPU time never has.
+                Duration::try_from(now).unwrap_or(Duration::ZERO)
             }
             Self::Wall => MONOTONIC_START.elapsed(),
         }
