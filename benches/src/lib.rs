@@ -28,6 +28,17 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// The median of `values` (sorting them); for an even count, the mean of
+/// the middle two; NaN when empty.
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
 /// A router with `count` projects named `p0`, `p1`, … on routes `/p0`, `/p1`, …,
 /// plus one nested route, as a many-project host would have.
 pub fn many_projects(count: usize) -> Router {
@@ -116,4 +127,17 @@ pub fn rss_kib(pid: u32) -> Result<u64, Error> {
         .nth(1)
         .ok_or("malformed VmRSS")?
         .parse()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn the_median_is_the_middle_value_whatever_the_order() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [24.0, 29.3, 22.7]), 24.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&mut []).is_nan());
+    }
 }

@@ -17,7 +17,8 @@
 //!   same run: on a shared 2-core machine, separate phases differed by up to
 //!   2.5× in steady p99 alone;
 //! - workers: the same offered load (a rate-limited client) on 1 and on 2
-//!   request workers, for server CPU per request at each;
+//!   request workers, three rounds each in turns, for server CPU per request
+//!   at each (the ratio is of the medians);
 //! - request metrics: the 2-worker phase again without them
 //!   (`--no-request-metrics`) and once more with them, for what recording
 //!   costs per request;
@@ -59,7 +60,7 @@ use serde_json::{Value, json};
 
 use wasmhost_benches::plot::{self, Mark};
 use wasmhost_benches::process::{self, Server};
-use wasmhost_benches::{Error, percentile, swap_latency, wrk};
+use wasmhost_benches::{Error, median, percentile, swap_latency, wrk};
 
 /// The flag that makes this executable serve the native baseline instead.
 const NATIVE_FLAG: &str = "--native-server";
@@ -80,6 +81,10 @@ const REUSE: u32 = 1000;
 /// Offered load of the workers phases, in requests per second: well within
 /// what one worker serves here, so both runs answer all of it.
 const RATE: f64 = 10_000.0;
+
+/// Rounds of the 1-worker and 2-worker phases at [`RATE`]: their ratio is
+/// of the medians, an odd count so each median is one measured phase.
+const WORKER_ROUNDS: usize = 3;
 
 /// Functions in the compile-interference component: about 4 MB of wasm,
 /// a few seconds of Cranelift time.
@@ -258,20 +263,38 @@ fn main() -> Result<(), Error> {
     // hosts, for server CPU per request at each.
     // - Workers: 1 and 2. This machine's client shares its 2 cores, so
     //   requests/s cannot double; what can be seen is whether a second worker
-    //   makes each request cost more.
-    // - What recording metrics on the request path costs: the 2-worker run
-    //   without them, then with them again, so the two runs with metrics
-    //   bracket the one without and a drift over time cancels out.
-    let rated: [(&str, &str, &[&str]); 4] = [
-        ("1 worker", "", &["--workers=1"]),
-        ("2 workers", "", &["--workers=2"]),
-        (
-            "2 workers",
-            ", no request metrics",
-            &["--workers=2", "--no-request-metrics"],
-        ),
-        ("2 workers", ", request metrics again", &["--workers=2"]),
-    ];
+    //   makes each request cost more. One run each read anywhere from 0.89×
+    //   to 1.23× over five clean-clone runs, so they run in
+    //   [`WORKER_ROUNDS`] rounds, taking turns at going first, and the ratio
+    //   is of the medians.
+    // - What recording metrics on the request path costs: the last 2-worker
+    //   round is followed by a run without them, then one with them again, so
+    //   the two runs with metrics bracket the one without and a drift over
+    //   time cancels out.
+    let mut rated: Vec<(String, &[&str])> = Vec::new();
+    for round in 1..=WORKER_ROUNDS {
+        let one = (
+            format!("1 worker at {RATE:.0} req/s, round {round}"),
+            &["--workers=1"][..],
+        );
+        let two = (
+            format!("2 workers at {RATE:.0} req/s, round {round}"),
+            &["--workers=2"][..],
+        );
+        if round % 2 == 1 {
+            rated.extend([one, two]);
+        } else {
+            rated.extend([two, one]);
+        }
+    }
+    rated.push((
+        format!("2 workers at {RATE:.0} req/s, no request metrics"),
+        &["--workers=2", "--no-request-metrics"],
+    ));
+    rated.push((
+        format!("2 workers at {RATE:.0} req/s, request metrics again"),
+        &["--workers=2"],
+    ));
     // Native hyper at the rated phases' offered load, just before the
     // 1-worker phase it is compared with. At saturation the faster server
     // keeps its client busy, so its `writev`s rarely wake the client; at one
@@ -288,12 +311,12 @@ fn main() -> Result<(), Error> {
             Background::Idle,
         ))?);
     }
-    for (workers, setup, flags) in rated {
+    for (setup, flags) in &rated {
         let mut args = vec!["--no-watch"];
         args.extend_from_slice(flags);
         let host = process::start_wasmhost(projects.path(), cache.path(), &args)?;
         phases.extend(runtime.block_on(load(
-            &format!("wasmhost {workers} at {RATE:.0} req/s{setup}"),
+            &format!("wasmhost {setup}"),
             &host,
             duration,
             connections,
@@ -413,21 +436,39 @@ fn main() -> Result<(), Error> {
             wasmtime.us(0.99),
         );
     }
-    let one = named(&format!("wasmhost 1 worker at {RATE:.0} req/s")).ok_or("no 1-worker phase")?;
-    let two =
-        named(&format!("wasmhost 2 workers at {RATE:.0} req/s")).ok_or("no 2-worker phase")?;
+    // Median CPU per request over the rounds of one worker count.
+    let rounds = |workers: &str| -> Result<f64, Error> {
+        let mut cpu: Vec<f64> = (1..=WORKER_ROUNDS)
+            .map(|round| {
+                named(&format!(
+                    "wasmhost {workers} at {RATE:.0} req/s, round {round}"
+                ))
+                .map(Phase::cpu_per_request_us)
+                .ok_or_else(|| format!("no phase for {workers}, round {round}"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(median(&mut cpu))
+    };
+    let one = rounds("1 worker")?;
+    let two = rounds("2 workers")?;
     ratio(
-        "CPU per request at the same rate: 2 workers / 1 worker",
-        two.cpu_per_request_us(),
-        one.cpu_per_request_us(),
+        &format!(
+            "CPU per request at the same rate: 2 workers / 1 worker (medians of {WORKER_ROUNDS} rounds)"
+        ),
+        two,
+        one,
     );
     let native_rated =
         named(&format!("native hyper at {RATE:.0} req/s")).ok_or("no rated native phase")?;
     ratio(
-        "CPU per request at the same rate: wasmhost (1 worker) / native",
-        one.cpu_per_request_us(),
+        "CPU per request at the same rate: wasmhost (1 worker, median) / native",
+        one,
         native_rated.cpu_per_request_us(),
     );
+    let last_two = named(&format!(
+        "wasmhost 2 workers at {RATE:.0} req/s, round {WORKER_ROUNDS}"
+    ))
+    .ok_or("no last 2-worker round")?;
     let unmetered = named(&format!(
         "wasmhost 2 workers at {RATE:.0} req/s, no request metrics"
     ))
@@ -438,7 +479,7 @@ fn main() -> Result<(), Error> {
     .ok_or("no second phase with request metrics")?;
     ratio(
         "CPU per request at the same rate: request metrics on / off",
-        (two.cpu_per_request_us() + metered_again.cpu_per_request_us()) / 2.0,
+        (last_two.cpu_per_request_us() + metered_again.cpu_per_request_us()) / 2.0,
         unmetered.cpu_per_request_us(),
     );
     let by_wrk = |name: &str| wrk_runs.iter().find(|run| run.name == name);
