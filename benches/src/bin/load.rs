@@ -83,8 +83,11 @@ const REUSE: u32 = 1000;
 const RATE: f64 = 10_000.0;
 
 /// Rounds of the 1-worker and 2-worker phases at [`RATE`]: their ratio is
-/// of the medians, an odd count so each median is one measured phase.
+/// of the medians. Odd, so each median is one measured phase, and so the
+/// last round (1 worker, then 2) ends on the 2-worker run that opens the
+/// request-metrics bracket.
 const WORKER_ROUNDS: usize = 3;
+const _: () = assert!(WORKER_ROUNDS % 2 == 1, "WORKER_ROUNDS must be odd");
 
 /// Functions in the compile-interference component: about 4 MB of wasm,
 /// a few seconds of Cranelift time.
@@ -264,7 +267,7 @@ fn main() -> Result<(), Error> {
     // - Workers: 1 and 2. This machine's client shares its 2 cores, so
     //   requests/s cannot double; what can be seen is whether a second worker
     //   makes each request cost more. One run each read anywhere from 0.89×
-    //   to 1.23× over five clean-clone runs, so they run in
+    //   to 1.23× over six clean-clone runs, so they run in
     //   [`WORKER_ROUNDS`] rounds, taking turns at going first, and the ratio
     //   is of the medians.
     // - What recording metrics on the request path costs: the last 2-worker
@@ -296,7 +299,7 @@ fn main() -> Result<(), Error> {
         &["--workers=2"],
     ));
     // Native hyper at the rated phases' offered load, just before the
-    // 1-worker phase it is compared with. At saturation the faster server
+    // first round; compared with the median of the 1-worker rounds. At saturation the faster server
     // keeps its client busy, so its `writev`s rarely wake the client; at one
     // rate both servers wake it for every response. (It did not narrow the
     // gap: 3.23× at the rate against 3.30× saturated, `docs/performance.md`.)
