@@ -299,10 +299,11 @@ fn main() -> Result<(), Error> {
         &["--workers=2"],
     ));
     // Native hyper at the rated phases' offered load, just before the
-    // first round; compared with the median of the 1-worker rounds. At saturation the faster server
-    // keeps its client busy, so its `writev`s rarely wake the client; at one
-    // rate both servers wake it for every response. (It did not narrow the
-    // gap: 3.23× at the rate against 3.30× saturated, `docs/performance.md`.)
+    // first round; compared with the median of the 1-worker rounds. At
+    // saturation the faster server keeps its client busy, so its `writev`s
+    // rarely wake the client; at one rate both servers wake it for every
+    // response. (It did not narrow the gap: 3.23× at the rate against 3.30×
+    // saturated, `docs/performance.md`.)
     {
         let native = process::start_native(NATIVE_FLAG)?;
         phases.extend(runtime.block_on(load(
