@@ -89,6 +89,14 @@ const RATE: f64 = 10_000.0;
 const WORKER_ROUNDS: usize = 3;
 const _: () = assert!(WORKER_ROUNDS % 2 == 1, "WORKER_ROUNDS must be odd");
 
+/// Names one rated round's setup. Its phase is called `wasmhost {setup}`
+/// both where it runs and where the ratios look it up; built in one place,
+/// the two names cannot drift apart.
+fn rated_round(workers: usize, round: usize) -> String {
+    let noun = if workers == 1 { "worker" } else { "workers" };
+    format!("{workers} {noun} at {RATE:.0} req/s, round {round}")
+}
+
 /// Functions in the compile-interference component: about 4 MB of wasm,
 /// a few seconds of Cranelift time.
 const LARGE_FUNCTIONS: usize = 6000;
@@ -276,14 +284,8 @@ fn main() -> Result<(), Error> {
     //   time cancels out.
     let mut rated: Vec<(String, &[&str])> = Vec::new();
     for round in 1..=WORKER_ROUNDS {
-        let one = (
-            format!("1 worker at {RATE:.0} req/s, round {round}"),
-            &["--workers=1"][..],
-        );
-        let two = (
-            format!("2 workers at {RATE:.0} req/s, round {round}"),
-            &["--workers=2"][..],
-        );
+        let one = (rated_round(1, round), &["--workers=1"][..]);
+        let two = (rated_round(2, round), &["--workers=2"][..]);
         if round % 2 == 1 {
             rated.extend([one, two]);
         } else {
@@ -441,20 +443,19 @@ fn main() -> Result<(), Error> {
         );
     }
     // Median CPU per request over the rounds of one worker count.
-    let rounds = |workers: &str| -> Result<f64, Error> {
+    let rounds = |workers: usize| -> Result<f64, Error> {
         let mut cpu: Vec<f64> = (1..=WORKER_ROUNDS)
             .map(|round| {
-                named(&format!(
-                    "wasmhost {workers} at {RATE:.0} req/s, round {round}"
-                ))
-                .map(Phase::cpu_per_request_us)
-                .ok_or_else(|| format!("no phase for {workers}, round {round}"))
+                let setup = rated_round(workers, round);
+                named(&format!("wasmhost {setup}"))
+                    .map(Phase::cpu_per_request_us)
+                    .ok_or_else(|| format!("no phase for {setup}"))
             })
             .collect::<Result<_, _>>()?;
         Ok(median(&mut cpu))
     };
-    let one = rounds("1 worker")?;
-    let two = rounds("2 workers")?;
+    let one = rounds(1)?;
+    let two = rounds(2)?;
     ratio(
         &format!(
             "CPU per request at the same rate: 2 workers / 1 worker (medians of {WORKER_ROUNDS} rounds)"
@@ -469,10 +470,8 @@ fn main() -> Result<(), Error> {
         one,
         native_rated.cpu_per_request_us(),
     );
-    let last_two = named(&format!(
-        "wasmhost 2 workers at {RATE:.0} req/s, round {WORKER_ROUNDS}"
-    ))
-    .ok_or("no last 2-worker round")?;
+    let last_two = named(&format!("wasmhost {}", rated_round(2, WORKER_ROUNDS)))
+        .ok_or("no last 2-worker round")?;
     let unmetered = named(&format!(
         "wasmhost 2 workers at {RATE:.0} req/s, no request metrics"
     ))
