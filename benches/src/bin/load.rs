@@ -292,14 +292,13 @@ fn main() -> Result<(), Error> {
             rated.extend([two, one]);
         }
     }
+    let unmetered_setup = format!("2 workers at {RATE:.0} req/s, no request metrics");
+    let metered_again_setup = format!("2 workers at {RATE:.0} req/s, request metrics again");
     rated.push((
-        format!("2 workers at {RATE:.0} req/s, no request metrics"),
+        unmetered_setup.clone(),
         &["--workers=2", "--no-request-metrics"],
     ));
-    rated.push((
-        format!("2 workers at {RATE:.0} req/s, request metrics again"),
-        &["--workers=2"],
-    ));
+    rated.push((metered_again_setup.clone(), &["--workers=2"]));
     // Native hyper at the rated phases' offered load, just before the
     // first round; compared with the median of the 1-worker rounds. At
     // saturation the faster server keeps its client busy, so its `writev`s
@@ -472,14 +471,10 @@ fn main() -> Result<(), Error> {
     );
     let last_two = named(&format!("wasmhost {}", rated_round(2, WORKER_ROUNDS)))
         .ok_or("no last 2-worker round")?;
-    let unmetered = named(&format!(
-        "wasmhost 2 workers at {RATE:.0} req/s, no request metrics"
-    ))
-    .ok_or("no phase without request metrics")?;
-    let metered_again = named(&format!(
-        "wasmhost 2 workers at {RATE:.0} req/s, request metrics again"
-    ))
-    .ok_or("no second phase with request metrics")?;
+    let unmetered =
+        named(&format!("wasmhost {unmetered_setup}")).ok_or("no phase without request metrics")?;
+    let metered_again = named(&format!("wasmhost {metered_again_setup}"))
+        .ok_or("no second phase with request metrics")?;
     ratio(
         "CPU per request at the same rate: request metrics on / off",
         (last_two.cpu_per_request_us() + metered_again.cpu_per_request_us()) / 2.0,
