@@ -11,6 +11,7 @@ use hyper_util::rt::TokioIo;
 
 use wasmhost::model::router::{Router, RouterBuilder};
 
+pub mod native;
 pub mod plot;
 pub mod process;
 pub mod swap_latency;

@@ -86,11 +86,11 @@ pub fn start_wasmhost(projects: &Path, cache: &Path, extra: &[&str]) -> Result<S
 }
 
 /// Starts this very executable with `flag`, which makes it serve the native
-/// hyper baseline instead of running the benchmark; it prints `listening on
-/// http://ADDR` and then `ready`.
-pub fn start_native(flag: &str) -> Result<Server, Error> {
+/// hyper baseline on `threads` threads (`native.rs`) instead of running the
+/// benchmark; it prints `listening on http://ADDR` and then `ready`.
+pub fn start_native(flag: &str, threads: usize) -> Result<Server, Error> {
     let mut command = Command::new(std::env::current_exe()?);
-    command.arg(flag);
+    command.arg(flag).arg(threads.to_string());
     started(Process::spawn(command)?, |log| {
         log.lines()
             .any(|line| line.starts_with("ready"))

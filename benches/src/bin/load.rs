@@ -17,8 +17,9 @@
 //!   same run: on a shared 2-core machine, separate phases differed by up to
 //!   2.5× in steady p99 alone;
 //! - workers: the same offered load (a rate-limited client) on 1 and on 2
-//!   request workers, three rounds each in turns, for server CPU per request
-//!   at each (the ratio is of the medians);
+//!   request workers, and on native hyper with 1 and 2 threads set up the
+//!   same way (the control), five rounds each in turns, for server CPU per
+//!   request at each (each ratio is of the medians);
 //! - request metrics: the 2-worker phase again without them
 //!   (`--no-request-metrics`) and once more with them, for what recording
 //!   costs per request;
@@ -53,11 +54,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
+use wasmhost_benches::native;
 use wasmhost_benches::plot::{self, Mark};
 use wasmhost_benches::process::{self, Server};
 use wasmhost_benches::{Error, median, percentile, swap_latency, wrk};
@@ -82,19 +84,34 @@ const REUSE: u32 = 1000;
 /// what one worker serves here, so both runs answer all of it.
 const RATE: f64 = 10_000.0;
 
-/// Rounds of the 1-worker and 2-worker phases at [`RATE`]: their ratio is
-/// of the medians. Odd, so each median is one measured phase, and so the
-/// last round (1 worker, then 2) ends on the 2-worker run that opens the
-/// request-metrics bracket.
-const WORKER_ROUNDS: usize = 3;
+/// Rounds of the rated phases at [`RATE`]: wasmhost with 1 and 2 workers,
+/// native hyper with 1 and 2 threads. Each ratio is of the medians. One round
+/// each swung from 0.89× to 1.23× over six clean-clone runs, and three
+/// rounds from 1.05× to 1.19× over four. Odd, so each median is one
+/// measured phase, and so the last round ends on the wasmhost 2-worker run
+/// that opens the request-metrics bracket.
+const WORKER_ROUNDS: usize = 5;
 const _: () = assert!(WORKER_ROUNDS % 2 == 1, "WORKER_ROUNDS must be odd");
 
-/// Names one rated round's setup. Its phase is called `wasmhost {setup}`
-/// both where it runs and where the ratios look it up; built in one place,
-/// the two names cannot drift apart.
-fn rated_round(workers: usize, round: usize) -> String {
-    let noun = if workers == 1 { "worker" } else { "workers" };
-    format!("{workers} {noun} at {RATE:.0} req/s, round {round}")
+/// The servers of the rated rounds.
+#[derive(Clone, Copy)]
+enum Rated {
+    /// `wasmhost serve --workers N`.
+    Wasmhost,
+    /// Native hyper on N threads, set up as wasmhost's workers are
+    /// (`native.rs`): what a second core costs any server on this machine.
+    Native,
+}
+
+/// Names one rated round's phase, both where it runs and where the ratios
+/// look it up; built in one place, the two names cannot drift apart.
+fn rated_round(server: Rated, threads: usize, round: usize) -> String {
+    let (name, noun) = match server {
+        Rated::Wasmhost => ("wasmhost", "worker"),
+        Rated::Native => ("native hyper", "thread"),
+    };
+    let plural = if threads == 1 { "" } else { "s" };
+    format!("{name} {threads} {noun}{plural} at {RATE:.0} req/s, round {round}")
 }
 
 /// Functions in the compile-interference component: about 4 MB of wasm,
@@ -185,7 +202,8 @@ fn main() -> Result<(), Error> {
     let mut args = std::env::args().skip(1);
     let first = args.next();
     if first.as_deref() == Some(NATIVE_FLAG) {
-        return native_server();
+        let threads: usize = args.next().map_or(Ok(1), |s| s.parse())?;
+        return native::serve(threads);
     }
     let seconds: u64 = first.map_or(Ok(5), |s| s.parse())?;
     let connections: usize = args.next().map_or(Ok(32), |s| s.parse())?;
@@ -216,7 +234,7 @@ fn main() -> Result<(), Error> {
 
     let mut phases = Vec::new();
     {
-        let native = process::start_native(NATIVE_FLAG)?;
+        let native = process::start_native(NATIVE_FLAG, 1)?;
         phases.extend(run("native hyper (baseline)", &native, Background::Idle)?);
     }
     let wasmtime = process::find_wasmtime();
@@ -271,57 +289,55 @@ fn main() -> Result<(), Error> {
         )?);
     }
     // The same offered load (a rate-limited client) on differently set-up
-    // hosts, for server CPU per request at each.
-    // - Workers: 1 and 2. This machine's client shares its 2 cores, so
-    //   requests/s cannot double; what can be seen is whether a second worker
-    //   makes each request cost more. One run each read anywhere from 0.89×
-    //   to 1.23× over six clean-clone runs, so they run in
-    //   [`WORKER_ROUNDS`] rounds, taking turns at going first, and the ratio
-    //   is of the medians.
+    // servers, for server CPU per request at each.
+    // - Workers: wasmhost with 1 and 2. This machine's client shares its 2
+    //   cores, so requests/s cannot double; what can be seen is whether a
+    //   second worker makes each request cost more.
+    // - The control: native hyper with 1 and 2 threads, set up the same way.
+    //   With 1 thread the kernel mostly runs the server on the client's
+    //   core, where the loopback data is still in cache; with 2, half the
+    //   requests cross cores. Its ratio is that cost, which no server here
+    //   escapes, so wasmhost's ratio is read beside it.
+    // - Each in [`WORKER_ROUNDS`] rounds, taking turns at going first within
+    //   each pair, and each ratio is of the medians.
+    // - Native hyper's 1-thread median is also the native baseline at this
+    //   rate. At saturation the faster server keeps its client busy, so its
+    //   `writev`s rarely wake the client; at one rate both servers wake it for
+    //   every response (`docs/performance.md`).
     // - What recording metrics on the request path costs: the last 2-worker
     //   round is followed by a run without them, then one with them again, so
     //   the two runs with metrics bracket the one without and a drift over
     //   time cancels out.
-    let mut rated: Vec<(String, &[&str])> = Vec::new();
+    let mut rated: Vec<(String, Rated, usize, &[&str])> = Vec::new();
     for round in 1..=WORKER_ROUNDS {
-        let one = (rated_round(1, round), &["--workers=1"][..]);
-        let two = (rated_round(2, round), &["--workers=2"][..]);
-        if round % 2 == 1 {
-            rated.extend([one, two]);
-        } else {
-            rated.extend([two, one]);
+        let order = if round % 2 == 1 { [1, 2] } else { [2, 1] };
+        for server in [Rated::Native, Rated::Wasmhost] {
+            for threads in order {
+                rated.push((rated_round(server, threads, round), server, threads, &[]));
+            }
         }
     }
-    let unmetered_setup = format!("2 workers at {RATE:.0} req/s, no request metrics");
-    let metered_again_setup = format!("2 workers at {RATE:.0} req/s, request metrics again");
+    let unmetered = format!("wasmhost 2 workers at {RATE:.0} req/s, no request metrics");
+    let metered_again = format!("wasmhost 2 workers at {RATE:.0} req/s, request metrics again");
     rated.push((
-        unmetered_setup.clone(),
-        &["--workers=2", "--no-request-metrics"],
+        unmetered.clone(),
+        Rated::Wasmhost,
+        2,
+        &["--no-request-metrics"],
     ));
-    rated.push((metered_again_setup.clone(), &["--workers=2"]));
-    // Native hyper at the rated phases' offered load, just before the
-    // first round; compared with the median of the 1-worker rounds. At
-    // saturation the faster server keeps its client busy, so its `writev`s
-    // rarely wake the client; at one rate both servers wake it for every
-    // response. (It did not narrow the gap: 3.23× at the rate against 3.30×
-    // saturated, `docs/performance.md`.)
-    {
-        let native = process::start_native(NATIVE_FLAG)?;
+    rated.push((metered_again.clone(), Rated::Wasmhost, 2, &[]));
+    for (name, server, threads, flags) in &rated {
+        let host = match server {
+            Rated::Wasmhost => {
+                let workers = format!("--workers={threads}");
+                let mut args = vec!["--no-watch", workers.as_str()];
+                args.extend_from_slice(flags);
+                process::start_wasmhost(projects.path(), cache.path(), &args)?
+            }
+            Rated::Native => process::start_native(NATIVE_FLAG, *threads)?,
+        };
         phases.extend(runtime.block_on(load(
-            &format!("native hyper at {RATE:.0} req/s"),
-            &native,
-            duration,
-            connections,
-            Some(RATE),
-            Background::Idle,
-        ))?);
-    }
-    for (setup, flags) in &rated {
-        let mut args = vec!["--no-watch"];
-        args.extend_from_slice(flags);
-        let host = process::start_wasmhost(projects.path(), cache.path(), &args)?;
-        phases.extend(runtime.block_on(load(
-            &format!("wasmhost {setup}"),
+            name,
             &host,
             duration,
             connections,
@@ -382,7 +398,7 @@ fn main() -> Result<(), Error> {
             }
             let host = process::start_wasmhost(projects.path(), cache.path(), &["--no-watch"])?;
             wrk_runs.push(wrk::run(&wrk, "wasmhost", &host, duration, connections)?);
-            let native = process::start_native(NATIVE_FLAG)?;
+            let native = process::start_native(NATIVE_FLAG, 1)?;
             wrk_runs.push(wrk::run(
                 &wrk,
                 "native hyper",
@@ -441,20 +457,22 @@ fn main() -> Result<(), Error> {
             wasmtime.us(0.99),
         );
     }
-    // Median CPU per request over the rounds of one worker count.
-    let rounds = |workers: usize| -> Result<f64, Error> {
+    // Median CPU per request over the rounds of one server and thread count.
+    let rounds = |server: Rated, threads: usize| -> Result<f64, Error> {
         let mut cpu: Vec<f64> = (1..=WORKER_ROUNDS)
             .map(|round| {
-                let setup = rated_round(workers, round);
-                named(&format!("wasmhost {setup}"))
+                let name = rated_round(server, threads, round);
+                named(&name)
                     .map(Phase::cpu_per_request_us)
-                    .ok_or_else(|| format!("no phase for {setup}"))
+                    .ok_or_else(|| format!("no phase {name}"))
             })
             .collect::<Result<_, _>>()?;
         Ok(median(&mut cpu))
     };
-    let one = rounds(1)?;
-    let two = rounds(2)?;
+    let one = rounds(Rated::Wasmhost, 1)?;
+    let two = rounds(Rated::Wasmhost, 2)?;
+    let native_one = rounds(Rated::Native, 1)?;
+    let native_two = rounds(Rated::Native, 2)?;
     ratio(
         &format!(
             "CPU per request at the same rate: 2 workers / 1 worker (medians of {WORKER_ROUNDS} rounds)"
@@ -462,19 +480,29 @@ fn main() -> Result<(), Error> {
         two,
         one,
     );
-    let native_rated =
-        named(&format!("native hyper at {RATE:.0} req/s")).ok_or("no rated native phase")?;
     ratio(
-        "CPU per request at the same rate: wasmhost (1 worker, median) / native",
-        one,
-        native_rated.cpu_per_request_us(),
+        &format!(
+            "CPU per request at the same rate: native hyper 2 threads / 1 thread (medians of {WORKER_ROUNDS} rounds)"
+        ),
+        native_two,
+        native_one,
     );
-    let last_two = named(&format!("wasmhost {}", rated_round(2, WORKER_ROUNDS)))
-        .ok_or("no last 2-worker round")?;
-    let unmetered =
-        named(&format!("wasmhost {unmetered_setup}")).ok_or("no phase without request metrics")?;
-    let metered_again = named(&format!("wasmhost {metered_again_setup}"))
-        .ok_or("no second phase with request metrics")?;
+    ratio(
+        "CPU per request at the same rate: wasmhost's 2 workers / 1 worker over native hyper's 2 threads / 1 thread",
+        two / one.max(1e-9),
+        native_two / native_one.max(1e-9),
+    );
+    ratio(
+        &format!(
+            "CPU per request at the same rate: wasmhost (1 worker) / native (1 thread), medians of {WORKER_ROUNDS} rounds"
+        ),
+        one,
+        native_one,
+    );
+    let last_two =
+        named(&rated_round(Rated::Wasmhost, 2, WORKER_ROUNDS)).ok_or("no last 2-worker round")?;
+    let unmetered = named(&unmetered).ok_or("no phase without request metrics")?;
+    let metered_again = named(&metered_again).ok_or("no second phase with request metrics")?;
     ratio(
         "CPU per request at the same rate: request metrics on / off",
         (last_two.cpu_per_request_us() + metered_again.cpu_per_request_us()) / 2.0,
@@ -755,33 +783,6 @@ fn startup(hello: &[u8], count: usize) -> Result<(Duration, Duration, u64), Erro
     let warm = started.elapsed();
     drop(host);
     Ok((cold, warm, rss))
-}
-
-/// A native hyper server answering "Hello, world!\n" on a current_thread
-/// runtime: the physical limit of this machine's HTTP stack.
-fn native_server() -> Result<(), Error> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        eprintln!("listening on http://{}", listener.local_addr()?);
-        eprintln!("ready");
-        loop {
-            let (stream, _) = listener.accept().await?;
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_request| async {
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                        Bytes::from_static(b"Hello, world!\n"),
-                    )))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    })
 }
 
 /// What the background did: a note for the report and, for the hostile

@@ -1,0 +1,141 @@
+//! The native hyper baseline: "Hello, world!\n" from plain hyper, with no
+//! WebAssembly, on one thread or on as many as wasmhost has request workers.
+//!
+//! With more than one thread it is set up the way `wasmhost serve --workers
+//! N` is: one thread per worker, each with its own current_thread runtime and
+//! its own `SO_REUSEPORT` socket on one port, and each pinned to a CPU of its
+//! own when the process may use exactly N CPUs. Its 2-thread / 1-thread ratio
+//! is then what a second core costs any server on this machine (the client
+//! shares the cores, and a request whose client runs on the other core
+//! crosses caches), against which wasmhost's own 2-worker / 1-worker ratio is
+//! read (`docs/performance.md`).
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use rustix::thread::CpuSet;
+use tokio::net::TcpSocket;
+
+use crate::Error;
+
+/// Pending connections each socket queues, as tokio's `bind` and wasmhost's
+/// workers use.
+const BACKLOG: u32 = 1024;
+
+/// Serves until killed, on `threads` threads. Prints `listening on
+/// http://ADDR`, then `ready` once every thread's socket listens.
+pub fn serve(threads: usize) -> Result<(), Error> {
+    let threads = threads.max(1);
+    let sockets = bind(threads)?;
+    let addr = sockets[0].local_addr()?;
+    let cpus = pin_plan(threads);
+    let (listening, ready) = std::sync::mpsc::channel();
+    let mut handles = Vec::with_capacity(threads);
+    for (index, socket) in sockets.into_iter().enumerate() {
+        let cpu = cpus.as_ref().map(|cpus| cpus[index]);
+        let listening = listening.clone();
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("native-{index}"))
+                .spawn(move || serve_one(socket, cpu, listening))?,
+        );
+    }
+    drop(listening);
+    // Every thread reports once its socket listens, or why it could not.
+    for _ in 0..threads {
+        ready
+            .recv()
+            .map_err(|_| "a native server thread ended before it listened")??;
+    }
+    eprintln!("listening on http://{addr}");
+    eprintln!("ready");
+    for handle in handles {
+        handle
+            .join()
+            .map_err(|_| "a native server thread panicked")??;
+    }
+    Ok(())
+}
+
+/// `threads` sockets bound to one loopback port, with `SO_REUSEPORT` when
+/// there are several so the kernel spreads connections over them.
+fn bind(threads: usize) -> Result<Vec<TcpSocket>, Error> {
+    let one = |addr: SocketAddr| -> Result<TcpSocket, Error> {
+        let socket = TcpSocket::new_v4()?;
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(threads > 1)?;
+        socket.bind(addr)?;
+        Ok(socket)
+    };
+    let first = one(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+    let addr = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..threads {
+        sockets.push(one(addr)?);
+    }
+    Ok(sockets)
+}
+
+/// A CPU for each of `threads` threads when the process may use exactly
+/// that many, as wasmhost pins its workers (`front/affinity.rs`); else none.
+fn pin_plan(threads: usize) -> Option<Vec<usize>> {
+    let allowed = rustix::thread::sched_getaffinity(None).ok()?;
+    let cpus: Vec<usize> = (0..CpuSet::MAX_CPU)
+        .filter(|cpu| allowed.is_set(*cpu))
+        .collect();
+    (cpus.len() == threads).then_some(cpus)
+}
+
+/// One thread's server: pinned to `cpu` if given, listening on `socket`,
+/// answering every request on every connection with the greeting. Reports
+/// on `listening` once it listens, or why it cannot.
+fn serve_one(
+    socket: TcpSocket,
+    cpu: Option<usize>,
+    listening: std::sync::mpsc::Sender<Result<(), Error>>,
+) -> Result<(), Error> {
+    if let Some(cpu) = cpu {
+        // Best effort, as for wasmhost's workers: unpinned, the thread runs
+        // wherever the scheduler puts it.
+        let mut set = CpuSet::new();
+        set.set(cpu);
+        let _ = rustix::thread::sched_setaffinity(None, &set);
+    }
+    let started = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .and_then(|runtime| {
+            // Registering with the reactor needs the runtime's context.
+            let listener = runtime.block_on(async { socket.listen(BACKLOG) })?;
+            Ok((runtime, listener))
+        });
+    let (runtime, listener) = match started {
+        Ok(started) => {
+            let _ = listening.send(Ok(()));
+            started
+        }
+        Err(err) => {
+            let message = format!("failed to start a native server thread: {err}");
+            let _ = listening.send(Err(message.clone().into()));
+            return Err(message.into());
+        }
+    };
+    runtime.block_on(async move {
+        loop {
+            let (stream, _) = listener.accept().await?;
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_request| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                        Bytes::from_static(b"Hello, world!\n"),
+                    )))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    })
+}
