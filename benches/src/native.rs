@@ -24,39 +24,57 @@ use crate::Error;
 /// workers use.
 const BACKLOG: u32 = 1024;
 
+/// Pause after a failed `accept`, as wasmhost's workers take.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Serves until killed, on `threads` threads. Prints `listening on
-/// http://ADDR`, then `ready` once every thread's socket listens.
+/// http://ADDR`, then `ready` once every thread's socket listens. Returns an
+/// error as soon as any thread stops: the kernel would hand its socket's
+/// share of connections to the others, and a "2 threads" phase would
+/// measure one.
 pub fn serve(threads: usize) -> Result<(), Error> {
     let threads = threads.max(1);
     let sockets = bind(threads)?;
     let addr = sockets[0].local_addr()?;
     let cpus = pin_plan(threads);
-    let (listening, ready) = std::sync::mpsc::channel();
-    let mut handles = Vec::with_capacity(threads);
+    let (report, reports) = std::sync::mpsc::channel();
     for (index, socket) in sockets.into_iter().enumerate() {
         let cpu = cpus.as_ref().map(|cpus| cpus[index]);
-        let listening = listening.clone();
-        handles.push(
-            std::thread::Builder::new()
-                .name(format!("native-{index}"))
-                .spawn(move || serve_one(socket, cpu, listening))?,
-        );
+        let report = report.clone();
+        std::thread::Builder::new()
+            .name(format!("native-{index}"))
+            .spawn(move || serve_one(index, socket, cpu, &report))?;
     }
-    drop(listening);
-    // Every thread reports once its socket listens, or why it could not.
-    for _ in 0..threads {
-        ready
+    drop(report);
+    // Each thread reports once when its socket listens (or why it cannot)
+    // and once more if it ever stops.
+    let next = || -> Result<Report, Error> {
+        reports
             .recv()
-            .map_err(|_| "a native server thread ended before it listened")??;
+            .map_err(|_| "every native server thread ended".into())
+    };
+    for _ in 0..threads {
+        match next()? {
+            Report::Listening => {}
+            Report::Ended(index, why) => {
+                return Err(format!("native server thread {index}: {why}").into());
+            }
+        }
     }
     eprintln!("listening on http://{addr}");
     eprintln!("ready");
-    for handle in handles {
-        handle
-            .join()
-            .map_err(|_| "a native server thread panicked")??;
+    loop {
+        if let Report::Ended(index, why) = next()? {
+            return Err(format!("native server thread {index} stopped: {why}").into());
+        }
     }
-    Ok(())
+}
+
+/// What a server thread tells [`serve`].
+enum Report {
+    Listening,
+    /// Thread `.0` stopped, or never started, for reason `.1`.
+    Ended(usize, String),
 }
 
 /// `threads` sockets bound to one loopback port, with `SO_REUSEPORT` when
@@ -89,13 +107,20 @@ fn pin_plan(threads: usize) -> Option<Vec<usize>> {
 }
 
 /// One thread's server: pinned to `cpu` if given, listening on `socket`,
-/// answering every request on every connection with the greeting. Reports
-/// on `listening` once it listens, or why it cannot.
+/// answering every request on every connection with the greeting.
 fn serve_one(
+    index: usize,
     socket: TcpSocket,
     cpu: Option<usize>,
-    listening: std::sync::mpsc::Sender<Result<(), Error>>,
-) -> Result<(), Error> {
+    report: &std::sync::mpsc::Sender<Report>,
+) {
+    // The loop below never returns: however this thread ends, a panic
+    // included, `serve` hears of it when this guard drops.
+    let mut ended = Ended {
+        index,
+        why: "panicked".to_string(),
+        report,
+    };
     if let Some(cpu) = cpu {
         // Best effort, as for wasmhost's workers: unpinned, the thread runs
         // wherever the scheduler puts it.
@@ -112,19 +137,25 @@ fn serve_one(
             Ok((runtime, listener))
         });
     let (runtime, listener) = match started {
-        Ok(started) => {
-            let _ = listening.send(Ok(()));
-            started
-        }
+        Ok(started) => started,
         Err(err) => {
-            let message = format!("failed to start a native server thread: {err}");
-            let _ = listening.send(Err(message.clone().into()));
-            return Err(message.into());
+            ended.why = format!("failed to listen: {err}");
+            return;
         }
     };
+    let _ = ended.report.send(Report::Listening);
     runtime.block_on(async move {
         loop {
-            let (stream, _) = listener.accept().await?;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    // As wasmhost's workers do (`front/listener.rs`): a
+                    // failed accept (out of file descriptors) passes.
+                    eprintln!("native-{index}: failed to accept a connection: {err}");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
             let _ = stream.set_nodelay(true);
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(|_request| async {
@@ -137,5 +168,19 @@ fn serve_one(
                     .await;
             });
         }
-    })
+    });
+}
+
+/// Tells [`serve`] that thread `index` ended, and why, when dropped.
+struct Ended<'a> {
+    index: usize,
+    why: String,
+    report: &'a std::sync::mpsc::Sender<Report>,
+}
+
+impl Drop for Ended<'_> {
+    fn drop(&mut self) {
+        let why = std::mem::take(&mut self.why);
+        let _ = self.report.send(Report::Ended(self.index, why));
+    }
 }
