@@ -4,10 +4,10 @@
 //! With more than one thread it is set up the way `wasmhost serve --workers
 //! N` is: one thread per worker, each with its own current_thread runtime and
 //! its own `SO_REUSEPORT` socket on one port, and each pinned to a CPU of its
-//! own when the process may use exactly N CPUs. Its 2-thread / 1-thread ratio
-//! is then what a second core costs any server on this machine (the client
-//! shares the cores, and a request whose client runs on the other core
-//! crosses caches), against which wasmhost's own 2-worker / 1-worker ratio is
+//! own when the process may use exactly N CPUs. What its second thread adds
+//! per request is then what a second core costs any server on this machine
+//! (the client shares the cores, and a request whose client runs on the
+//! other core crosses caches), against which wasmhost's second worker is
 //! read (`docs/performance.md`).
 
 use std::net::{Ipv4Addr, SocketAddr};
