@@ -505,9 +505,12 @@ fn main() -> Result<(), Error> {
     // A cost of the client's placement is paid per request, so it is added,
     // not multiplied: against 1 worker plus the microseconds native hyper's
     // second thread added, wasmhost's 2 workers read 1.00× if they paid
-    // just that, and more for any cross-core cost of wasmhost's own. (A
-    // ratio of the two ratios would read under 1 either way: the same
-    // microseconds are a smaller share of wasmhost's larger total.)
+    // just that, and more for anything beyond. It is an upper bound on a
+    // cross-core cost of wasmhost's own: a client on the other core costs
+    // wasmhost more microseconds than native hyper (`docs/performance.md`).
+    // (A ratio of the two ratios would be biased low: under 1 even when
+    // wasmhost pays just what native hyper pays, the same microseconds
+    // being a smaller share of wasmhost's larger total.)
     ratio(
         "CPU per request at the same rate: 2 workers / (1 worker + what native hyper's second thread added)",
         two,
