@@ -139,7 +139,7 @@ fn serve_one(
     let (runtime, listener) = match started {
         Ok(started) => started,
         Err(err) => {
-            ended.why = format!("failed to listen: {err}");
+            ended.why = format!("failed to build its runtime or to listen: {err}");
             return;
         }
     };
