@@ -5,7 +5,9 @@ use crate::component::wit_parser::ItemName;
 use crate::prelude::*;
 #[cfg(feature = "std")]
 use crate::runtime::vm::open_file_for_mmap;
-use crate::runtime::vm::{CompiledModuleId, VMArrayCallFunction, VMFuncRef, VMWasmCallFunction};
+use crate::runtime::vm::{
+    CompiledModuleId, SendSyncPtr, VMArrayCallFunction, VMFuncRef, VMWasmCallFunction,
+};
 use crate::{
     Engine, Module, ResourcesRequired, code::EngineCode, code_memory::CodeMemory,
     type_registry::TypeCollection,
@@ -23,7 +25,7 @@ use wasmtime_environ::component::{
     TrampolineIndex, TypeComponentIndex, TypeFuncIndex, UnsafeIntrinsic, VMComponentOffsets,
 };
 use wasmtime_environ::{Abi, CompiledFunctionsTable, FuncKey, TypeTrace, WasmChecksum};
-use wasmtime_environ::{FunctionLoc, HostPtr, ObjectKind, PrimaryMap};
+use wasmtime_environ::{FunctionLoc, HostPtr, ObjectKind, PrimaryMap, VMSharedTypeIndex};
 
 /// A compiled WebAssembly Component.
 ///
@@ -99,6 +101,12 @@ struct ComponentInner {
 
     /// The checksum of the source binary from which the module was compiled.
     checksum: WasmChecksum,
+
+    /// Every trampoline's entry points and signature, looked up once here
+    /// rather than on every instantiation (wasmhost patch: upstream does two
+    /// searches of `index` per trampoline per instance, about 2 % of a
+    /// hello request's CPU when every request gets a fresh instance).
+    trampolines: PrimaryMap<TrampolineIndex, TrampolineFuncRef>,
 }
 
 impl fmt::Debug for Component {
@@ -110,6 +118,16 @@ impl fmt::Debug for Component {
 pub(crate) struct AllCallFuncPointers {
     pub wasm_call: NonNull<VMWasmCallFunction>,
     pub array_call: NonNull<VMArrayCallFunction>,
+}
+
+/// What an instance's `VMFuncRef` for one trampoline holds besides its
+/// `vmctx`: the same for every instance of a component, because trampolines
+/// are store-invariant code in the component's text section.
+#[derive(Clone, Copy)]
+pub(crate) struct TrampolineFuncRef {
+    pub wasm_call: SendSyncPtr<VMWasmCallFunction>,
+    pub array_call: SendSyncPtr<VMArrayCallFunction>,
+    pub type_index: VMSharedTypeIndex,
 }
 
 impl Component {
@@ -471,6 +489,26 @@ impl Component {
             [ValType::I32],
         ));
 
+        let trampolines = info
+            .component
+            .trampolines
+            .iter()
+            .map(|(idx, sig)| {
+                let func = |abi| {
+                    store_invariant_func(&code, &index, FuncKey::ComponentTrampoline(abi, idx))
+                        .unwrap()
+                };
+                TrampolineFuncRef {
+                    wasm_call: SendSyncPtr::new(func(Abi::Wasm).cast()),
+                    array_call: SendSyncPtr::new(func(Abi::Array).cast()),
+                    type_index: match code.signatures().shared_type(*sig) {
+                        Some(s) => s,
+                        None => panic!("found unregistered signature: {sig:?}"),
+                    },
+                }
+            })
+            .collect();
+
         Ok(Component {
             inner: Arc::new(ComponentInner {
                 id: CompiledModuleId::new(),
@@ -482,6 +520,7 @@ impl Component {
                 index,
                 realloc_func_type,
                 checksum,
+                trampolines,
             }),
         })
     }
@@ -517,19 +556,11 @@ impl Component {
         self.inner.code.signatures()
     }
 
-    pub(crate) fn trampoline_ptrs(&self, index: TrampolineIndex) -> AllCallFuncPointers {
-        let wasm_call = self
-            .store_invariant_func(FuncKey::ComponentTrampoline(Abi::Wasm, index))
-            .unwrap()
-            .cast();
-        let array_call = self
-            .store_invariant_func(FuncKey::ComponentTrampoline(Abi::Array, index))
-            .unwrap()
-            .cast();
-        AllCallFuncPointers {
-            wasm_call,
-            array_call,
-        }
+    /// Every trampoline's entry points and signature, computed when the
+    /// component was created (wasmhost patch; upstream looks up each one on
+    /// every instantiation).
+    pub(crate) fn trampolines(&self) -> &PrimaryMap<TrampolineIndex, TrampolineFuncRef> {
+        &self.inner.trampolines
     }
 
     pub(crate) fn unsafe_intrinsic_ptrs(
@@ -553,21 +584,7 @@ impl Component {
     /// This supports only `FuncKey`s that do not invoke Wasm code,
     /// i.e., code that is potentially Store-specific.
     fn store_invariant_func(&self, key: FuncKey) -> Option<NonNull<u8>> {
-        assert!(key.is_store_invariant());
-        let loc = self.inner.index.func_loc(key)?;
-        Some(self.func_loc_to_pointer(loc))
-    }
-
-    /// Given a function location within this component's text section, get a
-    /// pointer to the function.
-    ///
-    /// This works only for Store-invariant functions.
-    ///
-    /// Panics on out-of-bounds function locations.
-    fn func_loc_to_pointer(&self, loc: &FunctionLoc) -> NonNull<u8> {
-        let text = self.engine_code().text();
-        let trampoline = &text[loc.start as usize..][..loc.length as usize];
-        NonNull::from(trampoline).cast()
+        store_invariant_func(&self.inner.code, &self.inner.index, key)
     }
 
     pub(crate) fn engine_code(&self) -> &Arc<EngineCode> {
@@ -1150,4 +1167,29 @@ mod tests {
             )
         );
     }
+}
+
+/// `Component::store_invariant_func` before there is a `Component` (wasmhost
+/// patch: the trampoline table is filled in while one is being created).
+fn store_invariant_func(
+    code: &EngineCode,
+    index: &CompiledFunctionsTable,
+    key: FuncKey,
+) -> Option<NonNull<u8>> {
+    assert!(key.is_store_invariant());
+    let loc = index.func_loc(key)?;
+    Some(func_loc_to_pointer(code, loc))
+}
+
+/// Given a function location within a component's text section, get a
+/// pointer to the function (wasmtime's `Component::func_loc_to_pointer`, made
+/// a free function by the wasmhost patch).
+///
+/// This works only for Store-invariant functions.
+///
+/// Panics on out-of-bounds function locations.
+fn func_loc_to_pointer(code: &EngineCode, loc: &FunctionLoc) -> NonNull<u8> {
+    let text = code.text();
+    let trampoline = &text[loc.start as usize..][..loc.length as usize];
+    NonNull::from(trampoline).cast()
 }

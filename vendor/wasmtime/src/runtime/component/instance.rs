@@ -745,18 +745,16 @@ impl<'a> Instantiator<'a> {
         // will require. These functions won't actually get used until their
         // associated state has been initialized through the global initializers
         // below, but the funcrefs can all be configured here.
-        for (idx, sig) in env_component.trampolines.iter() {
-            let ptrs = self.component.trampoline_ptrs(idx);
-            let signature = match self.component.signatures().shared_type(*sig) {
-                Some(s) => s,
-                None => panic!("found unregistered signature: {sig:?}"),
-            };
-
+        //
+        // wasmhost patch: the pointers and signatures come from a table the
+        // component filled in once, rather than from two binary searches per
+        // trampoline here.
+        for (idx, func) in self.component.trampolines().iter() {
             self.instance_mut(store.0).set_trampoline(
                 idx,
-                ptrs.wasm_call,
-                ptrs.array_call,
-                signature,
+                func.wasm_call.as_non_null(),
+                func.array_call.as_non_null(),
+                func.type_index,
             );
         }
 
