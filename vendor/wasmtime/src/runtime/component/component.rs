@@ -5,6 +5,7 @@ use crate::component::wit_parser::ItemName;
 use crate::prelude::*;
 #[cfg(feature = "std")]
 use crate::runtime::vm::open_file_for_mmap;
+// wasmhost patch: `SendSyncPtr` and `VMSharedTypeIndex` are new here.
 use crate::runtime::vm::{
     CompiledModuleId, SendSyncPtr, VMArrayCallFunction, VMFuncRef, VMWasmCallFunction,
 };
@@ -122,7 +123,7 @@ pub(crate) struct AllCallFuncPointers {
 
 /// What an instance's `VMFuncRef` for one trampoline holds besides its
 /// `vmctx`: the same for every instance of a component, because trampolines
-/// are store-invariant code in the component's text section.
+/// are store-invariant code in the component's text section (wasmhost patch).
 #[derive(Clone, Copy)]
 pub(crate) struct TrampolineFuncRef {
     pub wasm_call: SendSyncPtr<VMWasmCallFunction>,
@@ -489,6 +490,10 @@ impl Component {
             [ValType::I32],
         ));
 
+        // wasmhost patch: every trampoline's entry points and signature, for
+        // every instance of this component. Upstream looked them up (and
+        // panicked on a missing one) on each instantiation; a missing one
+        // fails the creation of the component here instead.
         let trampolines = info
             .component
             .trampolines
@@ -496,18 +501,19 @@ impl Component {
             .map(|(idx, sig)| {
                 let func = |abi| {
                     store_invariant_func(&code, &index, FuncKey::ComponentTrampoline(abi, idx))
-                        .unwrap()
+                        .ok_or_else(|| format_err!("no compiled code for trampoline {idx:?}"))
                 };
-                TrampolineFuncRef {
-                    wasm_call: SendSyncPtr::new(func(Abi::Wasm).cast()),
-                    array_call: SendSyncPtr::new(func(Abi::Array).cast()),
-                    type_index: match code.signatures().shared_type(*sig) {
-                        Some(s) => s,
-                        None => panic!("found unregistered signature: {sig:?}"),
-                    },
-                }
+                let type_index = code
+                    .signatures()
+                    .shared_type(*sig)
+                    .ok_or_else(|| format_err!("found unregistered signature: {sig:?}"))?;
+                Ok(TrampolineFuncRef {
+                    wasm_call: SendSyncPtr::new(func(Abi::Wasm)?.cast()),
+                    array_call: SendSyncPtr::new(func(Abi::Array)?.cast()),
+                    type_index,
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
 
         Ok(Component {
             inner: Arc::new(ComponentInner {
@@ -583,6 +589,9 @@ impl Component {
     ///
     /// This supports only `FuncKey`s that do not invoke Wasm code,
     /// i.e., code that is potentially Store-specific.
+    ///
+    /// (wasmhost patch: the body moved to the free function of the same
+    /// name, which `from_parts` also uses.)
     fn store_invariant_func(&self, key: FuncKey) -> Option<NonNull<u8>> {
         store_invariant_func(&self.inner.code, &self.inner.index, key)
     }
