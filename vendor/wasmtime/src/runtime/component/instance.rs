@@ -747,8 +747,8 @@ impl<'a> Instantiator<'a> {
         // below, but the funcrefs can all be configured here.
         //
         // wasmhost patch: the pointers and signatures come from a table the
-        // component filled in once, rather than from two binary searches per
-        // trampoline here.
+        // component filled in once, rather than from two function-index
+        // lookups per trampoline here.
         for (idx, func) in self.component.trampolines().iter() {
             self.instance_mut(store.0).set_trampoline(
                 idx,
