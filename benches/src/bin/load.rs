@@ -16,10 +16,11 @@
 //!   p99 beside the loop and the p99 alone come from the same seconds of the
 //!   same run: on a shared 2-core machine, separate phases differed by up to
 //!   2.5× in steady p99 alone;
-//! - workers: the same offered load (a rate-limited client) on 1 and on 2
-//!   request workers, and on native hyper with 1 and 2 threads set up the
-//!   same way (the control), five rounds each in turns, for server CPU per
-//!   request at each (each ratio is of the medians);
+//! - workers: the same offered load (a rate-limited client, its
+//!   connections' schedules staggered) on 1 and on 2 request workers, and
+//!   on native hyper with 1 and 2 threads set up the same way (the
+//!   control), five rounds each in turns, for server CPU per request at
+//!   each (each ratio is of the medians);
 //! - request metrics: the 2-worker phase again without them
 //!   (`--no-request-metrics`) and once more with them, for what recording
 //!   costs per request;
@@ -62,7 +63,7 @@ use serde_json::{Value, json};
 use wasmhost_benches::native;
 use wasmhost_benches::plot::{self, Mark};
 use wasmhost_benches::process::{self, Server};
-use wasmhost_benches::{Error, median, percentile, swap_latency, wrk};
+use wasmhost_benches::{Error, median, percentile, stagger, swap_latency, wrk};
 
 /// The `wasmhost` binary's allocator (`host/src/main.rs`), here because this
 /// executable also serves the native hyper baseline: on glibc's malloc
@@ -866,17 +867,22 @@ async fn load(
     let cpu_before = server.cpu()?;
     let started = Instant::now();
     let mut clients = Vec::new();
-    for _ in 0..connections {
+    // With a rate, each connection sends on a fixed schedule, its share of
+    // the total, whatever the server's speed: the same offered load for
+    // every server compared. The schedules start from one instant, each
+    // staggered by its share of an interval, so the load is steady.
+    let interval = rate.map(|rate| Duration::from_secs_f64(connections as f64 / rate));
+    let schedule_start = tokio::time::Instant::now();
+    for index in 0..connections {
         let (addr, stop, failed) = (server.addr, stop.clone(), failed.clone());
         let hostile = hostile.clone();
-        // With a rate, each connection sends on a fixed schedule, its share
-        // of the total, whatever the server's speed: the same offered load
-        // for every server compared.
-        let interval = rate.map(|rate| Duration::from_secs_f64(connections as f64 / rate));
         clients.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut versions = BTreeSet::new();
-            let mut next = tokio::time::Instant::now();
+            let mut next = schedule_start
+                + interval.map_or(Duration::ZERO, |interval| {
+                    stagger(interval, index, connections)
+                });
             let stream = tokio::net::TcpStream::connect(addr).await?;
             let _ = stream.set_nodelay(true);
             let (mut sender, connection) =
