@@ -40,9 +40,9 @@ pub fn median(values: &mut [f64]) -> f64 {
     }
 }
 
-/// How far into the first `interval` connection `index` of `connections`
-/// sends, when each sends once per `interval`: evenly staggered, so that
-/// together they offer a steady load. Started together, every connection
+/// Where within each `interval` connection `index` of `connections` sends,
+/// when each sends once per `interval`: evenly staggered, so that together
+/// they offer a steadier load. Started together, every connection
 /// sent at the same instant: at 10,000 requests/s over 32 connections, a
 /// burst of 32 requests every 3.2 ms, which one wasmhost worker answered at
 /// a p50 of about 800 µs (about 350 µs staggered). tokio's timer fires on

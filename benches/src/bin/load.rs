@@ -870,7 +870,12 @@ async fn load(
     // With a rate, each connection sends on a fixed schedule, its share of
     // the total, whatever the server's speed: the same offered load for
     // every server compared. The schedules start from one instant, each
-    // staggered by its share of an interval, so the load is steady.
+    // staggered by its share of an interval (`stagger`), so the requests do
+    // not all leave at once; tokio's millisecond timer still sends those
+    // due within one millisecond together. A connection that falls behind
+    // (one request in flight each) catches up by sending back to back, so
+    // the phase still offers its rate; its requests/s in the report show
+    // whether it did. Latency is timed from the actual send.
     let interval = rate.map(|rate| Duration::from_secs_f64(connections as f64 / rate));
     let schedule_start = tokio::time::Instant::now();
     for index in 0..connections {
