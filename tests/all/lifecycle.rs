@@ -5,7 +5,10 @@ use wasmhost_tests::guests;
 
 use wasmhost_tests::process::Process;
 
-use crate::harness::{DEADLINE, TestHost, empty, eventually, request, send, wasmhost};
+use crate::harness::{
+    COMPILE_DEADLINE, DEADLINE, TestHost, empty, eventually, eventually_within, request, send,
+    wasmhost,
+};
 
 #[tokio::test]
 async fn a_broken_project_is_reported_and_the_others_serve() {
@@ -151,15 +154,19 @@ async fn start_up_serves_each_project_as_soon_as_it_is_live_small_ones_first() {
         host.log()
     );
 
-    eventually("a-big live and the host ready", || async {
-        let big = host.get("/a-big").await;
-        let ready = host.admin_get("/readyz").await;
-        if big.status == StatusCode::OK && ready.status == StatusCode::OK {
-            Ok(())
-        } else {
-            Err(format!("a-big {}, /readyz {}", big.status, ready.status))
-        }
-    })
+    eventually_within(
+        COMPILE_DEADLINE,
+        "a-big live and the host ready",
+        || async {
+            let big = host.get("/a-big").await;
+            let ready = host.admin_get("/readyz").await;
+            if big.status == StatusCode::OK && ready.status == StatusCode::OK {
+                Ok(())
+            } else {
+                Err(format!("a-big {}, /readyz {}", big.status, ready.status))
+            }
+        },
+    )
     .await;
     assert_eq!(host.get("/a-big").await.text(), "Hello from Python!\n");
     let log = host.wait_for_log("loaded 2 of 2 projects").await;

@@ -7,7 +7,7 @@ use serde_json::Value;
 use wasmhost_tests::guests;
 
 use crate::harness::{
-    DEPLOY_DEADLINE, SCHED_IDLE, SwapTraffic, TestHost, admin_request, empty, eventually, request,
+    COMPILE_DEADLINE, SCHED_IDLE, SwapTraffic, TestHost, admin_request, empty, eventually, request,
     send, send_within, thread_stat, threads_named,
 };
 
@@ -493,7 +493,7 @@ async fn requests_are_served_while_a_large_component_compiles() {
     let admin = host.admin;
     let started = Instant::now();
     let deploy = tokio::spawn(send_within(
-        DEPLOY_DEADLINE,
+        COMPILE_DEADLINE,
         admin,
         admin_request("PUT", "/projects/big", big),
     ));
@@ -534,7 +534,7 @@ async fn compiles_run_under_sched_idle() {
     let admin = host.admin;
     let big = wasmhost_tests::large_component(2000);
     let deploy = tokio::spawn(send_within(
-        DEPLOY_DEADLINE,
+        COMPILE_DEADLINE,
         admin,
         admin_request("PUT", "/projects/big", big),
     ));
@@ -562,7 +562,7 @@ async fn a_compile_that_runs_out_of_patience_is_raised_to_the_default_priority()
     let admin = host.admin;
     let big = wasmhost_tests::large_component(2000);
     let deploy = tokio::spawn(send_within(
-        DEPLOY_DEADLINE,
+        COMPILE_DEADLINE,
         admin,
         admin_request("PUT", "/projects/big", big),
     ));
