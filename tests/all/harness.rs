@@ -33,8 +33,8 @@ pub(crate) const DEADLINE: Duration = Duration::from_secs(90);
 /// 18 MB component's deploy took 45–48 s on this 2-core machine. In
 /// clean-clone CI runs, with other tests beside them, one deploy took over
 /// [`DEADLINE`], and so did a host loading the Python and JavaScript
-/// examples (the 14 MB JavaScript one compiled in 65 s, the Python one not
-/// within 90 s).
+/// examples: compiles run one at a time, and the 14 MB JavaScript one alone
+/// took 65 s, so the Python one had not finished within 90 s.
 pub(crate) const COMPILE_DEADLINE: Duration = Duration::from_secs(300);
 
 /// Request workers a test host runs unless the test says otherwise: more
@@ -448,8 +448,8 @@ impl RunningHost {
     }
 
     /// Polls the admin object of `name` until `check` holds, and returns it.
-    /// Waits up to [`COMPILE_DEADLINE`]: a project's state moves on when a
-    /// compile ends.
+    /// Waits up to [`COMPILE_DEADLINE`], since many of these waits end when
+    /// a compile does; a check that never holds takes that long to fail.
     pub(crate) async fn wait_for_project(
         &self,
         name: &str,
