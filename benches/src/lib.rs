@@ -66,9 +66,44 @@ pub fn many_projects(count: usize) -> Router {
     builder.build()
 }
 
+/// How long a benchmark waits for one deploy to answer. The admin API
+/// answers once the new version is live, and under a saturating load a
+/// compile runs on idle CPU until the host raises it (`--compile-patience`,
+/// 30 s of starvation): the 18 MB Python example took up to 390 s in the
+/// harness on the 2-core AMD EPYC VM of 2026-12-06. Past this, the run fails
+/// with a message instead of hanging until CI's own limit.
+pub const DEPLOY_DEADLINE: Duration = Duration::from_secs(15 * 60);
+
 /// Sends `bytes` as `project` to the admin API at `admin` (`PUT
-/// /projects/NAME`) and returns the status and body of the answer.
+/// /projects/NAME`) and returns the status and body of the answer; fails
+/// past [`DEPLOY_DEADLINE`].
 pub async fn put(
+    admin: SocketAddr,
+    project: &str,
+    bytes: Vec<u8>,
+) -> Result<(hyper::StatusCode, Bytes), Error> {
+    put_within(DEPLOY_DEADLINE, admin, project, bytes).await
+}
+
+/// [`put`], failing past `deadline`.
+async fn put_within(
+    deadline: Duration,
+    admin: SocketAddr,
+    project: &str,
+    bytes: Vec<u8>,
+) -> Result<(hyper::StatusCode, Bytes), Error> {
+    let size = bytes.len();
+    tokio::time::timeout(deadline, put_unbounded(admin, project, bytes))
+        .await
+        .map_err(|_| {
+            format!(
+                "deploying {size} bytes as project {project} got no answer within {:?}",
+                deadline
+            )
+        })?
+}
+
+async fn put_unbounded(
     admin: SocketAddr,
     project: &str,
     bytes: Vec<u8>,
@@ -146,7 +181,7 @@ pub fn rss_kib(pid: u32) -> Result<u64, Error> {
 mod tests {
     use std::time::Duration;
 
-    use super::{median, stagger};
+    use super::{median, put_within, stagger};
 
     #[test]
     fn the_median_is_the_middle_value_whatever_the_order() {
@@ -170,5 +205,29 @@ mod tests {
         }
         assert!(offsets[31] < interval);
         assert_eq!(stagger(interval, 0, 0), Duration::ZERO);
+    }
+
+    /// A deploy whose admin API never answers fails the run with a message
+    /// naming it, instead of hanging it: a listener that accepts and stays
+    /// silent.
+    #[tokio::test]
+    async fn a_deploy_that_never_answers_fails_past_its_deadline() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let admin = silent.local_addr().expect("address");
+        let held = tokio::spawn(async move {
+            let (stream, _) = silent.accept().await.expect("accept");
+            std::future::pending::<()>().await;
+            drop(stream);
+        });
+        let err = put_within(Duration::from_millis(200), admin, "hello", vec![0; 8])
+            .await
+            .expect_err("no answer must fail");
+        assert_eq!(
+            err.to_string(),
+            "deploying 8 bytes as project hello got no answer within 200ms"
+        );
+        held.abort();
     }
 }
