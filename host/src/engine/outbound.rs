@@ -229,9 +229,10 @@ impl Denials {
     }
 }
 
-/// Most outgoing requests one incoming request may have under way at once;
-/// more fail at once with `connection-limit-reached`. Each takes a DNS lookup
-/// on the blocking pool and a socket, which the rest of the host needs too.
+/// Most outgoing requests one incoming request may have under way at once,
+/// from sending until their response is read or dropped; more fail at once
+/// with `connection-limit-reached`. Each takes a DNS lookup on the blocking
+/// pool and a socket, which the rest of the host needs too.
 const MAX_OUTGOING: usize = 16;
 
 /// How long resolving an outgoing request's host may take.
@@ -360,7 +361,16 @@ impl WasiHttpHooks for OutboundHooks {
                     .map_err(|_| Error::HttpRequestUriInvalid)?;
             }
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            drop(slot);
+            // The slot goes with the connection, not with the response head:
+            // the connection (and its socket) lives until the guest has read
+            // or dropped the response. Released at the head, a guest that
+            // kept its responses could open sockets without end and take the
+            // whole host's file descriptors.
+            let io = async move {
+                let done = io.await;
+                drop(slot);
+                done
+            };
             Ok((
                 response.map(|body| body.boxed_unsync()),
                 Box::new(io) as Box<dyn Future<Output = Result<(), Error>> + Send>,
@@ -570,6 +580,72 @@ mod tests {
             Box::into_pin(after).await,
             Err(Error::ConnectionLimitReached | Error::HttpRequestDenied)
         ));
+    }
+
+    /// An HTTP server on 127.0.0.1:0 answering every request with a body too
+    /// big for the client's buffers, so the connection lives until it is read.
+    async fn upstream() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|_request| async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(vec![b'x'; 8 << 20])),
+                        ))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// A guest that keeps its responses unread keeps their connections open,
+    /// so each keeps its slot: otherwise it could open sockets without end.
+    /// (A short body is read whole with the head, and its connection ends at
+    /// once, socket and slot with it.)
+    #[tokio::test]
+    async fn an_unread_response_keeps_its_slot_until_it_is_dropped() {
+        let addr = upstream().await;
+        let mut hooks = OutboundHooks::new(
+            "p".into(),
+            1,
+            Arc::new(policy(&[&format!("http://{addr}")])),
+            Arc::from([]),
+            Arc::default(),
+        );
+        let url = format!("http://{addr}/");
+        let mut kept = Vec::new();
+        for _ in 0..MAX_OUTGOING {
+            let (response, io) =
+                Box::into_pin(hooks.send_request(get(&url), None, Box::new(async { Ok(()) })))
+                    .await
+                    .expect("an allowed request is answered");
+            // As wasmtime-wasi-http does: the connection runs on its own task.
+            let io = tokio::spawn(Box::into_pin(io));
+            kept.push((response, io));
+        }
+        let one_more = hooks.send_request(get(&url), None, Box::new(async { Ok(()) }));
+        assert!(matches!(
+            Box::into_pin(one_more).await,
+            Err(Error::ConnectionLimitReached)
+        ));
+        // Dropping one response ends its connection and gives its slot back.
+        let (response, io) = kept.pop().expect("one kept");
+        drop(response);
+        // Cut short, the connection may end with an error: either way it ends.
+        let _ended = tokio::time::timeout(std::time::Duration::from_secs(60), io)
+            .await
+            .expect("the connection ends once its response is dropped")
+            .expect("the connection task");
+        let again = hooks.send_request(get(&url), None, Box::new(async { Ok(()) }));
+        assert!(Box::into_pin(again).await.is_ok());
     }
 
     #[test]
