@@ -35,6 +35,34 @@ async fn a_guest_growing_past_its_memory_limit_traps_and_the_host_keeps_serving(
     assert_eq!(host.get("/hello").await.status, StatusCode::OK);
 }
 
+/// Header field lists, bodies and streams live in host memory, outside the
+/// linear memory `limits.memory` caps; without a cap on how many a request
+/// holds, the `?fields` loop would make all 100,000 (100 MB, and a bigger
+/// value or more requests would take the whole host down).
+#[tokio::test]
+async fn a_guest_hoarding_host_resources_traps_at_a_cap_set_by_its_memory_limit() {
+    let host = TestHost::new()
+        .project("hostile", guests::HOSTILE)
+        .manifest("hostile", "[limits]\nmemory = \"16MiB\"\n")
+        .project("hello", guests::HELLO)
+        .spawn();
+    let reply = host.get("/hostile?fields").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        reply.text()
+    );
+    let log = host.wait_for_log("resource table has no free keys").await;
+    let line = log
+        .lines()
+        .find(|line| line.contains("no free keys"))
+        .unwrap_or_else(|| panic!("no line for the refusal:\n{log}"));
+    assert!(line.contains("hostile"), "{line}");
+    assert_eq!(host.get("/hostile").await.status, StatusCode::OK);
+    assert_eq!(host.get("/hello").await.status, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn the_memory_flag_is_the_default_for_projects_without_a_limit() {
     let host = TestHost::new()

@@ -282,3 +282,33 @@ async fn a_bad_reuse_setting_is_refused_with_its_line() {
         "{log}"
     );
 }
+
+/// A guest that leaves resources behind on every request (a leak, or a
+/// garbage collector that never runs between requests) must not have a
+/// later request trap when they reach the instance's cap on resources (256
+/// at a 16 MiB memory limit, so the sixth request leaving 50 would): an
+/// instance holding more than half its cap is not kept.
+#[tokio::test]
+async fn an_instance_leaking_host_resources_is_replaced_before_they_reach_its_cap() {
+    let host = TestHost::new()
+        .project("hostile", guests::HOSTILE)
+        .manifest(
+            "hostile",
+            "[limits]\nmemory = \"16MiB\"\n\n[instances]\nreuse = 1000\nidle_timeout = \"10m\"\n",
+        )
+        .spawn();
+    for n in 1..=12 {
+        let reply = host.get("/hostile?leak").await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "request {n}: {}",
+            reply.text()
+        );
+    }
+    let reused = &host.admin_project("hostile").await["stats"]["reused"];
+    assert!(
+        reused.as_u64().is_some_and(|n| n >= 4),
+        "instances were barely reused: {reused}"
+    );
+}

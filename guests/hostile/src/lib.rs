@@ -6,16 +6,29 @@
 //! - `?none`: returns without ever setting a response;
 //! - `?read`: reads the whole request body before answering, and traps if
 //!   reading fails (as when the host cuts it off at `max_body`);
+//! - `?fields`: makes header field lists of 1 KiB each and keeps them all,
+//!   up to [`FIELD_LISTS`] (about 100 MB of host memory); answers 200 with
+//!   how many it made, unless the host refuses one first (the guest traps);
+//! - `?leak`: makes [`LEAKED`] header field lists and never drops them (as a
+//!   guest with a leak, or a garbage collector that does not run, would),
+//!   then answers 200;
 //! - otherwise it answers 200 with how much memory it may use, `ok`.
 
 use wasmhost_guest_support::wasi::clocks::monotonic_clock;
 use wasmhost_guest_support::wasi::io::streams::StreamError;
 use wasmhost_guest_support::{
-    Guest, IncomingRequest, ResponseOutparam, path_with_query, respond_text, start_response,
-    write_all,
+    Fields, Guest, IncomingRequest, ResponseOutparam, path_with_query, respond_text,
+    start_response, write_all,
 };
 
 struct Hostile;
+
+/// How many field lists `?fields` makes at most: far past what a host should
+/// let one request hold, yet small enough not to hurt a host that allows it.
+const FIELD_LISTS: usize = 100_000;
+
+/// How many field lists `?leak` leaves behind on every request.
+const LEAKED: usize = 50;
 
 /// What `?half` and `?cut` announce as their length, then send half of.
 const ANNOUNCED: usize = 1 << 20;
@@ -66,6 +79,22 @@ impl Guest for Hostile {
                     }
                 }
                 respond_text(out, 200, &format!("read {total} bytes\n"));
+            }
+            "fields" => {
+                let value = vec![b'x'; 1024];
+                let mut kept = Vec::new();
+                for _ in 0..FIELD_LISTS {
+                    let fields = Fields::from_list(&[("x-hoard".to_string(), value.clone())])
+                        .expect("a valid field list");
+                    kept.push(fields);
+                }
+                respond_text(out, 200, &format!("made {} field lists\n", kept.len()));
+            }
+            "leak" => {
+                for _ in 0..LEAKED {
+                    std::mem::forget(Fields::new());
+                }
+                respond_text(out, 200, "leaked\n");
             }
             _ => respond_text(out, 200, "ok\n"),
         }

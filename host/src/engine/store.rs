@@ -33,6 +33,28 @@ pub struct RequestState {
     request: RequestTag,
 }
 
+/// The most one header field list may hold on the host, in bytes (the same
+/// as wasmtime-wasi-http's default, set here so [`resource_capacity`] can
+/// count on it).
+const FIELD_SIZE_LIMIT: usize = 128 * 1024;
+
+/// The fewest resources a request may hold at once, however small its
+/// memory limit: a guest answering one request holds about ten.
+const MIN_RESOURCES: usize = 256;
+
+/// How many resources (header fields, bodies, streams, outgoing requests) a
+/// guest instance may hold on the host at once. They live in host memory,
+/// outside the linear memory `limits.memory` caps, and wasmtime allows a
+/// million: a guest calling `fields.from-list` in a loop with a 128 KiB value
+/// could make the host allocate 128 GiB and take every project down with it.
+/// Capped at one field list's worth per 128 KiB of the project's memory
+/// limit (1,024 at the default 128 MiB), field lists alone can hold no more
+/// than the memory limit again; past the cap, the guest traps.
+fn resource_capacity(memory: u64) -> usize {
+    let per_memory = usize::try_from(memory / FIELD_SIZE_LIMIT as u64).unwrap_or(usize::MAX);
+    per_memory.clamp(MIN_RESOURCES, 1_000_000)
+}
+
 /// The project's `limits.memory` for every linear memory of one instance.
 struct MemoryLimit {
     bytes: u64,
@@ -124,11 +146,15 @@ impl RequestState {
             .stdout(log(Stream::Stdout))
             .stderr(log(Stream::Stderr))
             .build();
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(FIELD_SIZE_LIMIT);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(resource_capacity(memory));
         Self {
             wasi,
-            http: WasiHttpCtx::new(),
+            http,
             outbound: OutboundHooks::new(project, version, outbound, forbidden, denials),
-            table: ResourceTable::new(),
+            table,
             deadline,
             stop,
             limits: MemoryLimit { bytes: memory },
@@ -154,15 +180,22 @@ impl RequestState {
     ///
     /// The incoming request itself may stay: componentize-js guests never
     /// drop it (their garbage collector does not run between requests), and
-    /// it only holds the request's head until the instance goes.
+    /// it only holds the request's head until the instance goes. But an
+    /// instance holding more than half its [`resource_capacity`] is not kept
+    /// either, so resources left over request after request end with the
+    /// instance instead of trapping a later request at the cap.
     pub(crate) fn request_left_over(&mut self) -> bool {
         use wasmtime_wasi_http::p2::body::HostOutgoingBody;
         use wasmtime_wasi_http::p2::types::{
             HostFutureIncomingResponse, HostIncomingResponse, HostOutgoingRequest,
             HostOutgoingResponse, HostResponseOutparam,
         };
+        let half_full = self.table.max_capacity() / 2;
+        let mut held = 0usize;
         self.table.iter_mut().any(|entry| {
-            entry.is::<HostResponseOutparam>()
+            held += 1;
+            held > half_full
+                || entry.is::<HostResponseOutparam>()
                 || entry.is::<HostOutgoingResponse>()
                 || entry.is::<HostOutgoingBody>()
                 || entry.is::<HostOutgoingRequest>()
@@ -226,4 +259,19 @@ pub(crate) fn new_store(engine: &Engine, guest: Guest<'_>) -> Store<RequestState
         }
     });
     store
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_holds_one_field_lists_worth_of_resources_per_128_kib_of_memory() {
+        assert_eq!(resource_capacity(128 << 20), 1024);
+        assert_eq!(resource_capacity(1 << 30), 8192);
+        // Never fewer than a plain request needs, nor more than wasmtime's own cap.
+        assert_eq!(resource_capacity(1 << 20), MIN_RESOURCES);
+        assert_eq!(resource_capacity(0), MIN_RESOURCES);
+        assert_eq!(resource_capacity(u64::MAX), 1_000_000);
+    }
 }
