@@ -103,6 +103,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a registry may leave a response waiting for its next bytes.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long resolving a tag may take in all. [`READ_TIMEOUT`] starts again
+/// with every byte, so a registry sending a byte every 29 s would otherwise
+/// hold a resolve for as long as it liked: at start-up `/readyz` would wait
+/// for it, and so would the registry poll of every other project.
+const RESOLVE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How long a whole pull (the tag, the manifest, the config and the layer)
+/// may take: a 64 MiB layer at about 220 KB/s. A pull holds its project's
+/// lifecycle lock, so delete, rollback and reload of it wait for it.
+const PULL_DEADLINE: Duration = Duration::from_secs(5 * 60);
+
 /// Pulls components by reference, keeping each by digest.
 pub(crate) struct Puller {
     https: WasmClient,
@@ -113,6 +124,9 @@ pub(crate) struct Puller {
     store: Store,
     /// Largest layer accepted, in bytes.
     max_size: u64,
+    /// [`RESOLVE_DEADLINE`] and [`PULL_DEADLINE`] (shorter in tests).
+    resolve_deadline: Duration,
+    pull_deadline: Duration,
 }
 
 impl Puller {
@@ -133,6 +147,8 @@ impl Puller {
             credentials: Credentials::from_environment(),
             store,
             max_size,
+            resolve_deadline: RESOLVE_DEADLINE,
+            pull_deadline: PULL_DEADLINE,
         }
     }
 
@@ -150,8 +166,18 @@ impl Puller {
     }
 
     /// The manifest digest `reference` names now: its own digest when
-    /// pinned, else what the registry says its tag points at.
+    /// pinned, else what the registry says its tag points at. Fails past
+    /// [`RESOLVE_DEADLINE`] however the registry trickles its answer.
     pub(crate) async fn resolve(&self, reference: &OciReference) -> Result<String, PullError> {
+        within(
+            self.resolve_deadline,
+            reference,
+            self.resolve_unbounded(reference),
+        )
+        .await
+    }
+
+    async fn resolve_unbounded(&self, reference: &OciReference) -> Result<String, PullError> {
         if let Some(digest) = &reference.digest {
             return Ok(digest.clone());
         }
@@ -165,8 +191,18 @@ impl Puller {
             })
     }
 
-    /// The component `reference` names now, pulled or from the store.
+    /// The component `reference` names now, pulled or from the store. Fails
+    /// past [`PULL_DEADLINE`] however the registry trickles its answers.
     pub(crate) async fn fetch(&self, reference: &OciReference) -> Result<Pulled, PullError> {
+        within(
+            self.pull_deadline,
+            reference,
+            self.fetch_unbounded(reference),
+        )
+        .await
+    }
+
+    async fn fetch_unbounded(&self, reference: &OciReference) -> Result<Pulled, PullError> {
         let manifest_digest = self.resolve(reference).await?;
         if let Some(bytes) = self.store.component(&manifest_digest) {
             return Ok(Pulled {
@@ -293,6 +329,22 @@ impl Puller {
     }
 }
 
+/// `work` on `reference`, or a registry error once `deadline` has passed.
+async fn within<T>(
+    deadline: Duration,
+    reference: &OciReference,
+    work: impl std::future::Future<Output = Result<T, PullError>>,
+) -> Result<T, PullError> {
+    tokio::time::timeout(deadline, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(PullError::Registry {
+                reference: reference.to_string(),
+                reason: format!("no complete answer within {deadline:?}"),
+            })
+        })
+}
+
 /// `reference` as the client's type, pinned to `digest` when given.
 fn to_client(reference: &OciReference, digest: Option<&str>) -> Reference {
     match (digest.or(reference.digest.as_deref()), &reference.tag) {
@@ -380,5 +432,77 @@ impl tokio::io::AsyncWrite for Capped {
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// A hostile registry on 127.0.0.1:0 (a stand-in: a real registry does
+    /// not trickle): it answers every request with a head announcing 4 KiB,
+    /// then sends one byte every 200 ms, never going quiet long enough for
+    /// the read timeout.
+    async fn trickling_registry() -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let _ = stream.read(&mut request).await;
+                    let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 4096\r\n\r\n";
+                    if stream.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    for _ in 0..4096 {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        if stream.write_all(b" ").await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_registry_that_trickles_its_answers_is_cut_off_at_the_deadline() {
+        let addr = trickling_registry().await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut puller = Puller::new(Store::new(dir.path().to_path_buf()), Vec::new(), 1 << 20);
+        puller.resolve_deadline = Duration::from_secs(1);
+        puller.pull_deadline = Duration::from_secs(2);
+        let reference =
+            OciReference::parse(&format!("oci://{addr}/team/app:v1")).expect("a reference");
+        // Bounded here too, so that without the deadline the test fails
+        // instead of waiting the 14 minutes the trickle would last.
+        let bound = Duration::from_secs(60);
+        let resolved = tokio::time::timeout(bound, puller.resolve(&reference))
+            .await
+            .expect("resolving ends at its deadline");
+        match resolved {
+            Err(err @ PullError::Registry { .. }) => {
+                assert!(err.is_unreachable());
+                assert_eq!(
+                    err.to_string(),
+                    format!(
+                        "oci://{addr}/team/app:v1: registry unreachable or refused: no complete answer within 1s"
+                    )
+                );
+            }
+            other => panic!("not cut off: {other:?}"),
+        }
+        let fetched = tokio::time::timeout(bound, puller.fetch(&reference))
+            .await
+            .expect("fetching ends at its deadline");
+        assert!(
+            matches!(&fetched, Err(PullError::Registry { reason, .. }) if reason.contains("within")),
+            "{fetched:?}"
+        );
     }
 }
