@@ -287,7 +287,8 @@ async fn a_bad_reuse_setting_is_refused_with_its_line() {
 /// garbage collector that never runs between requests) must not have a
 /// later request trap when they reach the instance's cap on resources (256
 /// at a 16 MiB memory limit, so the sixth request leaving 50 would): an
-/// instance holding more than half its cap is not kept.
+/// instance holding more than half its cap (128) is not kept. So each
+/// instance serves three requests: kept after 50 and 100, dropped at 150.
 #[tokio::test]
 async fn an_instance_leaking_host_resources_is_replaced_before_they_reach_its_cap() {
     let host = TestHost::new()
@@ -305,10 +306,14 @@ async fn an_instance_leaking_host_resources_is_replaced_before_they_reach_its_ca
             "request {n}: {}",
             reply.text()
         );
+        if n % 3 != 0 {
+            // Kept: wait until it is back, so the next request reuses it.
+            host.wait_for_project("hostile", "the instance back in the pool", |p| {
+                p["versions"][0]["idle_instances"] == 1
+            })
+            .await;
+        }
     }
-    let reused = &host.admin_project("hostile").await["stats"]["reused"];
-    assert!(
-        reused.as_u64().is_some_and(|n| n >= 4),
-        "instances were barely reused: {reused}"
-    );
+    // Four instances, each reused twice.
+    assert_eq!(host.admin_project("hostile").await["stats"]["reused"], 8);
 }
