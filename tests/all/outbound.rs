@@ -211,3 +211,53 @@ async fn an_allowed_request_counts_against_the_request_timeout() {
         reply.text()
     );
 }
+
+/// Instances kept for reuse in the pool, from the admin API's `/metrics`.
+async fn instances_in_use(host: &crate::harness::RunningHost) -> Result<f64, String> {
+    let metrics = host.admin_get("/metrics").await;
+    let text = metrics.text();
+    text.lines()
+        .find_map(|line| line.strip_prefix("wasmhost_instances_in_use "))
+        .and_then(|value| value.trim().parse().ok())
+        .ok_or_else(|| format!("no wasmhost_instances_in_use in:\n{text}"))
+}
+
+/// A guest that keeps an outgoing response's body unread keeps its
+/// connection (a socket, and one of the 16 slots) open past its request. Its
+/// instance must not be kept for reuse: idle, it would hold the socket, and
+/// the next request would start with a slot fewer.
+#[tokio::test]
+async fn an_instance_with_an_outgoing_connection_still_open_is_not_kept_for_reuse() {
+    // A body bigger than the host's buffers, so its connection lives until read.
+    let big: &'static str = Box::leak("x".repeat(8 << 20).into_boxed_str());
+    let upstream = Upstream::start(Some(big)).await;
+    let host = TestHost::new()
+        .project("app", guests::FETCH)
+        .manifest(
+            "app",
+            &format!(
+                "allowed_outbound_hosts = [\"http://127.0.0.1:{}\"]\n\n[instances]\nreuse = 100\nidle_timeout = \"10m\"\n",
+                upstream.addr.port()
+            ),
+        )
+        .spawn();
+    // Read to its end, the response leaves nothing open: the instance is kept.
+    let read = host.get(&format!("/app?to={}", upstream.addr)).await;
+    assert_eq!(read.status, StatusCode::OK);
+    host.wait_for_project("app", "the instance back in the pool", |app| {
+        app["versions"][0]["idle_instances"] == 1
+    })
+    .await;
+    // Kept unread, it does: that instance is dropped after its request.
+    let kept = host.get(&format!("/app?to={}&keep=1", upstream.addr)).await;
+    assert_eq!(kept.status, StatusCode::OK, "{}", kept.text());
+    assert!(kept.text().ends_with("kept"), "{}", kept.text());
+    crate::harness::eventually("no instance left alive", || async {
+        match instances_in_use(&host).await? {
+            0.0 => Ok(()),
+            n => Err(format!("{n} instances alive")),
+        }
+    })
+    .await;
+    assert_eq!(host.admin_project("app").await["stats"]["reused"], 1);
+}

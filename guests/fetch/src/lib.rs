@@ -5,15 +5,26 @@
 //! `status N` and the response body, or 502 with `error: CODE` when the
 //! request failed or was refused (e.g. `HttpRequestDenied`): the guest
 //! handles the error, it does not trap. Without `to` it answers 400.
+//! `&keep=1` reads nothing of the response body and keeps it past the
+//! request (in the instance), as a leaky guest would: it answers
+//! `status N\nkept`.
 
+use std::cell::RefCell;
 use wasmhost_guest_support::wasi::http::outgoing_handler;
+
 use wasmhost_guest_support::wasi::http::types::{
-    ErrorCode, Fields, IncomingResponse, Method, OutgoingBody, OutgoingRequest, Scheme,
+    ErrorCode, Fields, IncomingBody, IncomingResponse, Method, OutgoingBody, OutgoingRequest,
+    Scheme,
 };
 use wasmhost_guest_support::wasi::io::streams::StreamError;
 use wasmhost_guest_support::{Guest, IncomingRequest, ResponseOutparam, query_param, respond_text};
 
 struct Fetch;
+
+thread_local! {
+    /// Response bodies `&keep=1` keeps, unread, for as long as the instance lives.
+    static KEPT: RefCell<Vec<IncomingBody>> = const { RefCell::new(Vec::new()) };
+}
 
 impl Guest for Fetch {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
@@ -36,15 +47,23 @@ impl Guest for Fetch {
             _ => Method::Get,
         };
         let path = query_param(&request, "path").unwrap_or_else(|| "/".to_string());
-        match send(&to, scheme, method, &path) {
+        let keep = query_param(&request, "keep").as_deref() == Some("1");
+        match send(&to, scheme, method, &path, keep) {
             Ok((status, body)) => respond_text(out, 200, &format!("status {status}\n{body}")),
             Err(code) => respond_text(out, 502, &format!("error: {code:?}\n")),
         }
     }
 }
 
-/// Sends the request and reads the whole response.
-fn send(to: &str, scheme: Scheme, method: Method, path: &str) -> Result<(u16, String), ErrorCode> {
+/// Sends the request and reads the whole response, or with `keep` keeps its
+/// body unread.
+fn send(
+    to: &str,
+    scheme: Scheme,
+    method: Method,
+    path: &str,
+    keep: bool,
+) -> Result<(u16, String), ErrorCode> {
     let internal = |what: &str| ErrorCode::InternalError(Some(what.to_string()));
     let request = OutgoingRequest::new(Fields::new());
     request
@@ -69,6 +88,10 @@ fn send(to: &str, scheme: Scheme, method: Method, path: &str) -> Result<(u16, St
     };
     let status = response.status();
     let incoming = response.consume().map_err(|()| internal("consume"))?;
+    if keep {
+        KEPT.with(|kept| kept.borrow_mut().push(incoming));
+        return Ok((status, "kept".to_string()));
+    }
     let stream = incoming.stream().map_err(|()| internal("stream"))?;
     let mut bytes = Vec::new();
     loop {

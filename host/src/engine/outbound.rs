@@ -229,10 +229,13 @@ impl Denials {
     }
 }
 
-/// Most outgoing requests one incoming request may have under way at once,
-/// from sending until their response is read or dropped; more fail at once
-/// with `connection-limit-reached`. Each takes a DNS lookup on the blocking
-/// pool and a socket, which the rest of the host needs too.
+/// Most outgoing requests one instance may have under way at once, from
+/// sending until their connection ends (once the response body is read to
+/// its end, or dropped); more fail at once with `connection-limit-reached`.
+/// Each takes a DNS lookup on the blocking pool and a socket, which the rest
+/// of the host needs too. An instance with one still under way when its
+/// request ends is not kept for reuse (`RequestState::request_left_over`), so
+/// with or without reuse this is a limit per incoming request.
 const MAX_OUTGOING: usize = 16;
 
 /// How long resolving an outgoing request's host may take.
@@ -288,7 +291,24 @@ type SendFuture = Box<
         > + Send,
 >;
 
+/// The most one write to an outgoing body (a guest's response, or the
+/// request body it sends) may carry, and what `check-write` allows.
+/// wasmtime-wasi-http buffers up to two such chunks per body on the host,
+/// outside the guest's linear memory: at its default of 1 MiB a guest could
+/// keep 2 MiB per body it holds, 2 GiB within the resource cap at the default
+/// memory limit (`engine/store.rs`). At 64 KiB, a body holds at most 128 KiB,
+/// as a header field list does.
+pub(crate) const BODY_CHUNK: usize = 64 * 1024;
+
 impl OutboundHooks {
+    /// Whether an outgoing request of this instance is still under way: its
+    /// connection holds a socket and one of [`MAX_OUTGOING`] slots.
+    pub(crate) fn any_under_way(&self) -> bool {
+        self.under_way
+            .as_ref()
+            .is_some_and(|slots| slots.available_permits() < MAX_OUTGOING)
+    }
+
     /// What logging a refusal of a request to `authority` needs.
     fn refusal(&self, authority: String) -> Refusal {
         Refusal {
@@ -301,6 +321,10 @@ impl OutboundHooks {
 }
 
 impl WasiHttpHooks for OutboundHooks {
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        BODY_CHUNK
+    }
+
     fn send_request(
         &mut self,
         mut request: hyper::http::Request<WasiBody>,
@@ -636,6 +660,7 @@ mod tests {
             Box::into_pin(one_more).await,
             Err(Error::ConnectionLimitReached)
         ));
+        assert!(hooks.any_under_way());
         // Dropping one response ends its connection and gives its slot back.
         let (response, io) = kept.pop().expect("one kept");
         drop(response);
@@ -645,7 +670,29 @@ mod tests {
             .expect("the connection ends once its response is dropped")
             .expect("the connection task");
         let again = hooks.send_request(get(&url), None, Box::new(async { Ok(()) }));
-        assert!(Box::into_pin(again).await.is_ok());
+        let again = Box::into_pin(again).await.expect("a slot again");
+        // Once every response is dropped and its connection has ended,
+        // nothing is under way.
+        drop(again);
+        for (response, io) in kept {
+            drop(response);
+            let _ended = tokio::time::timeout(std::time::Duration::from_secs(60), io).await;
+        }
+        assert!(
+            wait_until(|| !hooks.any_under_way()).await,
+            "slots still held after every connection ended"
+        );
+    }
+
+    /// Polls `done` every 10 ms for up to 60 s.
+    async fn wait_until(mut done: impl FnMut() -> bool) -> bool {
+        for _ in 0..6000 {
+            if done() {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        false
     }
 
     #[test]

@@ -47,9 +47,12 @@ const MIN_RESOURCES: usize = 256;
 /// outside the linear memory `limits.memory` caps, and wasmtime allows a
 /// million: a guest calling `fields.from-list` in a loop with a 128 KiB value
 /// could make the host allocate 128 GiB and take every project down with it.
-/// Capped at one field list's worth per 128 KiB of the project's memory
-/// limit (1,024 at the default 128 MiB), field lists alone can hold no more
-/// than the memory limit again; past the cap, the guest traps.
+/// Capped at one per 128 KiB of the project's memory limit (1,024 at the
+/// default 128 MiB), and with a field list and an outgoing body's buffer
+/// each held to about 128 KiB (`FIELD_SIZE_LIMIT`, `outbound::BODY_CHUNK`),
+/// what a guest keeps on the host is of the order of its memory limit again
+/// (the header map's own overhead comes on top). Past the cap, the call
+/// traps the guest.
 fn resource_capacity(memory: u64) -> usize {
     let per_memory = usize::try_from(memory / FIELD_SIZE_LIMIT as u64).unwrap_or(usize::MAX);
     per_memory.clamp(MIN_RESOURCES, 1_000_000)
@@ -183,8 +186,14 @@ impl RequestState {
     /// it only holds the request's head until the instance goes. But an
     /// instance holding more than half its [`resource_capacity`] is not kept
     /// either, so resources left over request after request end with the
-    /// instance instead of trapping a later request at the cap.
+    /// instance instead of trapping a later request at the cap (as long as
+    /// one request needs less than half of it). Nor is one with an outgoing
+    /// request's connection still open (a response body kept unread): it
+    /// would hold a socket while idle, and one of the next request's slots.
     pub(crate) fn request_left_over(&mut self) -> bool {
+        if self.outbound.any_under_way() {
+            return true;
+        }
         use wasmtime_wasi_http::p2::body::HostOutgoingBody;
         use wasmtime_wasi_http::p2::types::{
             HostFutureIncomingResponse, HostIncomingResponse, HostOutgoingRequest,
