@@ -8,7 +8,6 @@
 //! Temp files (`.wasmhost-deploy-*`, `.wasmhost-backup-*`) left by a crash
 //! mid-deploy are removed at start-up ([`remove_leftovers`]).
 
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -53,20 +52,22 @@ pub(crate) fn stage(path: &Path, bytes: &[u8]) -> anyhow::Result<Staged> {
         .parent()
         .with_context(|| format!("failed to find the folder of {}", path.display()))?;
     std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
-    // tempfile makes its files 0600, and the rename would carry that over
-    // the target: a deployed file gets the mode of the file it replaces, or
-    // a new one what any program writing it would give it (0666 less the
-    // umask), so other users and tools that read the folder still can.
+    // tempfile makes its files 0600, and the rename carries that over the
+    // target: a deployed file that replaces one gets that file's mode, so
+    // other users and tools that could read it still can. A new file stays
+    // 0600: a `wasmhost.toml` may hold `[env]` secrets. The mode is set
+    // before anything is written, so the bytes are never readable more
+    // widely than the target's. Where the file system refuses modes, the
+    // file keeps 0600, as before.
     let mut file = tempfile::Builder::new()
         .prefix(STAGED)
         .suffix(".tmp")
-        .permissions(std::fs::Permissions::from_mode(0o666))
         .tempfile_in(dir)
         .with_context(|| format!("failed to create a temp file in {}", dir.display()))?;
-    if let Ok(existing) = std::fs::metadata(path) {
-        file.as_file()
-            .set_permissions(existing.permissions())
-            .with_context(|| format!("failed to give {} the mode of its target", path.display()))?;
+    if let Ok(existing) = std::fs::metadata(path)
+        && let Err(err) = file.as_file().set_permissions(existing.permissions())
+    {
+        tracing::warn!(cause = %err, "failed to give {} the mode of the file it replaces; it is written 0600", path.display());
     }
     file.write_all(bytes)
         .and_then(|()| file.as_file().sync_all())
@@ -194,12 +195,14 @@ pub(crate) fn remove_leftovers(projects_dir: &Path) {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
     use super::*;
 
-    /// A deploy keeps a replaced file's mode, and gives a new file the mode
-    /// any program writing it would (tempfile's own is 0600).
+    /// A deploy keeps a replaced file's mode (tempfile's own is 0600), and a
+    /// new file, which may hold secrets, is 0600.
     #[test]
-    fn deployed_files_keep_their_mode_or_get_the_usual_one() {
+    fn deployed_files_keep_the_mode_of_what_they_replace() {
         let dir = tempfile::tempdir().expect("temp dir");
         let app = dir.path().join("app");
         std::fs::create_dir_all(&app).expect("mkdir");
@@ -210,9 +213,6 @@ mod tests {
                 .mode()
                 & 0o7777
         };
-        // What a plain write gives a new file here (0666 less the umask).
-        let plain = app.join("plain");
-        std::fs::write(&plain, "x").expect("write");
         let component = app.join("app.wasm");
         std::fs::write(&component, "old component").expect("write");
         std::fs::set_permissions(&component, std::fs::Permissions::from_mode(0o640))
@@ -224,8 +224,7 @@ mod tests {
         ];
         commit(staged, dir.path()).expect("committed");
         assert_eq!(mode(&component), 0o640);
-        assert_eq!(mode(&config), mode(&plain));
-        assert_ne!(mode(&config), 0o600, "the umask here hides the difference");
+        assert_eq!(mode(&config), 0o600);
     }
 
     #[test]
