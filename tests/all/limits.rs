@@ -63,17 +63,6 @@ async fn a_guest_hoarding_host_resources_traps_at_a_cap_set_by_its_memory_limit(
     assert_eq!(host.get("/hello").await.status, StatusCode::OK);
 }
 
-/// A body the guest writes is buffered on the host, outside its linear
-/// memory, a write at a time: `check-write` allows 64 KiB, not
-/// wasmtime-wasi-http's 1 MiB, so a body held unsent keeps at most 128 KiB.
-#[tokio::test]
-async fn a_guest_writes_its_body_at_most_64_kib_at_a_time() {
-    let host = TestHost::new().project("hostile", guests::HOSTILE).spawn();
-    let reply = host.get("/hostile?budget").await;
-    assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.text(), "65536");
-}
-
 #[tokio::test]
 async fn the_memory_flag_is_the_default_for_projects_without_a_limit() {
     let host = TestHost::new()

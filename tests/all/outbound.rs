@@ -212,7 +212,8 @@ async fn an_allowed_request_counts_against_the_request_timeout() {
     );
 }
 
-/// Instances kept for reuse in the pool, from the admin API's `/metrics`.
+/// Instances alive in the pool (running a request or kept for reuse), from
+/// the admin API's `/metrics`.
 async fn instances_in_use(host: &crate::harness::RunningHost) -> Result<f64, String> {
     let metrics = host.admin_get("/metrics").await;
     let text = metrics.text();

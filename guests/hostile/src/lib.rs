@@ -12,15 +12,13 @@
 //! - `?leak`: makes [`LEAKED`] header field lists and never drops them (as a
 //!   guest with a leak, or a garbage collector that does not run, would),
 //!   then answers 200;
-//! - `?budget`: answers 200 with how many bytes `check-write` lets it write
-//!   at once to its response body (what the host buffers per write);
 //! - otherwise it answers 200 with how much memory it may use, `ok`.
 
 use wasmhost_guest_support::wasi::clocks::monotonic_clock;
 use wasmhost_guest_support::wasi::io::streams::StreamError;
 use wasmhost_guest_support::{
-    Fields, Guest, IncomingRequest, ResponseOutparam, finish_response, path_with_query,
-    respond_text, start_response, write_all,
+    Fields, Guest, IncomingRequest, ResponseOutparam, path_with_query, respond_text,
+    start_response, write_all,
 };
 
 struct Hostile;
@@ -91,14 +89,6 @@ impl Guest for Hostile {
                     kept.push(fields);
                 }
                 respond_text(out, 200, &format!("made {} field lists\n", kept.len()));
-            }
-            "budget" => {
-                let Some((body, stream)) = start_response(out, 200, &[]) else {
-                    return;
-                };
-                let budget = stream.check_write().unwrap_or(0);
-                write_all(&stream, budget.to_string().as_bytes());
-                finish_response(body, stream);
             }
             "leak" => {
                 for _ in 0..LEAKED {

@@ -291,18 +291,11 @@ type SendFuture = Box<
         > + Send,
 >;
 
-/// The most one write to an outgoing body (a guest's response, or the
-/// request body it sends) may carry, and what `check-write` allows.
-/// wasmtime-wasi-http buffers up to two such chunks per body on the host,
-/// outside the guest's linear memory: at its default of 1 MiB a guest could
-/// keep 2 MiB per body it holds, 2 GiB within the resource cap at the default
-/// memory limit (`engine/store.rs`). At 64 KiB, a body holds at most 128 KiB,
-/// as a header field list does.
-pub(crate) const BODY_CHUNK: usize = 64 * 1024;
-
 impl OutboundHooks {
     /// Whether an outgoing request of this instance is still under way: its
-    /// connection holds a socket and one of [`MAX_OUTGOING`] slots.
+    /// connection holds a socket and one of [`MAX_OUTGOING`] slots. A
+    /// connection whose response the guest dropped ends on its task's next
+    /// turn, not at once.
     pub(crate) fn any_under_way(&self) -> bool {
         self.under_way
             .as_ref()
@@ -321,10 +314,6 @@ impl OutboundHooks {
 }
 
 impl WasiHttpHooks for OutboundHooks {
-    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
-        BODY_CHUNK
-    }
-
     fn send_request(
         &mut self,
         mut request: hyper::http::Request<WasiBody>,

@@ -48,11 +48,12 @@ const MIN_RESOURCES: usize = 256;
 /// million: a guest calling `fields.from-list` in a loop with a 128 KiB value
 /// could make the host allocate 128 GiB and take every project down with it.
 /// Capped at one per 128 KiB of the project's memory limit (1,024 at the
-/// default 128 MiB), and with a field list and an outgoing body's buffer
-/// each held to about 128 KiB (`FIELD_SIZE_LIMIT`, `outbound::BODY_CHUNK`),
-/// what a guest keeps on the host is of the order of its memory limit again
-/// (the header map's own overhead comes on top). Past the cap, the call
-/// traps the guest.
+/// default 128 MiB), field lists alone hold of the order of the memory limit
+/// again (the header maps' own overhead comes on top). A body being written
+/// can buffer more: two writes of up to 1 MiB (wasmtime-wasi-http's default,
+/// kept so that components that run under `wasmtime serve` run here), so
+/// with bodies the bound is looser, about 1 GiB at the default (a body takes
+/// two resources). Past the cap, the call traps the guest.
 fn resource_capacity(memory: u64) -> usize {
     let per_memory = usize::try_from(memory / FIELD_SIZE_LIMIT as u64).unwrap_or(usize::MAX);
     per_memory.clamp(MIN_RESOURCES, 1_000_000)
@@ -174,6 +175,11 @@ impl RequestState {
         self.request.set(request_id);
     }
 
+    /// Whether an outgoing request's connection is still open.
+    pub(crate) fn outgoing_under_way(&self) -> bool {
+        self.outbound.any_under_way()
+    }
+
     /// Whether the guest's last request left HTTP resources behind after
     /// its handler returned that someone waits on: the response slot, an
     /// unfinished response body, or an outgoing request. Each would live on
@@ -190,6 +196,8 @@ impl RequestState {
     /// one request needs less than half of it). Nor is one with an outgoing
     /// request's connection still open (a response body kept unread): it
     /// would hold a socket while idle, and one of the next request's slots.
+    /// (The caller first lets a connection the guest just dropped end:
+    /// [`RequestState::outgoing_under_way`].)
     pub(crate) fn request_left_over(&mut self) -> bool {
         if self.outbound.any_under_way() {
             return true;

@@ -252,6 +252,15 @@ where
             Ok(_) => {}
         }
         let (mut store, proxy) = result?;
+        // A response the guest dropped ends its connection on the
+        // connection task's next turn: let those tasks run before the
+        // instance is judged (only when the guest made outgoing requests).
+        for _ in 0..3 {
+            if !store.data().outgoing_under_way() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
         // Only an instance whose request ended cleanly serves again: one
         // that trapped, timed out, was interrupted, had its body cut off at
         // the limit or kept any of the request's resources is dropped, above
