@@ -215,11 +215,9 @@ async fn an_allowed_request_counts_against_the_request_timeout() {
 /// Instances alive in the pool (running a request or kept for reuse), from
 /// the admin API's `/metrics`.
 async fn instances_in_use(host: &crate::harness::RunningHost) -> Result<f64, String> {
-    let metrics = host.admin_get("/metrics").await;
-    let text = metrics.text();
-    text.lines()
-        .find_map(|line| line.strip_prefix("wasmhost_instances_in_use "))
-        .and_then(|value| value.trim().parse().ok())
+    let text = host.admin_get("/metrics").await.text();
+    let samples = crate::observe::samples(&text);
+    crate::observe::value(&samples, "wasmhost_instances_in_use", &[])
         .ok_or_else(|| format!("no wasmhost_instances_in_use in:\n{text}"))
 }
 

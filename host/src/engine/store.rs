@@ -199,14 +199,14 @@ impl RequestState {
     /// (The caller first lets a connection the guest just dropped end:
     /// [`RequestState::outgoing_under_way`].)
     pub(crate) fn request_left_over(&mut self) -> bool {
-        if self.outbound.any_under_way() {
-            return true;
-        }
         use wasmtime_wasi_http::p2::body::HostOutgoingBody;
         use wasmtime_wasi_http::p2::types::{
             HostFutureIncomingResponse, HostIncomingResponse, HostOutgoingRequest,
             HostOutgoingResponse, HostResponseOutparam,
         };
+        if self.outbound.any_under_way() {
+            return true;
+        }
         let half_full = self.table.max_capacity() / 2;
         let mut held = 0usize;
         self.table.iter_mut().any(|entry| {
