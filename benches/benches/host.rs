@@ -76,6 +76,7 @@ impl Setup {
                 drain_timeout: Duration::from_secs(30),
                 memory: 128 << 20,
                 max_body: 16 << 20,
+                log_rate: 1 << 20,
                 max_concurrency: 100,
                 outbound: Arc::default(),
                 forbidden_outbound: Arc::from([]),

@@ -101,6 +101,7 @@ fn settings(dir: &Path) -> Settings {
             memory: 128 << 20,
             max_body: 1 << 20,
             max_concurrency: 100,
+            log_rate: 1 << 20,
         },
         cache_max_size: 1 << 30,
         forbidden_outbound: Arc::from([]),

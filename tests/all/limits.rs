@@ -64,6 +64,61 @@ async fn a_guest_hoarding_host_resources_traps_at_a_cap_set_by_its_memory_limit(
 }
 
 #[tokio::test]
+async fn a_guest_flooding_its_output_is_cut_to_its_log_rate_and_its_neighbours_still_log() {
+    const LINES: u64 = 2000;
+    /// `hostile?log`'s lines: "flood NNNNNN " and 80 bytes of padding.
+    const LINE_BYTES: f64 = 93.0;
+    const RATE: f64 = 4096.0;
+    let host = TestHost::new()
+        .project("hostile", guests::HOSTILE)
+        .manifest("hostile", "[limits]\nlog_rate = \"4KiB\"\n")
+        .project("env", guests::ENV)
+        .spawn();
+    let started = std::time::Instant::now();
+    let reply = host.get(&format!("/hostile?log={LINES}")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    // Every line ends up either logged or counted as dropped.
+    let (logged, dropped) = eventually("saw every line logged or dropped", || async {
+        let project = host.admin_project("hostile").await;
+        let dropped = project["stats"]["guest_log_dropped"].as_u64().unwrap_or(0);
+        let logged = host.log().lines().filter(|l| l.contains("flood ")).count() as u64;
+        if logged + dropped == LINES {
+            Ok((logged, dropped))
+        } else {
+            Err(format!("{logged} logged, {dropped} dropped"))
+        }
+    })
+    .await;
+    // A second's worth at once, then the rate, plus the one line that may
+    // take the bucket below empty: however slowly this machine ran it.
+    let allowed = (RATE + RATE * started.elapsed().as_secs_f64()) / LINE_BYTES + 1.0;
+    assert!(
+        logged >= 1 && (logged as f64) <= allowed,
+        "{logged} lines logged, {dropped} dropped; at most {allowed:.0} allowed"
+    );
+    let log = host.wait_for_log("lines dropped").await;
+    let notice = log
+        .lines()
+        .find(|line| line.contains("lines dropped"))
+        .unwrap_or_else(|| panic!("no notice of the dropped lines:\n{log}"));
+    assert!(
+        notice.contains("hostile") && notice.contains("4096 bytes/s"),
+        "{notice}"
+    );
+    let metrics = host.admin_get("/metrics").await.text();
+    let samples = crate::observe::samples(&metrics);
+    let counted = crate::observe::value(
+        &samples,
+        "wasmhost_guest_log_dropped_total",
+        &[("project", "hostile")],
+    );
+    assert_eq!(counted, Some(dropped as f64), "{metrics}");
+    // The allowance is the project's own: its neighbour still logs.
+    assert_eq!(host.get("/env").await.status, StatusCode::OK);
+    host.wait_for_log("env guest: serving").await;
+}
+
+#[tokio::test]
 async fn the_memory_flag_is_the_default_for_projects_without_a_limit() {
     let host = TestHost::new()
         .project("hostile", guests::HOSTILE)

@@ -12,6 +12,8 @@
 //! - `?leak`: makes [`LEAKED`] header field lists and never drops them (as a
 //!   guest with a leak, or a garbage collector that does not run, would),
 //!   then answers 200;
+//! - `?log=N`: prints `N` numbered lines of about 100 bytes to stdout as
+//!   fast as it can, then answers 200;
 //! - otherwise it answers 200 with how much memory it may use, `ok`.
 
 use wasmhost_guest_support::wasi::clocks::monotonic_clock;
@@ -95,6 +97,14 @@ impl Guest for Hostile {
                     std::mem::forget(Fields::new());
                 }
                 respond_text(out, 200, "leaked\n");
+            }
+            query if query.starts_with("log=") => {
+                let lines: u32 = query["log=".len()..].parse().unwrap_or(0);
+                let padding = "x".repeat(80);
+                for line in 0..lines {
+                    println!("flood {line:06} {padding}");
+                }
+                respond_text(out, 200, &format!("printed {lines} lines\n"));
             }
             _ => respond_text(out, 200, "ok\n"),
         }

@@ -20,7 +20,7 @@ pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8"
 type Reading = fn(&Stats) -> u64;
 
 /// Counters with only the `project` label, read from the project's stats.
-const PROJECT_COUNTERS: [(&str, &str, Reading); 4] = [
+const PROJECT_COUNTERS: [(&str, &str, Reading); 5] = [
     (
         "wasmhost_swaps_total",
         "Versions that went live, by project.",
@@ -40,6 +40,11 @@ const PROJECT_COUNTERS: [(&str, &str, Reading); 4] = [
         "wasmhost_overloaded_total",
         "Requests answered 503 because the project's max_concurrency were already running, by project.",
         |s| load(&s.overloaded),
+    ),
+    (
+        "wasmhost_guest_log_dropped_total",
+        "Lines of guest output dropped because the project was over its log_rate, by project.",
+        |s| s.guest_log.dropped(),
     ),
 ];
 

@@ -268,6 +268,7 @@ mod tests {
                 memory: 1 << 20,
                 max_body: 1 << 20,
                 max_concurrency: 10,
+                log_rate: 1 << 20,
             },
             cache_max_size: 1 << 30,
             forbidden_outbound: Arc::from([]),

@@ -141,6 +141,7 @@ impl ProjectView {
                 "overloaded": count(&stats.overloaded),
                 "pool_exhausted": count(&stats.pool_exhausted),
                 "outbound_denied": stats.outbound_denied.count(),
+                "guest_log_dropped": stats.guest_log.dropped(),
                 "reused": count(&stats.reused),
                 "slowed": count(&stats.slowed),
                 "requests": stats.requests.total(),

@@ -200,6 +200,13 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_concurrency: u32,
 
+    /// Most guest output (stdout and stderr) one project may log per
+    /// second, for projects whose wasmhost.toml sets no `limits.log_rate`;
+    /// lines past it are dropped and counted
+    /// (`wasmhost_guest_log_dropped_total`).
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    pub(crate) guest_log_rate: u64,
+
     /// Instance slots in the pool: the most requests running at once across
     /// all projects (503 with Retry-After beyond). Guest memory is bounded by
     /// this times --memory (or the projects' own `limits.memory`).
@@ -330,6 +337,9 @@ impl ServeArgs {
         if args.memory == 0 {
             bail!("--memory must be more than 0");
         }
+        if args.guest_log_rate == 0 {
+            bail!("--guest-log-rate must be more than 0");
+        }
         let admin_token = admin_token(
             args.admin_token.as_deref(),
             args.admin_token_file.as_deref(),
@@ -360,6 +370,7 @@ impl ServeArgs {
                 memory: args.memory,
                 max_body: args.max_body,
                 max_concurrency: args.max_concurrency,
+                log_rate: args.guest_log_rate,
             },
             max_deploy_size: args.max_deploy_size,
             max_instances: args.max_instances,

@@ -1,11 +1,16 @@
 //! Guest stdout and stderr, turned into host log lines tagged with the
 //! project, version and request id, so an operator can tell which of many
-//! components said what, and for which request.
+//! components said what, and for which request. Each project may log at
+//! most its `log_rate` ([`LogBudget`]); past it, lines are dropped and
+//! counted, so one guest cannot drown every other project's lines, fill the
+//! operator's disk, or keep its worker busy writing.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use hyper::header::HeaderValue;
 use tokio::io::AsyncWrite;
@@ -48,6 +53,90 @@ impl RequestTag {
     }
 }
 
+/// How often, at most, a project's dropped lines are reported in the log.
+const NOTICE_EVERY: Duration = Duration::from_secs(1);
+
+/// One project's allowance of guest output: a token bucket in bytes, shared
+/// by all its versions, instances and workers, so running more requests at
+/// once does not buy a guest more log. It fills at the version's
+/// `log_rate` bytes per second up to one second's worth; a line is logged
+/// while the bucket is not empty and takes its length from it, so a line
+/// longer than a second's worth still gets out, and then pays for it.
+#[derive(Debug)]
+pub(crate) struct LogBudget {
+    state: Mutex<BucketState>,
+    /// Lines dropped so far (`wasmhost_guest_log_dropped_total`).
+    dropped: AtomicU64,
+}
+
+#[derive(Debug)]
+struct BucketState {
+    /// Bytes that may still be logged; negative after a long line.
+    tokens: f64,
+    /// When `tokens` was last brought up to date.
+    updated: Instant,
+    /// Lines dropped since the last notice.
+    unreported: u64,
+    /// When dropped lines were last reported.
+    noticed: Option<Instant>,
+}
+
+/// What [`LogBudget::admit`] decided about one line.
+#[derive(Debug, PartialEq, Eq)]
+struct Admission {
+    /// Whether the line is logged.
+    logged: bool,
+    /// Lines dropped since the last notice, to report now (at most once per
+    /// [`NOTICE_EVERY`]).
+    report: Option<u64>,
+}
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(BucketState {
+                tokens: f64::INFINITY,
+                updated: Instant::now(),
+                unreported: 0,
+                noticed: None,
+            }),
+            dropped: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LogBudget {
+    /// Lines dropped so far because the project was over its rate.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Whether a line of `len` bytes may be logged at `rate` bytes per
+    /// second, at `now`.
+    fn admit(&self, len: usize, rate: u64, now: Instant) -> Admission {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let rate = rate as f64;
+        let elapsed = now.saturating_duration_since(state.updated).as_secs_f64();
+        state.tokens = (state.tokens + elapsed * rate).min(rate);
+        state.updated = now;
+        let logged = state.tokens > 0.0;
+        if logged {
+            state.tokens -= len as f64;
+        } else {
+            state.unreported += 1;
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        let due = state
+            .noticed
+            .is_none_or(|at| now.saturating_duration_since(at) >= NOTICE_EVERY);
+        let report = (state.unreported > 0 && due).then(|| {
+            state.noticed = Some(now);
+            std::mem::take(&mut state.unreported)
+        });
+        Admission { logged, report }
+    }
+}
+
 /// A wasi:cli output stream whose lines become tracing events.
 #[derive(Clone)]
 pub(crate) struct GuestLog {
@@ -55,22 +144,29 @@ pub(crate) struct GuestLog {
     version: u64,
     stream: Stream,
     request: RequestTag,
+    budget: Arc<LogBudget>,
+    /// The version's `log_rate`, in bytes per second.
+    rate: u64,
 }
 
 impl GuestLog {
     /// Output of `project` version `version` on `stream`, while it serves
-    /// the request `request` names.
+    /// the request `request` names, logged while `budget` allows at `rate`
+    /// bytes per second.
     pub(crate) fn new(
         project: Arc<str>,
         version: u64,
         stream: Stream,
         request: RequestTag,
+        (budget, rate): (Arc<LogBudget>, u64),
     ) -> Self {
         Self {
             project,
             version,
             stream,
             request,
+            budget,
+            rate,
         }
     }
 
@@ -81,6 +177,19 @@ impl GuestLog {
             return;
         }
         let (project, version) = (&*self.project, self.version);
+        let admission = self.budget.admit(line.len(), self.rate, Instant::now());
+        if let Some(dropped) = admission.report {
+            tracing::warn!(
+                project,
+                version,
+                dropped,
+                "guest output over the project's log_rate of {} bytes/s: {dropped} lines dropped",
+                self.rate
+            );
+        }
+        if !admission.logged {
+            return;
+        }
         let request_id = self.request.get();
         let request_id = request_id.to_str().unwrap_or_default();
         match self.stream {
@@ -159,5 +268,105 @@ impl AsyncWrite for LineWriter {
 impl Drop for LineWriter {
     fn drop(&mut self) {
         self.flush_partial();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_project_logs_a_seconds_worth_then_its_rate_and_reports_what_it_dropped() {
+        let budget = LogBudget::default();
+        let start = Instant::now();
+        // 1,000 bytes/s: ten 100-byte lines pass, the eleventh is dropped
+        // and reported at once.
+        for line in 0..10 {
+            let admitted = budget.admit(100, 1000, start);
+            assert_eq!(
+                admitted,
+                Admission {
+                    logged: true,
+                    report: None
+                },
+                "line {line}"
+            );
+        }
+        let over = budget.admit(100, 1000, start);
+        assert_eq!(
+            over,
+            Admission {
+                logged: false,
+                report: Some(1)
+            }
+        );
+        // More drops at once are counted, not reported.
+        for _ in 0..5 {
+            let over = budget.admit(100, 1000, start);
+            assert_eq!(
+                over,
+                Admission {
+                    logged: false,
+                    report: None
+                }
+            );
+        }
+        assert_eq!(budget.dropped(), 6);
+        // A tenth of a second later there is room for one line, and the
+        // next drop's notice waits for its second.
+        let later = start + Duration::from_millis(100);
+        assert_eq!(
+            budget.admit(100, 1000, later),
+            Admission {
+                logged: true,
+                report: None
+            }
+        );
+        assert_eq!(
+            budget.admit(100, 1000, later),
+            Admission {
+                logged: false,
+                report: None
+            }
+        );
+        // Past the second, the next line (logged or not) reports the rest.
+        let next = start + Duration::from_millis(1200);
+        assert_eq!(
+            budget.admit(100, 1000, next),
+            Admission {
+                logged: true,
+                report: Some(6)
+            }
+        );
+        assert_eq!(budget.dropped(), 7);
+    }
+
+    #[test]
+    fn a_line_longer_than_a_seconds_worth_gets_out_and_is_paid_for() {
+        let budget = LogBudget::default();
+        let start = Instant::now();
+        assert!(budget.admit(5000, 1000, start).logged);
+        // 4,000 bytes of debt: 4 s before anything else is logged.
+        assert!(
+            !budget
+                .admit(10, 1000, start + Duration::from_secs(3))
+                .logged
+        );
+        assert!(
+            budget
+                .admit(10, 1000, start + Duration::from_millis(4100))
+                .logged
+        );
+    }
+
+    #[test]
+    fn an_idle_project_saves_up_at_most_a_seconds_worth() {
+        let budget = LogBudget::default();
+        let start = Instant::now();
+        let later = start + Duration::from_secs(3600);
+        let logged = (0..100)
+            .filter(|_| budget.admit(100, 1000, later).logged)
+            .count();
+        assert_eq!(logged, 10);
     }
 }

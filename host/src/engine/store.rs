@@ -12,7 +12,7 @@ use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::engine::guest_log::{GuestLog, RequestTag, Stream};
+use crate::engine::guest_log::{GuestLog, LogBudget, RequestTag, Stream};
 use crate::engine::outbound::{Denials, OutboundHooks, OutboundPolicy};
 
 /// Everything a guest instance can reach: its WASI context, HTTP context and
@@ -126,6 +126,8 @@ pub(crate) struct Guest<'a> {
     pub(crate) denials: Arc<Denials>,
     /// The request's `x-request-id`, for the guest's log lines.
     pub(crate) request_id: hyper::header::HeaderValue,
+    /// The project's log allowance, and its `log_rate` in bytes per second.
+    pub(crate) log: (Arc<LogBudget>, u64),
 }
 
 impl RequestState {
@@ -141,10 +143,19 @@ impl RequestState {
             forbidden,
             denials,
             request_id,
+            log: budget,
         } = guest;
         let deadline = Instant::now() + timeout;
         let request = RequestTag::new(request_id);
-        let log = |stream| GuestLog::new(project.clone(), version, stream, request.clone());
+        let log = |stream| {
+            GuestLog::new(
+                project.clone(),
+                version,
+                stream,
+                request.clone(),
+                budget.clone(),
+            )
+        };
         let wasi = WasiCtx::builder()
             .envs(env)
             .stdout(log(Stream::Stdout))

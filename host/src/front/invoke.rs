@@ -42,6 +42,7 @@ fn new_store(version: &Version, request_id: &HeaderValue) -> Store<RequestState>
             forbidden: version.run.forbidden_outbound.clone(),
             denials: version.stats().outbound_denied.clone(),
             request_id: request_id.clone(),
+            log: (version.stats().guest_log.clone(), version.run.log_rate),
         },
     )
 }

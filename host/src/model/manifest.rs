@@ -23,6 +23,7 @@
 //! max_body = "10MiB"
 //! memory = "128MiB"
 //! max_concurrency = 100
+//! log_rate = "1MiB"               # guest output logged per second; more is dropped
 //!
 //! [instances]
 //! reuse = 1                       # requests one instance serves, one after another
@@ -112,6 +113,8 @@ pub struct Limits {
     pub(crate) memory: Option<u64>,
     /// Most requests this project may run at once.
     pub(crate) max_concurrency: Option<u32>,
+    /// Most guest output logged per second, in bytes.
+    pub(crate) log_rate: Option<u64>,
 }
 
 /// How a project's instances are used: `[instances]`.
@@ -222,6 +225,7 @@ struct RawLimits {
     max_body: Option<Spanned<RawSize>>,
     memory: Option<Spanned<RawSize>>,
     max_concurrency: Option<Spanned<i64>>,
+    log_rate: Option<Spanned<RawSize>>,
 }
 
 /// Sizes may be written as a number of bytes or as a string with a unit.
@@ -367,6 +371,7 @@ impl Manifest {
             };
         let max_body = size(limits.max_body, "max_body")?;
         let memory = size(limits.memory, "memory")?;
+        let log_rate = size(limits.log_rate, "log_rate")?;
         let max_concurrency = match limits.max_concurrency {
             None => None,
             Some(value) => Some(
@@ -424,6 +429,7 @@ impl Manifest {
                 max_body,
                 memory,
                 max_concurrency,
+                log_rate,
             },
             outbound: OutboundPolicy::new(allowed),
             instances: Instances {
@@ -508,6 +514,7 @@ request_timeout = "5s"
 max_body = "1MiB"
 memory = 1048576
 max_concurrency = 8
+log_rate = "64KiB"
 "#,
         )
         .expect("valid manifest");
@@ -529,6 +536,7 @@ max_concurrency = 8
         assert_eq!(manifest.limits.max_body, Some(1 << 20));
         assert_eq!(manifest.limits.memory, Some(1 << 20));
         assert_eq!(manifest.limits.max_concurrency, Some(8));
+        assert_eq!(manifest.limits.log_rate, Some(64 << 10));
     }
 
     #[test]
@@ -674,7 +682,7 @@ mod properties {
         fn manifest_shaped_text_never_panics(
             key in prop::sample::select(vec!["component", "route", "hosts", "strip_prefix", "health", "drain_timeout", "health_timeout", "unknown"]),
             value in "[\\[\\]\"a-z0-9/._ =-]{0,40}",
-            limit in prop::sample::select(vec!["request_timeout", "max_body", "memory", "max_concurrency"]),
+            limit in prop::sample::select(vec!["request_timeout", "max_body", "memory", "max_concurrency", "log_rate"]),
             limit_value in "[\"0-9a-zA-Z. -]{0,20}",
         ) {
             let text = format!("{key} = {value}\n[limits]\n{limit} = {limit_value}\n");

@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 
 use tokio::sync::{Notify, watch};
 
+use crate::engine::guest_log::LogBudget;
 use crate::engine::instances::IdleInstances;
 use crate::engine::outbound::{Denials, OutboundPolicy};
 
@@ -131,6 +132,8 @@ pub struct Stats {
     pub(crate) slowed: AtomicU64,
     /// Outgoing requests refused by the outbound policy.
     pub(crate) outbound_denied: Arc<Denials>,
+    /// What the guest may still log, and the lines it dropped (`log_rate`).
+    pub(crate) guest_log: Arc<LogBudget>,
     /// Retired versions not yet released. Kept here, where every version
     /// can reach it, so a version takes itself off when it is released.
     pub(crate) draining: Draining,
@@ -201,6 +204,7 @@ impl Stats {
             reused: AtomicU64::default(),
             slowed: AtomicU64::default(),
             outbound_denied: Arc::default(),
+            guest_log: Arc::default(),
             draining: Draining::default(),
         }
     }
@@ -229,6 +233,8 @@ pub struct RunConfig {
     pub memory: u64,
     /// Largest request body, in bytes.
     pub max_body: u64,
+    /// Most guest output logged per second, in bytes, across the project.
+    pub log_rate: u64,
     /// Most requests the project runs at once, across its versions.
     pub max_concurrency: u32,
     /// Where the guest may send HTTP requests (`allowed_outbound_hosts`).

@@ -42,6 +42,8 @@ pub struct DefaultLimits {
     pub max_body: u64,
     /// Most requests one project runs at once.
     pub max_concurrency: u32,
+    /// Most guest output one project logs per second, in bytes.
+    pub log_rate: u64,
 }
 
 impl Settings {
@@ -58,6 +60,7 @@ impl Settings {
             drain_timeout: manifest.drain_timeout.unwrap_or(self.drain_timeout),
             memory: manifest.limits.memory.unwrap_or(defaults.memory),
             max_body: manifest.limits.max_body.unwrap_or(defaults.max_body),
+            log_rate: manifest.limits.log_rate.unwrap_or(defaults.log_rate),
             max_concurrency: manifest
                 .limits
                 .max_concurrency
