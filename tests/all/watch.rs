@@ -332,3 +332,37 @@ async fn a_configmap_update_through_the_kubelets_atomic_writer_is_one_change_per
     assert_eq!(other["stats"]["changes"], 0, "{other}");
     assert_eq!(host.get("/other").await.text(), "Hello, world!\n");
 }
+
+#[tokio::test]
+async fn a_project_whose_files_never_go_quiet_is_still_reloaded() {
+    // A debounce of 500 ms, and a file in the project rewritten every 20 ms
+    // until the new component serves (or 60 s pass): without a limit on how
+    // long events may put a reload off, it would never be served meanwhile.
+    let host = TestHost::new()
+        .project("a", guests::HELLO)
+        .arg("--debounce")
+        .arg("500ms")
+        .spawn();
+    let dir = host.dir().join("a");
+    std::fs::write(dir.join("a.wasm"), read(guests::ECHO)).expect("write echo");
+    let started = std::time::Instant::now();
+    let mut writes = 0u32;
+    let served = loop {
+        std::fs::write(dir.join("progress.log"), format!("{writes}\n")).expect("write log");
+        writes += 1;
+        let reply = host.get("/a/z").await;
+        if reply.header("echo-path") == Some("/a/z") {
+            break true;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            break false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(
+        served,
+        "the new component never went live while the folder kept changing ({writes} writes):\n{}",
+        host.log()
+    );
+    host.wait_for_log("a: v2 live").await;
+}

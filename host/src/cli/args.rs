@@ -274,7 +274,8 @@ pub(crate) struct ServeArgs {
     pub(crate) no_cache: bool,
 
     /// Quiet period after a project's last file event before it reloads, so
-    /// a burst of writes becomes one reload.
+    /// a burst of writes becomes one reload; events that keep coming put a
+    /// reload off by 10 periods (1 s at least), no more.
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     pub(crate) debounce: Duration,
 

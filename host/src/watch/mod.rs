@@ -6,7 +6,11 @@
 //! debounced on its own: a change fires once its files have been quiet for the
 //! debounce period, so an editor's atomic save, a `cp` of a large file, a file
 //! written in chunks, or a burst of hundreds of writes each becomes one
-//! reload. Projects untouched by an event are never reloaded.
+//! reload. Projects untouched by an event are never reloaded. A project
+//! whose files never go quiet (a log or a build writing into its folder)
+//! is still reloaded at most [`MAX_POSTPONE`] debounce periods (and at
+//! least a second) after its first unreloaded event, so its changes are not
+//! put off for as long as the writes go on.
 //!
 //! If the OS watcher cannot be created, or hits its limit (inotify's
 //! `fs.inotify.max_user_watches` / `max_user_instances`), one warning names
@@ -28,6 +32,23 @@ use tokio::time::Instant;
 
 use crate::model::manifest::ProjectName;
 use crate::swap::pipeline::Pipeline;
+
+/// How many debounce periods a project's reload may be put off by events
+/// that keep coming (at least [`MIN_POSTPONE`]).
+const MAX_POSTPONE: u32 = 10;
+
+/// The least a reload may be put off, whatever the debounce: a change
+/// written in pieces over most of a second still lands as one reload.
+const MIN_POSTPONE: Duration = Duration::from_secs(1);
+
+/// When a project should be reloaded, given its first event since its last
+/// reload (`first`) and its latest (`now`): once quiet for `debounce`, but
+/// never later than `MAX_POSTPONE` debounces (at least `MIN_POSTPONE`)
+/// after the first.
+fn fire_at(first: Instant, now: Instant, debounce: Duration) -> Instant {
+    let limit = debounce.saturating_mul(MAX_POSTPONE).max(MIN_POSTPONE);
+    (now + debounce).min(first + limit)
+}
 
 /// How the folder is watched.
 #[derive(Clone, Debug)]
@@ -118,8 +139,9 @@ fn warn_fallback(err: &notify::Error, interval: Duration) {
     }
 }
 
-// Strategy: one task owns the watcher and a map of project → fire time. Every
-// event pushes its projects' fire times to now + debounce; when the earliest
+// Strategy: one task owns the watcher and a map of project → (first event,
+// fire time). Every event pushes its projects' fire times to now + debounce,
+// up to a limit counted from the first event (`fire_at`); when the earliest
 // fire time passes, each due project gets its own task that syncs it from
 // disk through the pipeline (which serializes changes per project, so a
 // change arriving mid-reload is picked up by the next fire, never lost).
@@ -131,10 +153,10 @@ async fn run(
     events: Events,
     mut received: mpsc::UnboundedReceiver<notify::Result<Event>>,
 ) {
-    let mut due: HashMap<ProjectName, Instant> = HashMap::new();
+    let mut due: HashMap<ProjectName, (Instant, Instant)> = HashMap::new();
     let mut polling = settings.poll;
     loop {
-        let next = due.values().min().copied();
+        let next = due.values().map(|(_, at)| *at).min();
         tokio::select! {
             event = received.recv() => match event {
                 None => break,
@@ -148,8 +170,10 @@ async fn run(
                     } else {
                         Vec::new()
                     };
+                    let now = Instant::now();
                     for name in projects_to_sync(&root, &event, &known) {
-                        due.insert(name, Instant::now() + settings.debounce);
+                        let first = due.get(&name).map_or(now, |(first, _)| *first);
+                        due.insert(name, (first, fire_at(first, now, settings.debounce)));
                     }
                 }
                 Some(Err(err)) => {
@@ -169,7 +193,7 @@ async fn run(
             },
             () = sleep_until(next), if next.is_some() => {
                 let now = Instant::now();
-                let fired: Vec<ProjectName> = due.iter().filter(|(_, at)| **at <= now).map(|(name, _)| name.clone()).collect();
+                let fired: Vec<ProjectName> = due.iter().filter(|(_, (_, at))| *at <= now).map(|(name, _)| name.clone()).collect();
                 for name in fired {
                     due.remove(&name);
                     let pipeline = pipeline.clone();
@@ -281,6 +305,20 @@ fn project_of(root: &Path, path: &Path) -> Option<ProjectName> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reload_waits_for_quiet_but_is_put_off_only_so_long() {
+        let first = Instant::now();
+        let ms = Duration::from_millis;
+        // Quiet: the debounce after the latest event.
+        assert_eq!(fire_at(first, first, ms(100)), first + ms(100));
+        assert_eq!(fire_at(first, first + ms(500), ms(100)), first + ms(600));
+        // Events still coming a second on: no later than the first + 1 s.
+        assert_eq!(fire_at(first, first + ms(950), ms(100)), first + ms(1000));
+        assert_eq!(fire_at(first, first + ms(5000), ms(100)), first + ms(1000));
+        // A longer debounce is put off ten of its periods.
+        assert_eq!(fire_at(first, first + ms(9000), ms(500)), first + ms(5000));
+    }
 
     #[test]
     fn paths_map_to_projects() {
