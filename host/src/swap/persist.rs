@@ -5,9 +5,18 @@
 //! the deploy fails with the old version serving. So a version is never live
 //! while something else is on disk, and a restart serves what was live.
 //!
-//! Temp files (`.wasmhost-deploy-*`, `.wasmhost-backup-*`) left by a crash
-//! mid-deploy are removed at start-up ([`remove_leftovers`]).
+//! A crash can stop a commit between two renames, with the new component
+//! beside the old config. So before the first rename, a journal
+//! (`.wasmhost-commit-*` in the projects folder) names every target and the
+//! hard link keeping its old contents, and both are made durable. At
+//! start-up, a journal still there means its commit never finished (its
+//! version never went live), and [`remove_leftovers`] puts every file it
+//! names back first. Then the temp files (`.wasmhost-deploy-*`,
+//! `.wasmhost-backup-*`) a crash left are removed.
 
+use std::ffi::OsString;
+use std::io::Write as _;
+use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -15,6 +24,7 @@ use anyhow::Context as _;
 /// Name prefixes of this module's temp files.
 const STAGED: &str = ".wasmhost-deploy-";
 const BACKUP: &str = ".wasmhost-backup-";
+const JOURNAL: &str = ".wasmhost-commit-";
 
 /// A file written and fsynced beside its target, not yet in place.
 pub(crate) type Staged = (tempfile::NamedTempFile, PathBuf);
@@ -47,7 +57,6 @@ pub(crate) fn sync_folders(dirs: &[PathBuf]) -> anyhow::Result<()> {
 /// Writes `bytes` to a hidden temp file next to `path` and fsyncs it, ready
 /// to be renamed over `path` once the version is live.
 pub(crate) fn stage(path: &Path, bytes: &[u8]) -> anyhow::Result<Staged> {
-    use std::io::Write as _;
     let dir = path
         .parent()
         .with_context(|| format!("failed to find the folder of {}", path.display()))?;
@@ -77,12 +86,41 @@ pub(crate) fn stage(path: &Path, bytes: &[u8]) -> anyhow::Result<Staged> {
 
 /// Renames every staged file over its target and fsyncs their folders (and
 /// `projects_dir`), all or nothing: on failure, targets already replaced get
-/// their old contents back, and the error says which file failed. Blocking.
+/// their old contents back, and the error says which file failed; on a
+/// crash, the journal lets the next start-up put them back. Blocking.
 pub(crate) fn commit(staged: Vec<Staged>, projects_dir: &Path) -> anyhow::Result<()> {
-    // Each existing target is kept under a second name (a hard link, no copy)
-    // until the whole commit is durable.
-    let mut replaced: Vec<(PathBuf, Option<tempfile::TempPath>)> = Vec::new();
+    let mut commit = Commit::begin(staged, projects_dir)?;
     let result = (|| {
+        while let Some(renamed) = commit.rename_next() {
+            renamed?;
+        }
+        commit.finish()
+    })();
+    if result.is_err() {
+        commit.undo();
+    }
+    result
+}
+
+/// A commit under way: its journal is durable, and each target's old
+/// contents keep a second name (a hard link, no copy) until it is done.
+struct Commit {
+    projects_dir: PathBuf,
+    /// The folders whose entries the commit changes.
+    folders: Vec<PathBuf>,
+    /// Staged files not renamed yet, with their targets and old contents.
+    pending: std::vec::IntoIter<(tempfile::NamedTempFile, PathBuf, Option<tempfile::TempPath>)>,
+    /// Targets renamed over, with their old contents.
+    replaced: Vec<(PathBuf, Option<tempfile::TempPath>)>,
+    /// Present until the commit is done (or undone).
+    journal: Option<tempfile::TempPath>,
+}
+
+impl Commit {
+    /// Keeps every existing target's contents under a hidden name, and
+    /// journals the lot, durably, before anything is renamed.
+    fn begin(staged: Vec<Staged>, projects_dir: &Path) -> anyhow::Result<Self> {
+        let mut plan = Vec::with_capacity(staged.len());
         for (file, target) in staged {
             let exists = target
                 .try_exists()
@@ -92,26 +130,216 @@ pub(crate) fn commit(staged: Vec<Staged>, projects_dir: &Path) -> anyhow::Result
             } else {
                 None
             };
-            file.persist(&target)
-                .map_err(|err| err.error)
-                .with_context(|| format!("failed to write {}", target.display()))?;
-            replaced.push((target, backup));
+            plan.push((file, target, backup));
         }
-        let targets: Vec<PathBuf> = replaced.iter().map(|(path, _)| path.clone()).collect();
-        sync_folders(&folders_to_sync(projects_dir, &targets))
-    })();
-    if result.is_err() {
-        for (target, backup) in replaced.into_iter().rev() {
+        let targets: Vec<PathBuf> = plan.iter().map(|(_, target, _)| target.clone()).collect();
+        let entries: Vec<(&Path, Option<&Path>)> = plan
+            .iter()
+            .map(|(_, target, backup)| (target.as_path(), backup.as_deref()))
+            .collect();
+        let journal = write_journal(projects_dir, &entries)?;
+        let folders = folders_to_sync(projects_dir, &targets);
+        // The backups' and the journal's names must be durable before any
+        // rename, or a crash could keep a rename and lose the old contents.
+        sync_folders(&folders)?;
+        Ok(Self {
+            projects_dir: projects_dir.to_path_buf(),
+            folders,
+            pending: plan.into_iter(),
+            replaced: Vec::new(),
+            journal: Some(journal),
+        })
+    }
+
+    /// Renames the next staged file over its target; `None` when all are.
+    fn rename_next(&mut self) -> Option<anyhow::Result<()>> {
+        let (file, target, backup) = self.pending.next()?;
+        let renamed = file
+            .persist(&target)
+            .map_err(|err| err.error)
+            .with_context(|| format!("failed to write {}", target.display()))
+            .map(drop);
+        if renamed.is_ok() {
+            self.replaced.push((target, backup));
+        }
+        Some(renamed)
+    }
+
+    /// Makes the renames durable, then ends the commit by removing its
+    /// journal (durably too); the old contents' names go after that.
+    fn finish(&mut self) -> anyhow::Result<()> {
+        sync_folders(&self.folders)?;
+        if let Some(journal) = self.journal.take() {
+            journal
+                .close()
+                .context("failed to remove the deploy's journal")?;
+        }
+        sync_folders(std::slice::from_ref(&self.projects_dir))?;
+        self.replaced.clear();
+        Ok(())
+    }
+
+    /// Puts back every target already renamed over. If one cannot be, its
+    /// old contents and the journal stay for the next start-up to finish.
+    fn undo(mut self) {
+        let mut restored_all = true;
+        for (target, backup) in std::mem::take(&mut self.replaced).into_iter().rev() {
             let restored = match backup {
-                Some(backup) => backup.persist(&target).map_err(|err| err.error),
+                Some(backup) => backup.persist(&target).map_err(|err| {
+                    let _ = err.path.keep();
+                    err.error
+                }),
                 None => std::fs::remove_file(&target),
             };
             if let Err(err) = restored {
-                tracing::error!(cause = %err, "failed to restore {} after a failed deploy", target.display());
+                restored_all = false;
+                tracing::error!(cause = %err, "failed to restore {} after a failed deploy; the next start-up tries again", target.display());
             }
         }
+        // The restored names must be durable before the journal goes.
+        if (!restored_all || sync_folders(&self.folders).is_err())
+            && let Some(journal) = self.journal.take()
+        {
+            let _ = journal.keep();
+        }
     }
-    result
+}
+
+/// Writes and fsyncs the journal of a commit: each target with the hidden
+/// name of its old contents, or none for a file that is new. Each path is
+/// relative to `projects_dir` (so the folder may move before the restart
+/// that reads it) and hex-encoded, so any file name fits on its line.
+fn write_journal(
+    projects_dir: &Path,
+    entries: &[(&Path, Option<&Path>)],
+) -> anyhow::Result<tempfile::TempPath> {
+    let mut text = String::new();
+    let relative = |path: &Path| hex(path.strip_prefix(projects_dir).unwrap_or(path));
+    for (target, backup) in entries {
+        text.push_str(&relative(target));
+        text.push(' ');
+        text.push_str(&backup.map_or_else(|| "-".to_string(), relative));
+        text.push('\n');
+    }
+    let mut file = tempfile::Builder::new()
+        .prefix(JOURNAL)
+        .suffix(".tmp")
+        .tempfile_in(projects_dir)
+        .with_context(|| {
+            format!(
+                "failed to create a deploy journal in {}",
+                projects_dir.display()
+            )
+        })?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.as_file().sync_all())
+        .with_context(|| {
+            format!(
+                "failed to write a deploy journal in {}",
+                projects_dir.display()
+            )
+        })?;
+    Ok(file.into_temp_path())
+}
+
+fn hex(path: &Path) -> String {
+    path.as_os_str()
+        .as_bytes()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+fn unhex(text: &str) -> Option<PathBuf> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes = (0..text.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(text.get(at..at + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    Some(PathBuf::from(OsString::from_vec(bytes)))
+}
+
+/// Puts back every file the unfinished commit of `journal` names, then
+/// removes the journal; false when something could not be put back (the
+/// journal then stays, and so must the old contents it names). The folders
+/// of files the commit would have added go to `created`: the deploy may
+/// have made them, and they go too once empty.
+fn roll_back(projects_dir: &Path, journal: &Path, created: &mut Vec<PathBuf>) -> bool {
+    let text = match std::fs::read_to_string(journal) {
+        Ok(text) => text,
+        Err(err) => {
+            tracing::error!(cause = %err, "failed to read {}; the deploy it journals may be half on disk", journal.display());
+            return false;
+        }
+    };
+    let mut folders = Vec::new();
+    let mut complete = true;
+    for line in text.lines().rev() {
+        // Only paths inside the projects folder, whatever the journal says.
+        let inside = |text: &str| {
+            let path = unhex(text)?;
+            path.components()
+                .all(|part| matches!(part, std::path::Component::Normal(_)))
+                .then(|| projects_dir.join(path))
+        };
+        let parsed = line.split_once(' ').and_then(|(target, backup)| {
+            let backup = if backup == "-" {
+                None
+            } else {
+                Some(inside(backup)?)
+            };
+            Some((inside(target)?, backup))
+        });
+        let Some((target, backup)) = parsed else {
+            tracing::error!("{}: unreadable line {line:?}, skipped", journal.display());
+            complete = false;
+            continue;
+        };
+        let restored = match &backup {
+            Some(backup) => std::fs::rename(backup, &target),
+            None => match std::fs::remove_file(&target) {
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            },
+        };
+        match restored {
+            Ok(()) => tracing::warn!(
+                "put back {} as it was before a deploy a crash interrupted",
+                target.display()
+            ),
+            Err(err) => {
+                complete = false;
+                tracing::error!(cause = %err, "failed to put back {} after a deploy a crash interrupted", target.display());
+            }
+        }
+        if backup.is_none()
+            && let Some(folder) = target.parent()
+            && folder != projects_dir
+        {
+            created.push(folder.to_path_buf());
+        }
+        folders.extend(target.parent().map(Path::to_path_buf));
+    }
+    folders.push(projects_dir.to_path_buf());
+    folders.sort();
+    folders.dedup();
+    folders.retain(|folder| folder.is_dir());
+    if let Err(err) = sync_folders(&folders) {
+        tracing::error!("{err:#}");
+        return false;
+    }
+    if !complete {
+        return false;
+    }
+    match std::fs::remove_file(journal) {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::error!(cause = %err, "failed to remove {}", journal.display());
+            false
+        }
+    }
 }
 
 /// A project folder a deploy may create when it stages its files: removed
@@ -158,10 +386,36 @@ fn backup_of(target: &Path) -> anyhow::Result<tempfile::TempPath> {
     Ok(backup.into_temp_path())
 }
 
-/// Removes the temp files a crash mid-deploy left in `projects_dir` and its
-/// project folders, and says so. They never hold anything live: a staged file
-/// was not renamed into place, a backup is a second name of a file that was.
+/// Puts back the files of every commit a crash interrupted (its journal is
+/// still there), then removes the temp files a crash mid-deploy left in
+/// `projects_dir` and its project folders, and says so. Those never hold
+/// anything live: a staged file was not renamed into place, a backup is a
+/// second name of a file that was.
 pub(crate) fn remove_leftovers(projects_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(projects_dir) else {
+        return;
+    };
+    let journals: Vec<PathBuf> = entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with(JOURNAL))
+                && path.is_file()
+        })
+        .collect();
+    let mut keep_backups = false;
+    let mut created = Vec::new();
+    for journal in journals {
+        keep_backups |= !roll_back(projects_dir, &journal, &mut created);
+    }
+    if keep_backups {
+        tracing::error!(
+            "an interrupted deploy in {} could not be undone in full; its .wasmhost-backup-* files are kept",
+            projects_dir.display()
+        );
+    }
     let Ok(entries) = std::fs::read_dir(projects_dir) else {
         return;
     };
@@ -180,7 +434,9 @@ pub(crate) fn remove_leftovers(projects_dir: &Path) {
             let leftover = path
                 .file_name()
                 .and_then(|name| name.to_str())
-                .is_some_and(|name| name.starts_with(STAGED) || name.starts_with(BACKUP));
+                .is_some_and(|name| {
+                    name.starts_with(STAGED) || (name.starts_with(BACKUP) && !keep_backups)
+                });
             if leftover && path.is_file() {
                 match std::fs::remove_file(&path) {
                     Ok(()) => {
@@ -190,6 +446,10 @@ pub(crate) fn remove_leftovers(projects_dir: &Path) {
                 }
             }
         }
+    }
+    for folder in created {
+        // Fails, harmlessly, if anything is in it.
+        let _ = std::fs::remove_dir(folder);
     }
 }
 
@@ -298,6 +558,96 @@ mod tests {
             folder.keep();
         }
         assert!(fresh.join("fresh.wasm").is_file());
+    }
+
+    /// Every file under `dir`, with its contents, hidden ones included.
+    fn files(dir: &Path) -> Vec<(String, String)> {
+        let mut found = Vec::new();
+        for entry in walk(dir) {
+            let name = entry.strip_prefix(dir).expect("under dir");
+            let contents = std::fs::read_to_string(&entry).expect("read");
+            found.push((name.display().to_string(), contents));
+        }
+        found.sort();
+        found
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                found.extend(walk(&path));
+            } else {
+                found.push(path);
+            }
+        }
+        found
+    }
+
+    /// A project `app` (component and config) on disk, and a deploy that
+    /// replaces both and adds a new project `fresh`.
+    fn a_deploy_staged(dir: &Path) -> Vec<Staged> {
+        let app = dir.join("app");
+        std::fs::create_dir_all(&app).expect("mkdir");
+        std::fs::write(app.join("app.wasm"), "old component").expect("write");
+        std::fs::write(app.join("wasmhost.toml"), "old config").expect("write");
+        vec![
+            stage(&app.join("app.wasm"), b"new component").expect("staged"),
+            stage(&app.join("wasmhost.toml"), b"new config").expect("staged"),
+            stage(&dir.join("fresh/fresh.wasm"), b"fresh component").expect("staged"),
+        ]
+    }
+
+    fn before() -> Vec<(String, String)> {
+        vec![
+            ("app/app.wasm".into(), "old component".into()),
+            ("app/wasmhost.toml".into(), "old config".into()),
+        ]
+    }
+
+    #[test]
+    fn a_commit_a_crash_interrupts_is_put_back_at_start_up() {
+        for renames in 0..=3 {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let staged = a_deploy_staged(dir.path());
+            let mut commit = Commit::begin(staged, dir.path()).expect("begun");
+            for _ in 0..renames {
+                commit.rename_next().expect("one more").expect("renamed");
+            }
+            // The crash: nothing is cleaned up, and the disk is half and half.
+            std::mem::forget(commit);
+            if renames == 1 {
+                let app = dir.path().join("app");
+                let read = |name| std::fs::read_to_string(app.join(name)).expect("read");
+                assert_eq!(
+                    (read("app.wasm"), read("wasmhost.toml")),
+                    ("new component".into(), "old config".into())
+                );
+            }
+            remove_leftovers(dir.path());
+            assert_eq!(files(dir.path()), before(), "after {renames} renames");
+            assert!(
+                !dir.path().join("fresh").exists(),
+                "after {renames} renames"
+            );
+        }
+    }
+
+    #[test]
+    fn a_finished_commit_is_kept_at_start_up() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let staged = a_deploy_staged(dir.path());
+        commit(staged, dir.path()).expect("committed");
+        remove_leftovers(dir.path());
+        assert_eq!(
+            files(dir.path()),
+            vec![
+                ("app/app.wasm".to_string(), "new component".to_string()),
+                ("app/wasmhost.toml".into(), "new config".into()),
+                ("fresh/fresh.wasm".into(), "fresh component".into()),
+            ]
+        );
     }
 
     #[test]
