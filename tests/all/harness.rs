@@ -313,6 +313,7 @@ pub(crate) fn wasmhost() -> Command {
         // Registry credentials only where a test gives them.
         .env_remove("WASMHOST_REGISTRY_USERNAME")
         .env_remove("WASMHOST_REGISTRY_PASSWORD")
+        .env_remove("WASMHOST_REGISTRY")
         .env("DOCKER_CONFIG", "/nonexistent/wasmhost-tests")
         .stdin(Stdio::null());
     command

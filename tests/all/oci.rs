@@ -532,4 +532,26 @@ async fn registry_credentials_come_from_the_environment_or_the_docker_config() {
     let reason = app["last_failure"]["reason"].as_str().unwrap_or_default();
     assert!(reason.to_lowercase().contains("not authorized"), "{reason}");
     assert!(!reason.contains("s3cret"), "{reason}");
+
+    // Credentials in the environment go only to the registries
+    // WASMHOST_REGISTRY names: given for another, this one never gets them.
+    let with_env = |registries: &str| {
+        pulled_project(TestHost::new(), "app", &tag)
+            .env("WASMHOST_REGISTRY_USERNAME", "ci")
+            .env("WASMHOST_REGISTRY_PASSWORD", "s3cret")
+            .env("WASMHOST_REGISTRY", registries)
+            .spawn()
+    };
+    let elsewhere = with_env("registry.example.com");
+    let app = elsewhere.admin_project("app").await;
+    assert_eq!(app["last_failure"]["step"], "registry", "{app}");
+    let reason = app["last_failure"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.to_lowercase().contains("not authorized"), "{reason}");
+    let named = with_env(&format!("registry.example.com, {}", registry.addr));
+    assert_eq!(
+        named.get("/app").await.text(),
+        "Hello, world!\n",
+        "{}",
+        named.log()
+    );
 }

@@ -10,7 +10,8 @@
 //!   `--registry-poll`; a new digest goes through the pipeline like any change.
 //! - `push.rs` publishes a component in the same layout (`wasmhost push`).
 //! - `auth.rs`: anonymous by default, Basic credentials from
-//!   `~/.docker/config.json` or `WASMHOST_REGISTRY_USERNAME`/`_PASSWORD`,
+//!   `~/.docker/config.json` or `WASMHOST_REGISTRY_USERNAME`/`_PASSWORD`
+//!   (for the registries `WASMHOST_REGISTRY` names),
 //!   and plain HTTP only for loopback registries and `--insecure-registry`.
 //!
 //! Registries are untrusted: every failure is a [`PullError`] naming the
@@ -144,7 +145,11 @@ impl Puller {
             https: client(ClientProtocol::Https),
             http: client(ClientProtocol::Http),
             insecure,
-            credentials: Credentials::from_environment(),
+            credentials: {
+                let credentials = Credentials::from_environment();
+                credentials.warn_if_unscoped();
+                credentials
+            },
             store,
             max_size,
             resolve_deadline: RESOLVE_DEADLINE,

@@ -39,7 +39,7 @@ pub(crate) async fn push(
         },
         ..ClientConfig::default()
     }));
-    let credentials = Credentials::from_environment().for_registry(&reference.registry);
+    let credentials = Credentials::from_environment().for_push(&reference.registry);
     let response = client
         .push(
             &super::to_client(reference, None),
