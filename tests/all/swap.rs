@@ -774,3 +774,40 @@ async fn the_compile_cache_keeps_to_its_bound_but_never_evicts_a_current_version
     })
     .await;
 }
+
+/// A candidate refused after its health check answered (here: its
+/// component cannot be written, as `x.wasm` is a folder) is stopped at once.
+/// Its health check's guest answered in full and then went on waiting
+/// (`hostile?linger`); left alone it would hold its instance until its
+/// 10-minute request timeout.
+#[tokio::test]
+async fn a_candidate_refused_after_its_health_check_stops_what_it_still_runs() {
+    let host = TestHost::new()
+        .project("app", guests::HELLO)
+        .manifest("app", "component = \"app.wasm\"\n")
+        .write("app/x.wasm/keep", b"a folder, not a component")
+        .spawn();
+    let reply = host
+        .deploy_with_config(
+            "app",
+            &read(guests::HOSTILE),
+            "component = \"x.wasm\"\nhealth = \"/?linger\"\n[limits]\nrequest_timeout = \"10m\"\n",
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        reply.text()
+    );
+    eventually("the refused candidate's instance freed", || async {
+        let text = host.admin_get("/metrics").await.text();
+        let samples = crate::observe::samples(&text);
+        match crate::observe::value(&samples, "wasmhost_instances_in_use", &[]) {
+            Some(0.0) => Ok(()),
+            other => Err(format!("{other:?} instances in use")),
+        }
+    })
+    .await;
+    assert_eq!(host.get("/app").await.text(), "Hello, world!\n");
+}

@@ -4,6 +4,8 @@
 //! - `?half`: sends the head and half its announced body, then stalls forever;
 //! - `?cut`: sends the head and half its announced body, then returns;
 //! - `?none`: returns without ever setting a response;
+//! - `?linger`: answers 200 `ok` in full, then waits forever instead of
+//!   returning;
 //! - `?read`: reads the whole request body before answering, and traps if
 //!   reading fails (as when the host cuts it off at `max_body`);
 //! - `?fields`: makes header field lists of 1 KiB each and keeps them all,
@@ -67,6 +69,12 @@ impl Guest for Hostile {
                 drop(body);
             }
             "none" => drop(out),
+            "linger" => {
+                respond_text(out, 200, "ok\n");
+                loop {
+                    monotonic_clock::subscribe_duration(u64::MAX).block();
+                }
+            }
             "read" => {
                 let body = request.consume().expect("the body, once");
                 let input = body.stream().expect("the body's stream, once");

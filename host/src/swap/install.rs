@@ -140,6 +140,10 @@ impl Pipeline {
             candidate.force_stop();
             return Err(self.reject(project, Some(number), "validate", reason, Some(&digest)));
         }
+        // Refused from here on (its files, its route), the candidate is
+        // stopped too: its health check's guest may still run after
+        // answering, and would hold its instance until its timeout.
+        let mut refused = StopUnlessLive(Some(candidate.clone()));
         // Staged (written and fsynced) beside their targets, then renamed into
         // place right before the swap (`persist.rs`). An fsync can take tens
         // of milliseconds: on the blocking pool, so it never stalls the thread
@@ -190,6 +194,7 @@ impl Pipeline {
             state.source = Some(source);
             changed
         };
+        refused.0 = None;
         let old = project.current.swap(Some(candidate));
         if routing_changed || old.is_none() {
             self.registry.republish();
@@ -345,5 +350,17 @@ struct Preparing<'a>(&'a Project);
 impl Drop for Preparing<'_> {
     fn drop(&mut self) {
         self.0.state().preparing = false;
+    }
+}
+
+/// Stops a candidate that passed validation but is refused before it goes
+/// live, however `install` exits; set to `None` once it is swapped in.
+struct StopUnlessLive(Option<Arc<Version>>);
+
+impl Drop for StopUnlessLive {
+    fn drop(&mut self) {
+        if let Some(candidate) = self.0.take() {
+            candidate.force_stop();
+        }
     }
 }
