@@ -366,3 +366,38 @@ async fn a_project_whose_files_never_go_quiet_is_still_reloaded() {
     );
     host.wait_for_log("a: v2 live").await;
 }
+
+/// A folder copied to a new name while the original still holds their
+/// shared `route` is refused; once the original is deleted (the two halves
+/// of a rename, in the unlucky order), the copy is loaded again and serves.
+#[tokio::test]
+async fn a_project_refused_for_a_route_loads_once_the_route_is_freed() {
+    let host = TestHost::new()
+        .project("a", guests::HELLO)
+        .manifest("a", "route = \"/shared\"\n")
+        .spawn();
+    write_atomically(
+        &host.dir().join("b/wasmhost.toml"),
+        b"route = \"/shared\"\n",
+    );
+    write_atomically(&host.dir().join("b/b.wasm"), &read(guests::ECHO));
+    let b = eventually("b refused for its route", || async {
+        let reply = host.admin_get("/projects/b").await;
+        let b = (reply.status == StatusCode::OK).then(|| reply.json());
+        match b {
+            Some(b) if b["last_failure"]["step"] == "route" => Ok(b),
+            _ => Err(format!("{} {}", reply.status, reply.text())),
+        }
+    })
+    .await;
+    assert!(b["version"].is_null(), "{b:#}");
+    std::fs::remove_dir_all(host.dir().join("a")).expect("delete a");
+    wait_until_served(&host, "/shared/z", "served by b", |r| {
+        r.header("echo-path") == Some("/shared/z")
+    })
+    .await;
+    assert_eq!(
+        host.get("/shared").await.header("wasmhost-project"),
+        Some("b")
+    );
+}

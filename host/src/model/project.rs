@@ -23,6 +23,8 @@ pub(crate) struct Failure {
     pub(crate) reason: String,
     /// Digest of the refused component, when it got that far.
     pub(crate) digest: Option<String>,
+    /// The number the refused version would have had, when it got one.
+    pub(crate) version: Option<u64>,
     /// When it was refused.
     pub(crate) at: SystemTime,
 }

@@ -311,7 +311,7 @@ impl Pipeline {
         reason: String,
         digest: Option<&str>,
     ) -> ChangeError {
-        pipeline::record_failure(project, step, reason.clone(), digest);
+        pipeline::record_failure(project, step, reason.clone(), digest, number);
         if project.current.load().is_none() {
             project.state().error = Some(reason.clone());
         }

@@ -262,7 +262,7 @@ impl Pipeline {
                 Project::new(failed.name.clone(), failed.entry.clone())
             });
             let reason = format!("{:#}", failed.error);
-            record_failure(&project, "read", reason.clone(), None);
+            record_failure(&project, "read", reason.clone(), None, None);
             project.state().error = Some(reason);
         }
         // Smallest component first: compiles queue on `--max-compiles`, in
@@ -615,7 +615,51 @@ impl Pipeline {
         tracing::info!(project = name.as_str(), "{name}: removed");
         self.events
             .emit("removed", name.as_str(), serde_json::json!({}));
+        self.retry_route_refusals();
         Ok(())
+    }
+
+    /// Loads again, from disk, every project whose last change was refused
+    /// because another project held its route, and that no version has
+    /// gone live since: a project just removed may have held it. A folder renamed from `a` to `b`, with its own
+    /// `route`, is seen as `b` added and `a` deleted, in either order; `b`
+    /// refused while `a` still held the route would otherwise stay refused
+    /// until its files changed again. A project whose files are what it
+    /// serves comes back `unchanged`; one not on disk (a refused deploy of a
+    /// new project) is left as it is.
+    fn retry_route_refusals(&self) {
+        let refused: Vec<ProjectName> = self
+            .registry
+            .all()
+            .into_iter()
+            .filter(|project| {
+                let live = project.current.load().as_ref().map(|v| v.number);
+                project
+                    .state()
+                    .last_failure
+                    .as_ref()
+                    .is_some_and(|failure| {
+                        failure.step == "route"
+                            && failure.version.is_some_and(|refused| live < Some(refused))
+                    })
+            })
+            .map(|project| project.name.clone())
+            .collect();
+        for name in refused {
+            let pipeline = self.clone();
+            tokio::spawn(async move {
+                if matches!(
+                    discovery::find(&pipeline.settings.projects_dir, &name),
+                    Ok(Some(_))
+                ) {
+                    tracing::info!(
+                        project = name.as_str(),
+                        "{name}: a route was freed; loading it again"
+                    );
+                    pipeline.sync(&name).await;
+                }
+            });
+        }
     }
 }
 
@@ -643,6 +687,7 @@ pub(super) fn record_failure(
     step: &'static str,
     reason: String,
     digest: Option<&str>,
+    version: Option<u64>,
 ) {
     Stats::bump(&project.stats.rejected);
     project.stats.rejections.count(step);
@@ -650,6 +695,7 @@ pub(super) fn record_failure(
         step,
         reason,
         digest: digest.map(str::to_string),
+        version,
         at: SystemTime::now(),
     });
 }
