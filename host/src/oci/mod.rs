@@ -19,9 +19,9 @@
 //! refused before download when its manifest says it is too big and cut off
 //! when it grows past the limit anyway; its bytes must hash to the digest
 //! its manifest names; and a layer pointing at foreign URLs is refused, so a
-//! registry cannot make the host fetch from anywhere else. (Manifests and
-//! configs are read whole by the client; they are small by nature, and not
-//! capped here.)
+//! registry cannot make the host fetch from anywhere else. What the client
+//! reads whole (manifests, configs, tokens, error messages) stops at 4 MiB:
+//! the patched `oci-client` (`vendor/oci-client/WASMHOST.md`).
 
 pub(crate) mod auth;
 pub(crate) mod push;
@@ -515,5 +515,115 @@ mod tests {
             matches!(&fetched, Err(PullError::Registry { reason, .. }) if reason == "no complete answer within 2s"),
             "{fetched:?}"
         );
+    }
+
+    /// A hostile registry on 127.0.0.1:0 (a stand-in: a real registry sends
+    /// what its manifests say): every blob it is asked for is an endless
+    /// stream of spaces, and so is every manifest but `manifest`, served
+    /// for any path under `/manifests/sha256:…` with that digest. Counts
+    /// the bytes it got to send.
+    async fn flooding_registry(
+        manifest: Vec<u8>,
+    ) -> (
+        std::net::SocketAddr,
+        std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let sent = std::sync::Arc::new(AtomicU64::new(0));
+        let counted = sent.clone();
+        let digest = format!("sha256:{:x}", Sha256::digest(&manifest));
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (sent, manifest, digest) = (counted.clone(), manifest.clone(), digest.clone());
+                tokio::spawn(async move {
+                    let mut request = vec![0u8; 8192];
+                    let n = stream.read(&mut request).await.unwrap_or(0);
+                    let request = String::from_utf8_lossy(&request[..n]).into_owned();
+                    let path = request.split(' ').nth(1).unwrap_or_default().to_string();
+                    if path.ends_with(&format!("/manifests/{digest}")) {
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/vnd.oci.image.manifest.v1+json\r\ndocker-content-digest: {digest}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                            manifest.len()
+                        );
+                        let _ = stream.write_all(head.as_bytes()).await;
+                        let _ = stream.write_all(&manifest).await;
+                        return;
+                    }
+                    let head = "HTTP/1.1 200 OK\r\ncontent-type: application/vnd.oci.image.manifest.v1+json\r\nconnection: close\r\n\r\n";
+                    if stream.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    // 256 MiB, unless the client stops reading first.
+                    let chunk = vec![b' '; 64 * 1024];
+                    for _ in 0..4096 {
+                        if stream.write_all(&chunk).await.is_err() {
+                            return;
+                        }
+                        sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        (addr, sent)
+    }
+
+    #[tokio::test]
+    async fn a_registry_that_floods_a_manifest_or_a_config_is_cut_off_at_the_cap() {
+        use std::sync::atomic::Ordering;
+        // Past the cap, plus what the two sockets' buffers hold.
+        const BOUND: u64 = 32 << 20;
+        let bound = Duration::from_secs(60);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let puller = Puller::new(Store::new(dir.path().to_path_buf()), Vec::new(), 1 << 20);
+
+        // An endless manifest.
+        let (addr, sent) = flooding_registry(Vec::new()).await;
+        let pinned =
+            OciReference::parse(&format!("oci://{addr}/team/app@sha256:{}", "ab".repeat(32)))
+                .expect("a pinned reference");
+        let fetched = tokio::time::timeout(bound, puller.fetch(&pinned))
+            .await
+            .expect("the fetch ends");
+        assert!(
+            matches!(&fetched, Err(PullError::Layout { reason, .. }) if reason.contains("is over 4194304 bytes")),
+            "{fetched:?}"
+        );
+        let flooded = sent.load(Ordering::Relaxed);
+        assert!(flooded < BOUND, "the registry sent {flooded} bytes");
+
+        // A manifest whose config is said to be 2 bytes, and is endless.
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.wasm.config.v0+json",
+                "digest": format!("sha256:{}", "cd".repeat(32)),
+                "size": 2
+            },
+            "layers": [{
+                "mediaType": "application/wasm",
+                "digest": format!("sha256:{}", "ef".repeat(32)),
+                "size": 8
+            }]
+        })
+        .to_string()
+        .into_bytes();
+        let digest = format!("{:x}", Sha256::digest(&manifest));
+        let (addr, sent) = flooding_registry(manifest).await;
+        let pinned = OciReference::parse(&format!("oci://{addr}/team/app@sha256:{digest}"))
+            .expect("a pinned reference");
+        let fetched = tokio::time::timeout(bound, puller.fetch(&pinned))
+            .await
+            .expect("the fetch ends");
+        assert!(
+            matches!(&fetched, Err(PullError::Registry { reason, .. }) if reason.contains("a config of over 4194304 bytes")),
+            "{fetched:?}"
+        );
+        let flooded = sent.load(Ordering::Relaxed);
+        assert!(flooded < BOUND, "the registry sent {flooded} bytes");
     }
 }

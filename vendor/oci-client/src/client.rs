@@ -469,7 +469,7 @@ impl Client {
             .send()
             .await?;
         let status = res.status();
-        let body = res.bytes().await?;
+        let body = read_capped(res).await? /* wasmhost patch */;
 
         validate_registry_response(status, &body, &url)?;
 
@@ -804,7 +804,7 @@ impl Client {
 
         match auth_res.status() {
             reqwest::StatusCode::OK => {
-                let text = auth_res.text().await?;
+                let text = text_capped(auth_res).await? /* wasmhost patch */;
                 debug!("Received response from auth request: {}", text);
                 let token: RegistryToken = serde_json::from_str(&text)
                     .map_err(|e| OciDistributionError::RegistryTokenDecodeError(e.to_string()))?;
@@ -812,7 +812,7 @@ impl Client {
                 Ok(Some(RegistryTokenType::Bearer(token)))
             }
             _ => {
-                let reason = auth_res.text().await?;
+                let reason = text_capped(auth_res).await? /* wasmhost patch */;
                 debug!("Failed to authenticate for image '{:?}': {}", image, reason);
                 Err(OciDistributionError::AuthenticationFailure(reason))
             }
@@ -847,7 +847,7 @@ impl Client {
 
         if let Some(digest) = digest_header_value(res.headers().clone())? {
             let status = res.status();
-            let body = res.bytes().await?;
+            let body = read_capped(res).await? /* wasmhost patch */;
             validate_registry_response(status, &body, &url)?;
 
             // If the reference has a digest and the digest header has a matching algorithm, compare
@@ -879,7 +879,7 @@ impl Client {
             let status = res.status();
             trace!(headers = ?res.headers(), "Got Headers");
             let headers = res.headers().clone();
-            let body = res.bytes().await?;
+            let body = read_capped(res).await? /* wasmhost patch */;
             validate_registry_response(status, &body, &url)?;
 
             validate_digest(&body, digest_header_value(headers)?, image.digest())
@@ -1075,7 +1075,7 @@ impl Client {
             .await?;
         let status = res.status();
         let headers = res.headers().clone();
-        let body = res.bytes().await?;
+        let body = read_capped(res).await? /* wasmhost patch */;
 
         validate_registry_response(status, &body, &url)?;
 
@@ -1208,9 +1208,18 @@ impl Client {
         let (manifest, digest, list_digest) =
             self._pull_image_manifest_and_list_digest(image).await?;
 
-        let mut out: Vec<u8> = Vec::new();
+        // wasmhost patch: the config is read into memory, so it is capped
+        // like any body read whole, whatever size its descriptor claims.
+        if usize::try_from(manifest.config.size).map_or(true, |size| size > MAX_BODY) {
+            return Err(OciDistributionError::GenericError(Some(format!(
+                "its config is {} bytes, more than the {MAX_BODY} a config may be",
+                manifest.config.size
+            ))));
+        }
+        let mut out = CappedBody::default();
         debug!("Pulling config layer");
         self.pull_blob(image, &manifest.config, &mut out).await?;
+        let out = out.0;
         let media_type = manifest.config.media_type.clone();
         let annotations = manifest.annotations.clone();
         Ok((
@@ -1371,7 +1380,7 @@ impl Client {
             _ => Err(OciDistributionError::ServerError {
                 code: status.as_u16(),
                 url: response.url().to_string(),
-                message: response.text().await?,
+                message: text_capped(response).await? /* wasmhost patch */,
             }),
         }
     }
@@ -1734,7 +1743,7 @@ impl Client {
             .send()
             .await?;
         let status = res.status();
-        let body = res.bytes().await?;
+        let body = read_capped(res).await? /* wasmhost patch */;
 
         // Per the OCI Distribution Spec, a 404 on the native referrers endpoint means the
         // registry does not support it; fall back to the referrers tag schema.
@@ -1869,7 +1878,7 @@ impl Client {
             .send()
             .await?;
         let status = res.status();
-        let body = res.bytes().await?;
+        let body = read_capped(res).await? /* wasmhost patch */;
 
         validate_registry_response(status, &body, &url)?;
 
@@ -1901,7 +1910,7 @@ impl Client {
         } else {
             let url = res.url().to_string();
             let code = res.status().as_u16();
-            let message = res.text().await?;
+            let message = text_capped(res).await? /* wasmhost patch */;
             Err(OciDistributionError::ServerError { url, code, message })
         }
     }
@@ -2014,6 +2023,75 @@ impl Client {
 /// The OCI spec technically does not allow any codes but 200, 500, 401, and 404.
 /// Obviously, HTTP servers are going to send other codes. This tries to catch the
 /// obvious ones (200, 4XX, 5XX). Anything else is just treated as an error.
+/// wasmhost patch: the most bytes read whole from one response (a manifest,
+/// a config, a token, an error message). Registries are untrusted: without
+/// a cap, one could answer with an endless body and run the host out of
+/// memory. CNCF distribution refuses manifests over 4 MiB itself.
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// wasmhost patch: the error for a body over [`MAX_BODY`].
+fn body_too_large(url: &str) -> OciDistributionError {
+    OciDistributionError::GenericError(Some(format!(
+        "the response from {url} is over {MAX_BODY} bytes, more than a manifest, config, token or error message may be"
+    )))
+}
+
+/// wasmhost patch: `res`'s body, read whole up to [`MAX_BODY`] bytes.
+async fn read_capped(mut res: reqwest::Response) -> Result<bytes::Bytes> {
+    let url = res.url().to_string();
+    if res.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(body_too_large(&url));
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = res.chunk().await? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(body_too_large(&url));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// wasmhost patch: `res`'s body as text (invalid UTF-8 replaced), read
+/// whole up to [`MAX_BODY`] bytes.
+async fn text_capped(res: reqwest::Response) -> Result<String> {
+    Ok(String::from_utf8_lossy(&read_capped(res).await?).into_owned())
+}
+
+/// wasmhost patch: a blob read into memory, refused past [`MAX_BODY`] bytes.
+#[derive(Default)]
+struct CappedBody(Vec<u8>);
+
+impl AsyncWrite for CappedBody {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.0.len() + buf.len() > MAX_BODY {
+            return std::task::Poll::Ready(Err(std::io::Error::other(format!(
+                "a config of over {MAX_BODY} bytes"
+            ))));
+        }
+        self.0.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 fn validate_registry_response(status: reqwest::StatusCode, body: &[u8], url: &str) -> Result<()> {
     match status {
         reqwest::StatusCode::OK => Ok(()),
