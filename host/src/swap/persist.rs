@@ -7,16 +7,21 @@
 //!
 //! A crash can stop a commit between two renames, with the new component
 //! beside the old config. So before the first rename, a journal
-//! (`.wasmhost-commit-*` in the projects folder) names every target and the
-//! hard link keeping its old contents, and both are made durable. At
-//! start-up, a journal still there means its commit never finished (its
-//! version never went live), and [`remove_leftovers`] puts every file it
-//! names back first. Then the temp files (`.wasmhost-deploy-*`,
-//! `.wasmhost-backup-*`) a crash left are removed.
+//! (`.wasmhost-commit-*` in the projects folder) names every target, the
+//! hard link keeping its old contents, and the new file (by device and
+//! inode), and all are made durable. At start-up, a journal still there
+//! means its commit never finished (its version never went live), and
+//! [`remove_leftovers`] puts back every target that still is the journal's
+//! new file first; a target that is anything else (never renamed over,
+//! already put back, or replaced since by a later deploy) is left alone, so
+//! a journal read twice, or late, undoes nothing it should not. Then the
+//! temp files (`.wasmhost-deploy-*`, `.wasmhost-backup-*`) a crash left are
+//! removed.
 
 use std::ffi::OsString;
 use std::io::Write as _;
 use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -30,12 +35,23 @@ const JOURNAL: &str = ".wasmhost-commit-";
 pub(crate) type Staged = (tempfile::NamedTempFile, PathBuf);
 
 /// The folders whose entries changed when `paths` were renamed into
-/// place: each file's folder, and the projects folder when a project
-/// folder may have just been created in it.
+/// place: each file's folder and every folder above it up to the projects
+/// folder (a deploy may have just created them), and the projects folder.
 pub(crate) fn folders_to_sync(projects_dir: &Path, paths: &[PathBuf]) -> Vec<PathBuf> {
+    // Every folder from the file's own up to the projects folder: a deploy
+    // may have created several for `component = "a/b/c.wasm"`.
     let mut dirs: Vec<PathBuf> = paths
         .iter()
-        .filter_map(|path| path.parent().map(Path::to_path_buf))
+        .flat_map(|path| {
+            let above = path
+                .ancestors()
+                .skip(2)
+                .take_while(|dir| dir.starts_with(projects_dir) && *dir != projects_dir);
+            path.parent()
+                .into_iter()
+                .chain(above)
+                .map(Path::to_path_buf)
+        })
         .collect();
     dirs.push(projects_dir.to_path_buf());
     dirs.sort();
@@ -121,7 +137,13 @@ impl Commit {
     /// journals the lot, durably, before anything is renamed.
     fn begin(staged: Vec<Staged>, projects_dir: &Path) -> anyhow::Result<Self> {
         let mut plan = Vec::with_capacity(staged.len());
+        let mut identities = Vec::with_capacity(staged.len());
         for (file, target) in staged {
+            let staged = file
+                .as_file()
+                .metadata()
+                .with_context(|| format!("failed to look at the new {}", target.display()))?;
+            identities.push((staged.dev(), staged.ino()));
             let exists = target
                 .try_exists()
                 .with_context(|| format!("failed to look at {}", target.display()))?;
@@ -133,9 +155,10 @@ impl Commit {
             plan.push((file, target, backup));
         }
         let targets: Vec<PathBuf> = plan.iter().map(|(_, target, _)| target.clone()).collect();
-        let entries: Vec<(&Path, Option<&Path>)> = plan
+        let entries: Vec<JournalEntry<'_>> = plan
             .iter()
-            .map(|(_, target, backup)| (target.as_path(), backup.as_deref()))
+            .zip(&identities)
+            .map(|((_, target, backup), identity)| (target.as_path(), backup.as_deref(), *identity))
             .collect();
         let journal = write_journal(projects_dir, &entries)?;
         let folders = folders_to_sync(projects_dir, &targets);
@@ -174,7 +197,12 @@ impl Commit {
                 .close()
                 .context("failed to remove the deploy's journal")?;
         }
-        sync_folders(std::slice::from_ref(&self.projects_dir))?;
+        // The renames are durable: the deploy stands. Were the journal's
+        // removal lost in a crash, start-up would put back the files it
+        // names, so this is said, not hidden.
+        if let Err(err) = sync_folders(std::slice::from_ref(&self.projects_dir)) {
+            tracing::error!("{err:#}; a crash now could undo this deploy at the next start-up");
+        }
         self.replaced.clear();
         Ok(())
     }
@@ -196,50 +224,61 @@ impl Commit {
                 tracing::error!(cause = %err, "failed to restore {} after a failed deploy; the next start-up tries again", target.display());
             }
         }
-        // The restored names must be durable before the journal goes.
-        if (!restored_all || sync_folders(&self.folders).is_err())
-            && let Some(journal) = self.journal.take()
-        {
-            let _ = journal.keep();
+        // The restored names must be durable before the journal goes, and
+        // its removal too.
+        if let Some(journal) = self.journal.take() {
+            if !restored_all || sync_folders(&self.folders).is_err() {
+                let _ = journal.keep();
+            } else if journal.close().is_ok() {
+                let _ = sync_folders(std::slice::from_ref(&self.projects_dir));
+            }
         }
     }
 }
 
-/// Writes and fsyncs the journal of a commit: each target with the hidden
-/// name of its old contents, or none for a file that is new. Each path is
-/// relative to `projects_dir` (so the folder may move before the restart
-/// that reads it) and hex-encoded, so any file name fits on its line.
+/// One journal line: a target, the hidden name of its old contents (none
+/// for a file that is new), and the new file's device and inode.
+type JournalEntry<'a> = (&'a Path, Option<&'a Path>, (u64, u64));
+
+/// Writes and fsyncs the journal of a commit. Each path is relative to
+/// `projects_dir` (so the folder may move before the restart that reads
+/// it) and hex-encoded, so any file name fits on its line. It is written
+/// under a staged file's name and renamed to a journal's once whole, so a
+/// crash never leaves half a journal to act on (a staged file is swept).
 fn write_journal(
     projects_dir: &Path,
-    entries: &[(&Path, Option<&Path>)],
+    entries: &[JournalEntry<'_>],
 ) -> anyhow::Result<tempfile::TempPath> {
     let mut text = String::new();
     let relative = |path: &Path| hex(path.strip_prefix(projects_dir).unwrap_or(path));
-    for (target, backup) in entries {
+    for (target, backup, (dev, ino)) in entries {
         text.push_str(&relative(target));
         text.push(' ');
         text.push_str(&backup.map_or_else(|| "-".to_string(), relative));
-        text.push('\n');
+        text.push_str(&format!(" {dev} {ino}\n"));
     }
+    let failed = || {
+        format!(
+            "failed to write a deploy journal in {}",
+            projects_dir.display()
+        )
+    };
     let mut file = tempfile::Builder::new()
-        .prefix(JOURNAL)
+        .prefix(STAGED)
         .suffix(".tmp")
         .tempfile_in(projects_dir)
-        .with_context(|| {
-            format!(
-                "failed to create a deploy journal in {}",
-                projects_dir.display()
-            )
-        })?;
+        .with_context(failed)?;
     file.write_all(text.as_bytes())
         .and_then(|()| file.as_file().sync_all())
-        .with_context(|| {
-            format!(
-                "failed to write a deploy journal in {}",
-                projects_dir.display()
-            )
-        })?;
-    Ok(file.into_temp_path())
+        .with_context(failed)?;
+    let name = tempfile::Builder::new()
+        .prefix(JOURNAL)
+        .suffix(".tmp")
+        .make_in(projects_dir, |path| std::fs::hard_link(file.path(), path))
+        .with_context(failed)?;
+    // The staged name goes; the journal's stays until the commit ends.
+    drop(file);
+    Ok(name.into_temp_path())
 }
 
 fn hex(path: &Path) -> String {
@@ -284,34 +323,42 @@ fn roll_back(projects_dir: &Path, journal: &Path, created: &mut Vec<PathBuf>) ->
                 .all(|part| matches!(part, std::path::Component::Normal(_)))
                 .then(|| projects_dir.join(path))
         };
-        let parsed = line.split_once(' ').and_then(|(target, backup)| {
-            let backup = if backup == "-" {
-                None
-            } else {
-                Some(inside(backup)?)
+        let mut fields = line.split(' ');
+        let parsed = (|| {
+            let target = inside(fields.next()?)?;
+            let backup = match fields.next()? {
+                "-" => None,
+                backup => Some(inside(backup)?),
             };
-            Some((inside(target)?, backup))
-        });
-        let Some((target, backup)) = parsed else {
+            let dev: u64 = fields.next()?.parse().ok()?;
+            let ino: u64 = fields.next()?.parse().ok()?;
+            fields
+                .next()
+                .is_none()
+                .then_some((target, backup, (dev, ino)))
+        })();
+        let Some((target, backup, new_file)) = parsed else {
             tracing::error!("{}: unreadable line {line:?}, skipped", journal.display());
             complete = false;
             continue;
         };
-        let restored = match &backup {
-            Some(backup) => std::fs::rename(backup, &target),
-            None => match std::fs::remove_file(&target) {
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                other => other,
-            },
-        };
-        match restored {
-            Ok(()) => tracing::warn!(
-                "put back {} as it was before a deploy a crash interrupted",
-                target.display()
-            ),
-            Err(err) => {
-                complete = false;
-                tracing::error!(cause = %err, "failed to put back {} after a deploy a crash interrupted", target.display());
+        // Only a target that still is the journal's new file is put back.
+        let in_place = std::fs::symlink_metadata(&target)
+            .is_ok_and(|meta| (meta.dev(), meta.ino()) == new_file);
+        if in_place {
+            let restored = match &backup {
+                Some(backup) => std::fs::rename(backup, &target),
+                None => std::fs::remove_file(&target),
+            };
+            match restored {
+                Ok(()) => tracing::warn!(
+                    "put back {} as it was before a deploy a crash interrupted",
+                    target.display()
+                ),
+                Err(err) => {
+                    complete = false;
+                    tracing::error!(cause = %err, "failed to put back {} after a deploy a crash interrupted", target.display());
+                }
             }
         }
         if backup.is_none()
@@ -334,7 +381,9 @@ fn roll_back(projects_dir: &Path, journal: &Path, created: &mut Vec<PathBuf>) ->
         return false;
     }
     match std::fs::remove_file(journal) {
-        Ok(()) => true,
+        // Durably: a journal back after a crash would only be read again,
+        // which undoes nothing now, but keeps its old contents' names.
+        Ok(()) => sync_folders(&[projects_dir.to_path_buf()]).is_ok(),
         Err(err) => {
             tracing::error!(cause = %err, "failed to remove {}", journal.display());
             false
@@ -632,6 +681,48 @@ mod tests {
                 "after {renames} renames"
             );
         }
+    }
+
+    /// A journal back after it was acted on (a crash just after its
+    /// removal), with later deploys since, undoes none of them.
+    #[test]
+    fn a_journal_read_again_after_later_deploys_undoes_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut interrupted =
+            Commit::begin(a_deploy_staged(dir.path()), dir.path()).expect("begun");
+        interrupted
+            .rename_next()
+            .expect("one more")
+            .expect("renamed");
+        std::mem::forget(interrupted);
+        let journal = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .flatten()
+            .map(|entry| entry.path())
+            .find(|path| path.to_string_lossy().contains(JOURNAL))
+            .expect("a journal");
+        let text = std::fs::read(&journal).expect("read the journal");
+        remove_leftovers(dir.path());
+        assert_eq!(files(dir.path()), before());
+
+        std::fs::write(&journal, text).expect("the journal is back");
+        let later = [
+            ("app/app.wasm", "later component"),
+            ("app/wasmhost.toml", "later config"),
+            ("fresh/fresh.wasm", "later fresh"),
+        ];
+        let staged = later
+            .iter()
+            .map(|(name, contents)| stage(&dir.path().join(name), contents.as_bytes()))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .expect("staged");
+        commit(staged, dir.path()).expect("committed");
+        remove_leftovers(dir.path());
+        let expected: Vec<(String, String)> = later
+            .iter()
+            .map(|(name, contents)| (name.to_string(), contents.to_string()))
+            .collect();
+        assert_eq!(files(dir.path()), expected);
     }
 
     #[test]
