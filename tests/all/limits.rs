@@ -66,13 +66,16 @@ async fn a_guest_hoarding_host_resources_traps_at_a_cap_set_by_its_memory_limit(
 #[tokio::test]
 async fn a_guest_flooding_its_output_is_cut_to_its_log_rate_and_its_neighbours_still_log() {
     const LINES: u64 = 2000;
-    /// `hostile?log`'s lines: "flood NNNNNN " and 80 bytes of padding.
-    const LINE_BYTES: f64 = 93.0;
-    const RATE: f64 = 4096.0;
+    /// What one of `hostile?log`'s lines costs: "flood NNNNNN " and 80 bytes
+    /// of padding, and the 128 bytes every line counts for beyond its text.
+    const LINE_COST: f64 = 93.0 + 128.0;
+    /// One byte a second: past its first line, the guest owes minutes.
+    const RATE: f64 = 1.0;
     let host = TestHost::new()
         .project("hostile", guests::HOSTILE)
-        .manifest("hostile", "[limits]\nlog_rate = \"4KiB\"\n")
+        .manifest("hostile", "[limits]\nlog_rate = 1\n")
         .project("env", guests::ENV)
+        .manifest("env", "[limits]\nlog_rate = 1\n")
         .spawn();
     let started = std::time::Instant::now();
     let reply = host.get(&format!("/hostile?log={LINES}")).await;
@@ -91,7 +94,7 @@ async fn a_guest_flooding_its_output_is_cut_to_its_log_rate_and_its_neighbours_s
     .await;
     // A second's worth at once, then the rate, plus the one line that may
     // take the bucket below empty: however slowly this machine ran it.
-    let allowed = (RATE + RATE * started.elapsed().as_secs_f64()) / LINE_BYTES + 1.0;
+    let allowed = (RATE + RATE * started.elapsed().as_secs_f64()) / LINE_COST + 1.0;
     assert!(
         logged >= 1 && (logged as f64) <= allowed,
         "{logged} lines logged, {dropped} dropped; at most {allowed:.0} allowed"
@@ -102,7 +105,7 @@ async fn a_guest_flooding_its_output_is_cut_to_its_log_rate_and_its_neighbours_s
         .find(|line| line.contains("lines dropped"))
         .unwrap_or_else(|| panic!("no notice of the dropped lines:\n{log}"));
     assert!(
-        notice.contains("hostile") && notice.contains("4096 bytes/s"),
+        notice.contains("hostile") && notice.contains("of 1 bytes/s"),
         "{notice}"
     );
     let metrics = host.admin_get("/metrics").await.text();
@@ -113,7 +116,9 @@ async fn a_guest_flooding_its_output_is_cut_to_its_log_rate_and_its_neighbours_s
         &[("project", "hostile")],
     );
     assert_eq!(counted, Some(dropped as f64), "{metrics}");
-    // The allowance is the project's own: its neighbour still logs.
+    // The allowance is the project's own: its neighbour, at the same rate,
+    // logs at once, where the flooding guest's would not let a line out for
+    // minutes.
     assert_eq!(host.get("/env").await.status, StatusCode::OK);
     host.wait_for_log("env guest: serving").await;
 }

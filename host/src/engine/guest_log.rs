@@ -56,6 +56,12 @@ impl RequestTag {
 /// How often, at most, a project's dropped lines are reported in the log.
 const NOTICE_EVERY: Duration = Duration::from_secs(1);
 
+/// What one line costs beyond its text: about what the host adds to it
+/// (time, level, project, version, request id, stream). Without it, a guest
+/// writing one-byte lines would make the host write some 200 times its
+/// `log_rate`.
+const LINE_OVERHEAD: usize = 128;
+
 /// One project's allowance of guest output: a token bucket in bytes, shared
 /// by all its versions, instances and workers, so running more requests at
 /// once does not buy a guest more log. It fills at the version's
@@ -177,7 +183,9 @@ impl GuestLog {
             return;
         }
         let (project, version) = (&*self.project, self.version);
-        let admission = self.budget.admit(line.len(), self.rate, Instant::now());
+        let admission = self
+            .budget
+            .admit(line.len() + LINE_OVERHEAD, self.rate, Instant::now());
         if let Some(dropped) = admission.report {
             tracing::warn!(
                 project,
