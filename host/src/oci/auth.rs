@@ -145,7 +145,11 @@ fn parse_docker_config(text: &str) -> Result<HashMap<String, (String, String)>, 
         let (user, password) = decoded
             .split_once(':')
             .ok_or_else(|| format!("the auth of {registry} is not USER:PASSWORD"))?;
-        found.insert(registry.clone(), (user.to_string(), password.to_string()));
+        // Matched against lowercase registry names.
+        found.insert(
+            registry.to_ascii_lowercase(),
+            (user.to_string(), password.to_string()),
+        );
     }
     Ok(found)
 }
