@@ -333,37 +333,54 @@ async fn a_configmap_update_through_the_kubelets_atomic_writer_is_one_change_per
     assert_eq!(host.get("/other").await.text(), "Hello, world!\n");
 }
 
+/// Rewrites a file every 20 ms on a thread of its own, so the writes keep
+/// coming however slowly the test's requests are answered; stops when
+/// dropped.
+struct KeepWriting(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl KeepWriting {
+    fn start(path: std::path::PathBuf) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            let mut writes = 0u64;
+            while !stopped.load(Ordering::Relaxed) {
+                let _ = std::fs::write(&path, format!("{writes}\n"));
+                writes += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        });
+        Self(stop)
+    }
+}
+
+impl Drop for KeepWriting {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 #[tokio::test]
 async fn a_project_whose_files_never_go_quiet_is_still_reloaded() {
-    // A debounce of 500 ms, and a file in the project rewritten every 20 ms
-    // until the new component serves (or 60 s pass): without a limit on how
-    // long events may put a reload off, it would never be served meanwhile.
+    // A debounce of 1 s, and a file in the project rewritten every 20 ms
+    // until the new component serves: without a limit on how long events
+    // may put a reload off, it would never be served meanwhile.
     let host = TestHost::new()
         .project("a", guests::HELLO)
         .arg("--debounce")
-        .arg("500ms")
+        .arg("1s")
         .spawn();
     let dir = host.dir().join("a");
     std::fs::write(dir.join("a.wasm"), read(guests::ECHO)).expect("write echo");
-    let started = std::time::Instant::now();
-    let mut writes = 0u32;
-    let served = loop {
-        std::fs::write(dir.join("progress.log"), format!("{writes}\n")).expect("write log");
-        writes += 1;
-        let reply = host.get("/a/z").await;
-        if reply.header("echo-path") == Some("/a/z") {
-            break true;
-        }
-        if started.elapsed() > std::time::Duration::from_secs(60) {
-            break false;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
-    assert!(
-        served,
-        "the new component never went live while the folder kept changing ({writes} writes):\n{}",
-        host.log()
-    );
+    let writing = KeepWriting::start(dir.join("progress.log"));
+    wait_until_served(
+        &host,
+        "/a/z",
+        "served while the folder kept changing",
+        |r| r.header("echo-path") == Some("/a/z"),
+    )
+    .await;
+    drop(writing);
     host.wait_for_log("a: v2 live").await;
 }
 

@@ -275,7 +275,7 @@ pub(crate) struct ServeArgs {
 
     /// Quiet period after a project's last file event before it reloads, so
     /// a burst of writes becomes one reload; events that keep coming put a
-    /// reload off by 10 periods (1 s at least), no more.
+    /// reload off to at most 10 periods (and at least 1 s) after the first.
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     pub(crate) debounce: Duration,
 

@@ -21,7 +21,7 @@
 mod poll;
 pub(crate) mod registry;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -154,6 +154,18 @@ async fn run(
     mut received: mpsc::UnboundedReceiver<notify::Result<Event>>,
 ) {
     let mut due: HashMap<ProjectName, (Instant, Instant)> = HashMap::new();
+    // A project fires again while its sync still runs (a long compile under
+    // writes that never stop): one more sync after it, never a queue.
+    let mut syncing: HashSet<ProjectName> = HashSet::new();
+    let mut again: HashSet<ProjectName> = HashSet::new();
+    let (synced, mut finished) = mpsc::unbounded_channel::<ProjectName>();
+    let sync = |name: ProjectName| {
+        let (pipeline, synced) = (pipeline.clone(), synced.clone());
+        tokio::spawn(async move {
+            pipeline.sync(&name).await;
+            let _ = synced.send(name);
+        });
+    };
     let mut polling = settings.poll;
     loop {
         let next = due.values().map(|(_, at)| *at).min();
@@ -196,8 +208,19 @@ async fn run(
                 let fired: Vec<ProjectName> = due.iter().filter(|(_, (_, at))| *at <= now).map(|(name, _)| name.clone()).collect();
                 for name in fired {
                     due.remove(&name);
-                    let pipeline = pipeline.clone();
-                    tokio::spawn(async move { pipeline.sync(&name).await });
+                    if syncing.contains(&name) {
+                        again.insert(name);
+                    } else {
+                        syncing.insert(name.clone());
+                        sync(name);
+                    }
+                }
+            }
+            Some(name) = finished.recv() => {
+                if again.remove(&name) {
+                    sync(name);
+                } else {
+                    syncing.remove(&name);
                 }
             }
         }
