@@ -25,6 +25,8 @@ pub(crate) struct Failure {
     pub(crate) digest: Option<String>,
     /// The number the refused version would have had, when it got one.
     pub(crate) version: Option<u64>,
+    /// The project holding the route or host it asked for (step `route`).
+    pub(crate) blocked_by: Option<String>,
     /// When it was refused.
     pub(crate) at: SystemTime,
 }

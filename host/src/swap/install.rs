@@ -289,16 +289,22 @@ impl Pipeline {
             .claimed(name, &source.route, &source.manifest.hosts)
         {
             None => Ok(()),
-            Some(claimed) => Err(self.reject(
-                project,
-                Some(number),
-                "route",
-                format!(
-                    "{} is already served by project `{}`",
-                    claimed.claim, claimed.holder
-                ),
-                Some(digest),
-            )),
+            Some(claimed) => {
+                let refused = self.reject(
+                    project,
+                    Some(number),
+                    "route",
+                    format!(
+                        "{} is already served by project `{}`",
+                        claimed.claim, claimed.holder
+                    ),
+                    Some(digest),
+                );
+                if let Some(failure) = project.state().last_failure.as_mut() {
+                    failure.blocked_by = Some(claimed.holder);
+                }
+                Err(refused)
+            }
         }
     }
 

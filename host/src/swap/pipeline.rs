@@ -590,6 +590,7 @@ impl Pipeline {
     async fn unload(&self, name: &ProjectName, delete: bool) -> Result<(), ChangeError> {
         let (project, _change) = self.locked(name).await?;
         self.registry.remove(name.as_str());
+        self.retry_route_refusals(name);
         if let Some(old) = project.current.swap(None) {
             project.stats.draining.push(&old);
             drain::retire(old);
@@ -615,19 +616,18 @@ impl Pipeline {
         tracing::info!(project = name.as_str(), "{name}: removed");
         self.events
             .emit("removed", name.as_str(), serde_json::json!({}));
-        self.retry_route_refusals();
         Ok(())
     }
 
     /// Loads again, from disk, every project whose last change was refused
-    /// because another project held its route, and that no version has
-    /// gone live since: a project just removed may have held it. A folder renamed from `a` to `b`, with its own
+    /// because `removed` held its route (and that no version has gone live
+    /// since), now that `removed` is unrouted. A folder renamed from `a` to `b`, with its own
     /// `route`, is seen as `b` added and `a` deleted, in either order; `b`
     /// refused while `a` still held the route would otherwise stay refused
     /// until its files changed again. A project whose files are what it
     /// serves comes back `unchanged`; one not on disk (a refused deploy of a
     /// new project) is left as it is.
-    fn retry_route_refusals(&self) {
+    fn retry_route_refusals(&self, removed: &ProjectName) {
         let refused: Vec<ProjectName> = self
             .registry
             .all()
@@ -640,6 +640,7 @@ impl Pipeline {
                     .as_ref()
                     .is_some_and(|failure| {
                         failure.step == "route"
+                            && failure.blocked_by.as_deref() == Some(removed.as_str())
                             && failure.version.is_some_and(|refused| live < Some(refused))
                     })
             })
@@ -696,6 +697,7 @@ pub(super) fn record_failure(
         reason,
         digest: digest.map(str::to_string),
         version,
+        blocked_by: None,
         at: SystemTime::now(),
     });
 }
