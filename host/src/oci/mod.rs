@@ -521,12 +521,13 @@ mod tests {
     /// what its manifests say): every blob it is asked for is an endless
     /// stream of spaces, and so is every manifest but `manifest`, served
     /// for any path under `/manifests/sha256:…` with that digest. Counts
-    /// the bytes it got to send.
+    /// the bytes it got to send, and keeps the paths it was asked for.
     async fn flooding_registry(
         manifest: Vec<u8>,
     ) -> (
         std::net::SocketAddr,
         std::sync::Arc<std::sync::atomic::AtomicU64>,
+        std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     ) {
         use std::sync::atomic::{AtomicU64, Ordering};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -535,15 +536,19 @@ mod tests {
         let addr = listener.local_addr().expect("address");
         let sent = std::sync::Arc::new(AtomicU64::new(0));
         let counted = sent.clone();
+        let paths = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let asked = paths.clone();
         let digest = format!("sha256:{:x}", Sha256::digest(&manifest));
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 let (sent, manifest, digest) = (counted.clone(), manifest.clone(), digest.clone());
+                let asked = asked.clone();
                 tokio::spawn(async move {
                     let mut request = vec![0u8; 8192];
                     let n = stream.read(&mut request).await.unwrap_or(0);
                     let request = String::from_utf8_lossy(&request[..n]).into_owned();
                     let path = request.split(' ').nth(1).unwrap_or_default().to_string();
+                    asked.lock().expect("paths").push(path.clone());
                     if path.ends_with(&format!("/manifests/{digest}")) {
                         let head = format!(
                             "HTTP/1.1 200 OK\r\ncontent-type: application/vnd.oci.image.manifest.v1+json\r\ndocker-content-digest: {digest}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
@@ -568,7 +573,7 @@ mod tests {
                 });
             }
         });
-        (addr, sent)
+        (addr, sent, paths)
     }
 
     #[tokio::test]
@@ -581,7 +586,7 @@ mod tests {
         let puller = Puller::new(Store::new(dir.path().to_path_buf()), Vec::new(), 1 << 20);
 
         // An endless manifest.
-        let (addr, sent) = flooding_registry(Vec::new()).await;
+        let (addr, sent, _) = flooding_registry(Vec::new()).await;
         let pinned =
             OciReference::parse(&format!("oci://{addr}/team/app@sha256:{}", "ab".repeat(32)))
                 .expect("a pinned reference");
@@ -613,7 +618,7 @@ mod tests {
         .to_string()
         .into_bytes();
         let digest = format!("{:x}", Sha256::digest(&manifest));
-        let (addr, sent) = flooding_registry(manifest).await;
+        let (addr, sent, _) = flooding_registry(manifest).await;
         let pinned = OciReference::parse(&format!("oci://{addr}/team/app@sha256:{digest}"))
             .expect("a pinned reference");
         let fetched = tokio::time::timeout(bound, puller.fetch(&pinned))
@@ -625,5 +630,45 @@ mod tests {
         );
         let flooded = sent.load(Ordering::Relaxed);
         assert!(flooded < BOUND, "the registry sent {flooded} bytes");
+    }
+
+    #[tokio::test]
+    async fn a_config_pointing_at_foreign_urls_is_refused_before_anything_is_fetched() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let puller = Puller::new(Store::new(dir.path().to_path_buf()), Vec::new(), 1 << 20);
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.wasm.config.v0+json",
+                "digest": format!("sha256:{}", "cd".repeat(32)),
+                "size": 2,
+                "urls": ["http://169.254.169.254/latest/meta-data/"]
+            },
+            "layers": [{
+                "mediaType": "application/wasm",
+                "digest": format!("sha256:{}", "ef".repeat(32)),
+                "size": 8
+            }]
+        })
+        .to_string()
+        .into_bytes();
+        let digest = format!("{:x}", Sha256::digest(&manifest));
+        let (addr, _, paths) = flooding_registry(manifest).await;
+        let pinned = OciReference::parse(&format!("oci://{addr}/team/app@sha256:{digest}"))
+            .expect("a pinned reference");
+        let fetched = tokio::time::timeout(Duration::from_secs(60), puller.fetch(&pinned))
+            .await
+            .expect("the fetch ends");
+        assert!(
+            matches!(&fetched, Err(PullError::Layout { reason, .. }) if reason.contains("foreign URLs")),
+            "{fetched:?}"
+        );
+        // Not even the registry's own copy of the config was asked for.
+        let paths = paths.lock().expect("paths").clone();
+        assert!(
+            paths.iter().all(|path| !path.contains("/blobs/")),
+            "{paths:?}"
+        );
     }
 }

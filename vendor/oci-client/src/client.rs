@@ -1210,6 +1210,14 @@ impl Client {
 
         // wasmhost patch: the config is read into memory, so it is capped
         // like any body read whole, whatever size its descriptor claims.
+        // wasmhost patch: a config naming other URLs would make the client
+        // fetch from wherever the registry likes when the registry's own
+        // copy fails; never.
+        if manifest.config.urls.as_ref().is_some_and(|urls| !urls.is_empty()) {
+            return Err(OciDistributionError::GenericError(Some(
+                "its config points at foreign URLs, which are never fetched".to_string(),
+            )));
+        }
         if usize::try_from(manifest.config.size).map_or(true, |size| size > MAX_BODY) {
             return Err(OciDistributionError::GenericError(Some(format!(
                 "its config is {} bytes, more than the {MAX_BODY} a config may be",
@@ -2020,9 +2028,6 @@ impl Client {
     }
 }
 
-/// The OCI spec technically does not allow any codes but 200, 500, 401, and 404.
-/// Obviously, HTTP servers are going to send other codes. This tries to catch the
-/// obvious ones (200, 4XX, 5XX). Anything else is just treated as an error.
 /// wasmhost patch: the most bytes read whole from one response (a manifest,
 /// a config, a token, an error message). Registries are untrusted: without
 /// a cap, one could answer with an endless body and run the host out of
@@ -2092,6 +2097,9 @@ impl AsyncWrite for CappedBody {
     }
 }
 
+/// The OCI spec technically does not allow any codes but 200, 500, 401, and 404.
+/// Obviously, HTTP servers are going to send other codes. This tries to catch the
+/// obvious ones (200, 4XX, 5XX). Anything else is just treated as an error.
 fn validate_registry_response(status: reqwest::StatusCode, body: &[u8], url: &str) -> Result<()> {
     match status {
         reqwest::StatusCode::OK => Ok(()),
