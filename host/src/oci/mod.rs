@@ -576,6 +576,34 @@ mod tests {
         (addr, sent, paths)
     }
 
+    /// A Wasm artifact's image manifest, its config 2 bytes by its
+    /// descriptor, with `config_extra`'s fields added to that descriptor;
+    /// and the manifest's digest (hex).
+    fn wasm_manifest(config_extra: serde_json::Value) -> (Vec<u8>, String) {
+        let mut config = serde_json::json!({
+            "mediaType": "application/vnd.wasm.config.v0+json",
+            "digest": format!("sha256:{}", "cd".repeat(32)),
+            "size": 2
+        });
+        if let (Some(config), Some(extra)) = (config.as_object_mut(), config_extra.as_object()) {
+            config.extend(extra.clone());
+        }
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": config,
+            "layers": [{
+                "mediaType": "application/wasm",
+                "digest": format!("sha256:{}", "ef".repeat(32)),
+                "size": 8
+            }]
+        })
+        .to_string()
+        .into_bytes();
+        let digest = format!("{:x}", Sha256::digest(&manifest));
+        (manifest, digest)
+    }
+
     #[tokio::test]
     async fn a_registry_that_floods_a_manifest_or_a_config_is_cut_off_at_the_cap() {
         use std::sync::atomic::Ordering;
@@ -601,23 +629,7 @@ mod tests {
         assert!(flooded < BOUND, "the registry sent {flooded} bytes");
 
         // A manifest whose config is said to be 2 bytes, and is endless.
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.wasm.config.v0+json",
-                "digest": format!("sha256:{}", "cd".repeat(32)),
-                "size": 2
-            },
-            "layers": [{
-                "mediaType": "application/wasm",
-                "digest": format!("sha256:{}", "ef".repeat(32)),
-                "size": 8
-            }]
-        })
-        .to_string()
-        .into_bytes();
-        let digest = format!("{:x}", Sha256::digest(&manifest));
+        let (manifest, digest) = wasm_manifest(serde_json::json!({}));
         let (addr, sent, _) = flooding_registry(manifest).await;
         let pinned = OciReference::parse(&format!("oci://{addr}/team/app@sha256:{digest}"))
             .expect("a pinned reference");
@@ -636,24 +648,9 @@ mod tests {
     async fn a_config_pointing_at_foreign_urls_is_refused_before_anything_is_fetched() {
         let dir = tempfile::tempdir().expect("temp dir");
         let puller = Puller::new(Store::new(dir.path().to_path_buf()), Vec::new(), 1 << 20);
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.wasm.config.v0+json",
-                "digest": format!("sha256:{}", "cd".repeat(32)),
-                "size": 2,
-                "urls": ["http://169.254.169.254/latest/meta-data/"]
-            },
-            "layers": [{
-                "mediaType": "application/wasm",
-                "digest": format!("sha256:{}", "ef".repeat(32)),
-                "size": 8
-            }]
-        })
-        .to_string()
-        .into_bytes();
-        let digest = format!("{:x}", Sha256::digest(&manifest));
+        let (manifest, digest) = wasm_manifest(serde_json::json!({
+            "urls": ["http://169.254.169.254/latest/meta-data/"]
+        }));
         let (addr, _, paths) = flooding_registry(manifest).await;
         let pinned = OciReference::parse(&format!("oci://{addr}/team/app@sha256:{digest}"))
             .expect("a pinned reference");
