@@ -621,12 +621,12 @@ impl Pipeline {
 
     /// Loads again, from disk, every project whose last change was refused
     /// because `removed` held its route (and that no version has gone live
-    /// since), now that `removed` is unrouted. A folder renamed from `a` to `b`, with its own
-    /// `route`, is seen as `b` added and `a` deleted, in either order; `b`
-    /// refused while `a` still held the route would otherwise stay refused
-    /// until its files changed again. A project whose files are what it
-    /// serves comes back `unchanged`; one not on disk (a refused deploy of a
-    /// new project) is left as it is.
+    /// since), now that `removed` is unrouted. A folder renamed from `a` to
+    /// `b`, with its own `route`, is seen as `b` added and `a` deleted, in
+    /// either order; `b` refused while `a` still held the route would
+    /// otherwise stay refused until its files changed again. A project whose
+    /// files are what it serves comes back `unchanged`; one not on disk (a
+    /// refused deploy of a new project) is left as it is.
     fn retry_route_refusals(&self, removed: &ProjectName) {
         let refused: Vec<ProjectName> = self
             .registry

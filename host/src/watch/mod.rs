@@ -162,8 +162,10 @@ async fn run(
     let sync = |name: ProjectName| {
         let (pipeline, synced) = (pipeline.clone(), synced.clone());
         tokio::spawn(async move {
+            // Said when the task ends, even by a panic, so the project is
+            // never left marked as syncing (and never reloaded again).
+            let _done = Synced(Some(name.clone()), synced);
             pipeline.sync(&name).await;
-            let _ = synced.send(name);
         });
     };
     let mut polling = settings.poll;
@@ -227,6 +229,17 @@ async fn run(
     }
     // The watcher must live as long as this loop: dropping it stops the events.
     drop(watcher);
+}
+
+/// Tells the watcher loop, when dropped, that a project's sync ended.
+struct Synced(Option<ProjectName>, mpsc::UnboundedSender<ProjectName>);
+
+impl Drop for Synced {
+    fn drop(&mut self) {
+        if let Some(name) = self.0.take() {
+            let _ = self.1.send(name);
+        }
+    }
 }
 
 async fn sleep_until(at: Option<Instant>) {
