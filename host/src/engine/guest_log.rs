@@ -66,8 +66,9 @@ const LINE_OVERHEAD: usize = 128;
 /// by all its versions, instances and workers, so running more requests at
 /// once does not buy a guest more log. It fills at the version's
 /// `log_rate` bytes per second up to one second's worth; a line is logged
-/// while the bucket is not empty and takes its length from it, so a line
-/// longer than a second's worth still gets out, and then pays for it.
+/// while the bucket is not empty and takes its cost from it (its length
+/// and [`LINE_OVERHEAD`]), so a line longer than a second's worth still
+/// gets out, and then pays for it.
 #[derive(Debug)]
 pub(crate) struct LogBudget {
     state: Mutex<BucketState>,
