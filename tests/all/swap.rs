@@ -633,14 +633,19 @@ async fn overlapping_deploys_of_one_project_are_serialized() {
     assert_eq!(host.get("/app").await.header("wasmhost-version"), Some("3"));
 }
 
-#[tokio::test]
-async fn a_deploy_whose_files_cannot_be_written_is_not_made_live() {
-    // `x.wasm` is a folder, so the deploy's component cannot be renamed there.
-    let host = TestHost::new()
+/// A host serving `app` (hello) from `app.wasm`, beside which `x.wasm` is a
+/// folder: a deploy naming `component = "x.wasm"` cannot be renamed there.
+fn x_wasm_is_a_folder() -> crate::harness::RunningHost {
+    TestHost::new()
         .project("app", guests::HELLO)
         .manifest("app", "component = \"app.wasm\"\n")
         .write("app/x.wasm/keep", b"a folder, not a component")
-        .spawn();
+        .spawn()
+}
+
+#[tokio::test]
+async fn a_deploy_whose_files_cannot_be_written_is_not_made_live() {
+    let host = x_wasm_is_a_folder();
     let before = std::fs::read_to_string(host.dir().join("app/wasmhost.toml")).expect("read");
     let reply = host
         .deploy_with_config("app", &read(guests::ECHO), "component = \"x.wasm\"\n")
@@ -782,11 +787,7 @@ async fn the_compile_cache_keeps_to_its_bound_but_never_evicts_a_current_version
 /// 10-minute request timeout.
 #[tokio::test]
 async fn a_candidate_refused_after_its_health_check_stops_what_it_still_runs() {
-    let host = TestHost::new()
-        .project("app", guests::HELLO)
-        .manifest("app", "component = \"app.wasm\"\n")
-        .write("app/x.wasm/keep", b"a folder, not a component")
-        .spawn();
+    let host = x_wasm_is_a_folder();
     let reply = host
         .deploy_with_config(
             "app",

@@ -505,12 +505,7 @@ mod tests {
         }
         // Pinned to a digest, a fetch resolves nothing: the manifest's
         // download itself trickles, and the whole pull's deadline cuts it.
-        let pinned =
-            OciReference::parse(&format!("oci://{addr}/team/app@sha256:{}", "ab".repeat(32)))
-                .expect("a pinned reference");
-        let fetched = tokio::time::timeout(bound, puller.fetch(&pinned))
-            .await
-            .expect("fetching ends at its deadline");
+        let fetched = fetch_pinned(&puller, addr, &"ab".repeat(32)).await;
         assert!(
             matches!(&fetched, Err(PullError::Registry { reason, .. }) if reason == "no complete answer within 2s"),
             "{fetched:?}"
@@ -604,23 +599,31 @@ mod tests {
         (manifest, digest)
     }
 
+    /// `puller`'s fetch of the manifest `sha256:{digest}` from the registry
+    /// at `addr`, failing the test if it has not ended within 60 s.
+    async fn fetch_pinned(
+        puller: &Puller,
+        addr: std::net::SocketAddr,
+        digest: &str,
+    ) -> Result<Pulled, PullError> {
+        let pinned = OciReference::parse(&format!("oci://{addr}/team/app@sha256:{digest}"))
+            .expect("a pinned reference");
+        tokio::time::timeout(Duration::from_secs(60), puller.fetch(&pinned))
+            .await
+            .expect("the fetch ends")
+    }
+
     #[tokio::test]
     async fn a_registry_that_floods_a_manifest_or_a_config_is_cut_off_at_the_cap() {
         use std::sync::atomic::Ordering;
         // Past the cap, plus what the two sockets' buffers hold.
         const BOUND: u64 = 32 << 20;
-        let bound = Duration::from_secs(60);
         let dir = tempfile::tempdir().expect("temp dir");
         let puller = Puller::new(Store::new(dir.path().to_path_buf()), Vec::new(), 1 << 20);
 
         // An endless manifest.
         let (addr, sent, _) = flooding_registry(Vec::new()).await;
-        let pinned =
-            OciReference::parse(&format!("oci://{addr}/team/app@sha256:{}", "ab".repeat(32)))
-                .expect("a pinned reference");
-        let fetched = tokio::time::timeout(bound, puller.fetch(&pinned))
-            .await
-            .expect("the fetch ends");
+        let fetched = fetch_pinned(&puller, addr, &"ab".repeat(32)).await;
         assert!(
             matches!(&fetched, Err(PullError::Layout { reason, .. }) if reason.contains("is over 4194304 bytes")),
             "{fetched:?}"
@@ -631,11 +634,7 @@ mod tests {
         // A manifest whose config is said to be 2 bytes, and is endless.
         let (manifest, digest) = wasm_manifest(serde_json::json!({}));
         let (addr, sent, _) = flooding_registry(manifest).await;
-        let pinned = OciReference::parse(&format!("oci://{addr}/team/app@sha256:{digest}"))
-            .expect("a pinned reference");
-        let fetched = tokio::time::timeout(bound, puller.fetch(&pinned))
-            .await
-            .expect("the fetch ends");
+        let fetched = fetch_pinned(&puller, addr, &digest).await;
         assert!(
             matches!(&fetched, Err(PullError::Registry { reason, .. }) if reason.contains("a config of over 4194304 bytes")),
             "{fetched:?}"
@@ -652,11 +651,7 @@ mod tests {
             "urls": ["http://169.254.169.254/latest/meta-data/"]
         }));
         let (addr, _, paths) = flooding_registry(manifest).await;
-        let pinned = OciReference::parse(&format!("oci://{addr}/team/app@sha256:{digest}"))
-            .expect("a pinned reference");
-        let fetched = tokio::time::timeout(Duration::from_secs(60), puller.fetch(&pinned))
-            .await
-            .expect("the fetch ends");
+        let fetched = fetch_pinned(&puller, addr, &digest).await;
         assert!(
             matches!(&fetched, Err(PullError::Layout { reason, .. }) if reason.contains("foreign URLs")),
             "{fetched:?}"

@@ -315,14 +315,14 @@ fn roll_back(projects_dir: &Path, journal: &Path, created: &mut Vec<PathBuf>) ->
     };
     let mut folders = Vec::new();
     let mut complete = true;
+    // Only paths inside the projects folder, whatever the journal says.
+    let inside = |text: &str| {
+        let path = unhex(text)?;
+        path.components()
+            .all(|part| matches!(part, std::path::Component::Normal(_)))
+            .then(|| projects_dir.join(path))
+    };
     for line in text.lines().rev() {
-        // Only paths inside the projects folder, whatever the journal says.
-        let inside = |text: &str| {
-            let path = unhex(text)?;
-            path.components()
-                .all(|part| matches!(part, std::path::Component::Normal(_)))
-                .then(|| projects_dir.join(path))
-        };
         let mut fields = line.split(' ');
         let parsed = (|| {
             let target = inside(fields.next()?)?;
