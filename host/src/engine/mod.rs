@@ -13,6 +13,8 @@
 pub(crate) mod guest_log;
 pub(crate) mod instances;
 pub mod outbound;
+#[cfg(test)]
+mod reset_tests;
 pub mod store;
 pub(crate) mod ticker;
 

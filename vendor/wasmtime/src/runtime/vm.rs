@@ -121,6 +121,9 @@ pub use crate::runtime::vm::sys::mmap::open_file_for_mmap;
 #[cfg(has_host_compiler_backend)]
 pub use crate::runtime::vm::sys::unwind::UnwindRegistration;
 pub use crate::runtime::vm::table::{Table, TableElementType};
+// wasmhost patch: snapshots of a core instance's state, put back in place.
+#[cfg(all(feature = "pooling-allocator", feature = "component-model", target_os = "linux"))]
+pub(crate) use crate::runtime::vm::instance::CoreSnapshot;
 #[cfg(feature = "gc")]
 pub use crate::runtime::vm::throw::*;
 pub use crate::runtime::vm::traphandlers::*;

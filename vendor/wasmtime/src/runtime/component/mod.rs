@@ -110,6 +110,13 @@ mod has_data;
 mod instance;
 mod linker;
 mod matching;
+// wasmhost patch: component instances reset in place.
+#[cfg(all(
+    feature = "pooling-allocator",
+    target_os = "linux",
+    not(feature = "component-model-async")
+))]
+mod reset;
 mod resource_table;
 mod resources;
 mod storage;
@@ -132,6 +139,12 @@ pub use self::has_data::*;
 pub use self::instance::{Instance, InstancePre};
 pub use self::linker::{Linker, LinkerInstance};
 pub use self::resource_table::{ResourceTable, ResourceTableError};
+#[cfg(all(
+    feature = "pooling-allocator",
+    target_os = "linux",
+    not(feature = "component-model-async")
+))]
+pub use self::reset::InstanceSnapshot;
 pub use self::resources::{Resource, ResourceAny, ResourceDynamic};
 pub use self::types::{ResourceType, Type};
 pub use self::values::Val;

@@ -307,6 +307,19 @@ impl StoreData {
         self.components.instances[id].as_mut().unwrap().get_mut()
     }
 
+    /// wasmhost patch: a component instance and the store's handle
+    /// counter, for resetting the instance in place.
+    pub(crate) fn instance_and_handle_counter(
+        &mut self,
+        id: ComponentInstanceId,
+    ) -> (Pin<&mut ComponentInstance>, &mut HandleCounter) {
+        let data = &mut self.components;
+        (
+            data.instances[id].as_mut().unwrap().get_mut(),
+            &mut data.handle_counter,
+        )
+    }
+
     #[cfg(feature = "component-model-async")]
     pub(crate) fn component_instance_and_handle_counter_mut(
         &mut self,

@@ -355,6 +355,60 @@ impl ComponentInstance {
         Ok(ret)
     }
 
+    /// wasmhost patch: a copy of this instance's `VMComponentContext` (its
+    /// flags, among what instantiation set), for `restore_in_place`.
+    #[cfg(all(
+        feature = "pooling-allocator",
+        target_os = "linux",
+        not(feature = "component-model-async")
+    ))]
+    pub(crate) fn snapshot_vmctx(&self) -> alloc::boxed::Box<[mem::MaybeUninit<u8>]> {
+        let size = usize::try_from(self.offsets.size_of_vmctx()).unwrap();
+        let mut saved = vec![mem::MaybeUninit::<u8>::uninit(); size].into_boxed_slice();
+        // SAFETY: the context is `size` bytes long; copied as `MaybeUninit`
+        // bytes, no padding is read as a value.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                self.vmctx().as_ptr().cast::<mem::MaybeUninit<u8>>(),
+                saved.as_mut_ptr(),
+                size,
+            );
+        }
+        saved
+    }
+
+    /// wasmhost patch: puts back the `VMComponentContext` `saved` copied,
+    /// and empties every handle table, as in a fresh instance, taking the
+    /// handles off the store's `counter`.
+    ///
+    /// # Safety
+    ///
+    /// `saved` must come from `snapshot_vmctx` on this instance, and no call
+    /// may be under way in it.
+    #[cfg(all(
+        feature = "pooling-allocator",
+        target_os = "linux",
+        not(feature = "component-model-async")
+    ))]
+    pub(crate) unsafe fn restore_in_place(
+        self: Pin<&mut Self>,
+        saved: &[mem::MaybeUninit<u8>],
+        counter: &mut HandleCounter,
+    ) {
+        let vmctx = self.vmctx().as_ptr().cast::<mem::MaybeUninit<u8>>();
+        for state in self.instance_states().0.values_mut() {
+            state.handle_table.clear(counter);
+            *state = InstanceState::default();
+        }
+        // SAFETY: `saved` is this context's own copy, of its length.
+        unsafe { core::ptr::copy_nonoverlapping(saved.as_ptr(), vmctx, saved.len()) };
+    }
+
+    /// wasmhost patch: the core instances this component instance made.
+    pub(crate) fn core_instances(&self) -> impl Iterator<Item = InstanceId> + '_ {
+        self.instances.values().copied()
+    }
+
     #[inline]
     pub fn vmctx(&self) -> NonNull<VMComponentContext> {
         InstanceLayout::vmctx(self)

@@ -627,54 +627,98 @@ impl MemoryImageSlot {
         /// This assumes that the original mmap starts at `base_addr` and
         /// `region` is a subslice within the original mmap.
         ///
-        /// # Panics
-        ///
-        /// Panics if `base_addr` is not the right index due to the various
-        /// indexing calculations below.
-        fn manually_reset_region(base_addr: usize, image: &MemoryImage, mut region: &mut [u8]) {
-            let image_start = image.linear_memory_offset.byte_count();
-            let image_end = image_start + image.len.byte_count();
-            let mut region_start = region.as_ptr().addr() - base_addr;
-            let region_end = region_start + region.len();
-            let image_bytes = image.module_source.wasm_data();
-            let image_bytes = &image_bytes[image.module_source_offset..][..image.len.byte_count()];
-
-            // 1. Zero out the part before the image (if any).
-            if let Some(len_before_image) = image_start.checked_sub(region_start) {
-                let len = len_before_image.min(region.len());
-                let (a, b) = region.split_at_mut(len);
-                a.fill(0);
-                region = b;
-                region_start += len;
-
-                if region.is_empty() {
-                    return;
+        /// (wasmhost patch: the parts of the region before, inside and after
+        /// the image come from `pristine_parts`, which the in-place reset's
+        /// check shares.)
+        fn manually_reset_region(base_addr: usize, image: &MemoryImage, region: &mut [u8]) {
+            let start = region.as_ptr().addr() - base_addr;
+            for (part, bytes) in pristine_parts(Some(image), start..start + region.len()) {
+                let target = &mut region[part.start - start..part.end - start];
+                match bytes {
+                    Some(bytes) => target.copy_from_slice(bytes),
+                    None => target.fill(0),
                 }
             }
-
-            debug_assert_eq!(region_end - region_start, region.len());
-            debug_assert!(region_start >= image_start);
-
-            // 2. Copy the original bytes from the image for the part that
-            //    overlaps with the image.
-            if let Some(len_in_image) = image_end.checked_sub(region_start) {
-                let len = len_in_image.min(region.len());
-                let (a, b) = region.split_at_mut(len);
-                a.copy_from_slice(&image_bytes[region_start - image_start..][..len]);
-                region = b;
-                region_start += len;
-
-                if region.is_empty() {
-                    return;
-                }
-            }
-
-            debug_assert_eq!(region_end - region_start, region.len());
-            debug_assert!(region_start >= image_end);
-
-            // 3. Zero out the part after the image.
-            region.fill(0);
         }
+    }
+
+    /// wasmhost patch (see vendor/wasmtime/WASMHOST.md): whether this slot,
+    /// in use by a live instance, holds exactly what a fresh instantiation
+    /// maps into it: the image, and zeros everywhere else below `accessible`.
+    ///
+    /// `PAGEMAP_SCAN` finds the pages written since the slot was last
+    /// mapped (every other page still is the image or the zero page), and
+    /// only those are compared byte for byte. An instance whose start-up
+    /// wrote its memory (a start function, or data segments applied at
+    /// instantiation) fails this, and so cannot be put back to its image.
+    /// Anything the scan cannot account for (a page swapped out, a failed
+    /// scan) counts as a difference.
+    #[cfg(feature = "pooling-allocator")]
+    pub(crate) fn is_pristine(&self, pagemap: &PageMap) -> bool {
+        let base = self.base.as_mut_ptr();
+        let pristine = core::cell::Cell::new(true);
+        // SAFETY: the slot is mapped read/write up to `accessible`, and the
+        // closures only read the regions they are given.
+        unsafe {
+            reset_with_pagemap(
+                Some(pagemap),
+                base,
+                self.accessible,
+                self.accessible,
+                |region| {
+                    if pristine.get() {
+                        let start = region.as_ptr().addr() - base.addr();
+                        let matches =
+                            pristine_parts(self.image.as_deref(), start..start + region.len())
+                                .all(|(part, bytes)| {
+                                    let found = &region[part.start - start..part.end - start];
+                                    match bytes {
+                                        Some(bytes) => found == bytes,
+                                        None => found.iter().all(|byte| *byte == 0),
+                                    }
+                                });
+                        pristine.set(matches);
+                    }
+                },
+                |_, len| {
+                    if len > 0 {
+                        pristine.set(false);
+                    }
+                },
+            );
+        }
+        pristine.get()
+    }
+
+    /// wasmhost patch (see vendor/wasmtime/WASMHOST.md): puts this slot,
+    /// still in use by a live instance, back to what `instantiate` left in
+    /// it, with `size_bytes` accessible. It is the reset the pooling
+    /// allocator does when an instance is freed, except that pages past
+    /// `keep_resident` are decommitted at once rather than queued, because
+    /// the instance runs again right after.
+    #[cfg(feature = "pooling-allocator")]
+    pub(crate) fn reset_in_place(
+        &mut self,
+        pagemap: Option<&PageMap>,
+        keep_resident: HostAlignedByteCount,
+        size_bytes: usize,
+        ty: &wasmtime_environ::Memory,
+        memory_tunables: &MemoryTunables<'_>,
+    ) -> Result<()> {
+        let mut released = Vec::new();
+        self.clear_and_remain_ready(pagemap, keep_resident, |ptr, len| {
+            released.push(vm::iovec {
+                iov_base: ptr.cast(),
+                iov_len: len,
+            });
+        })?;
+        if !released.is_empty() {
+            // SAFETY: the regions lie inside this slot, in which nothing
+            // runs during the reset.
+            unsafe { vm::decommit_pages(&released)? };
+        }
+        let image = self.image.clone();
+        self.instantiate(size_bytes, image.as_ref(), ty, memory_tunables)
     }
 
     fn set_protection(&self, range: Range<HostAlignedByteCount>, readwrite: bool) -> Result<()> {
@@ -770,6 +814,35 @@ impl MemoryImageSlot {
 
         Ok(())
     }
+}
+
+/// wasmhost patch: what a pristine slot holding `image` has at the slot
+/// offsets `region`, in order: the part before the image (zeros), the part
+/// inside it (the image's bytes) and the part after it (zeros), each as its
+/// range of slot offsets and its bytes, `None` standing for zeros. Parts
+/// the region does not reach are left out.
+fn pristine_parts(
+    image: Option<&MemoryImage>,
+    region: Range<usize>,
+) -> impl Iterator<Item = (Range<usize>, Option<&[u8]>)> {
+    let (image_range, image_bytes) = match image {
+        Some(image) => {
+            let start = image.linear_memory_offset.byte_count();
+            let bytes = &image.module_source.wasm_data()[image.module_source_offset..]
+                [..image.len.byte_count()];
+            (start..start + bytes.len(), bytes)
+        }
+        None => (region.end..region.end, &[][..]),
+    };
+    let before = region.start..region.end.min(image_range.start);
+    let inside = region.start.max(image_range.start)..region.end.min(image_range.end);
+    let after = region.start.max(image_range.end)..region.end;
+    let inside_bytes = (!inside.is_empty()).then(|| {
+        &image_bytes[inside.start - image_range.start..inside.end - image_range.start]
+    });
+    [(before, None), (inside, inside_bytes), (after, None)]
+        .into_iter()
+        .filter(|(part, _)| !part.is_empty())
 }
 
 #[cfg(all(test, target_os = "linux", not(miri)))]

@@ -43,6 +43,11 @@ use wasmtime_wmemcheck::Wmemcheck;
 
 mod allocator;
 pub use allocator::*;
+// wasmhost patch: snapshots of a core instance's state, put back in place.
+#[cfg(all(feature = "pooling-allocator", feature = "component-model", target_os = "linux"))]
+mod reset;
+#[cfg(all(feature = "pooling-allocator", feature = "component-model", target_os = "linux"))]
+pub(crate) use reset::CoreSnapshot;
 
 /// A type that roughly corresponds to a WebAssembly instance, but is also used
 /// for host-defined objects.

@@ -762,6 +762,33 @@ impl LocalMemory {
     pub fn unwrap_static_image(self) -> MemoryImageSlot {
         self.memory_image.unwrap()
     }
+
+    /// wasmhost patch: whether this memory is a pooled slot that holds
+    /// exactly its image (`MemoryImageSlot::is_pristine`).
+    #[cfg(feature = "pooling-allocator")]
+    pub(crate) fn is_pristine(&self, pagemap: &crate::runtime::vm::sys::vm::PageMap) -> bool {
+        self.memory_image
+            .as_ref()
+            .is_some_and(|slot| slot.is_pristine(pagemap))
+    }
+
+    /// wasmhost patch: puts this pooled memory back to its image, `size`
+    /// bytes long (`MemoryImageSlot::reset_in_place`).
+    #[cfg(feature = "pooling-allocator")]
+    pub(crate) fn reset_in_place(
+        &mut self,
+        pagemap: Option<&crate::runtime::vm::sys::vm::PageMap>,
+        keep_resident: HostAlignedByteCount,
+        size: usize,
+        memory_tunables: &MemoryTunables<'_>,
+    ) -> Result<()> {
+        let Some(slot) = self.memory_image.as_mut() else {
+            bail!("memory has no image slot to reset");
+        };
+        slot.reset_in_place(pagemap, keep_resident, size, &self.ty, memory_tunables)?;
+        self.alloc.set_byte_size(size);
+        Ok(())
+    }
 }
 
 /// In the configurations where bounds checks were elided in JIT code (because

@@ -81,6 +81,11 @@ impl MaybeTaggedFuncRef {
     }
 }
 
+/// wasmhost patch: the elements of a pooled funcref table, as
+/// `Table::snapshot_funcrefs` took them.
+#[cfg(feature = "pooling-allocator")]
+pub(crate) struct FuncTableSnapshot(Vec<MaybeTaggedFuncRef>);
+
 pub type FuncTableElem = Option<SendSyncPtr<VMFuncRef>>;
 pub type ContTableElem = Option<VMContObj>;
 
@@ -823,6 +828,44 @@ impl Table {
                 }
             }
         }
+    }
+
+    /// wasmhost patch: a copy of this table's elements and size, if it is a
+    /// pooled funcref table, for `restore_funcrefs` to put back. Other
+    /// tables cannot be put back this way, and give `None`.
+    #[cfg(feature = "pooling-allocator")]
+    pub(crate) fn snapshot_funcrefs(&self) -> Option<FuncTableSnapshot> {
+        match self {
+            Self::Static(StaticTable::Func(_)) => {
+                Some(FuncTableSnapshot(self.funcrefs().0.to_vec()))
+            }
+            _ => None,
+        }
+    }
+
+    /// wasmhost patch: puts back the elements and size `snapshot` took from
+    /// this table. Elements past the snapshot's size, which the table grew
+    /// into since, are nulled, as the pool leaves them for a fresh table.
+    ///
+    /// # Panics
+    ///
+    /// Panics if this is not the pooled funcref table the snapshot came from.
+    #[cfg(feature = "pooling-allocator")]
+    pub(crate) fn restore_funcrefs(&mut self, snapshot: &FuncTableSnapshot) {
+        let Self::Static(StaticTable::Func(StaticFuncTable { data, size, .. })) = self else {
+            panic!("only pooled funcref tables are restored");
+        };
+        // SAFETY: `data` is the table's whole pooled capacity, of
+        // `FuncTableElem`s, which `MaybeTaggedFuncRef` is a transparent
+        // wrapper of; nothing else borrows it while the store is held.
+        let all: &mut [MaybeTaggedFuncRef] =
+            unsafe { slice::from_raw_parts_mut(data.as_ptr().cast(), data.len()) };
+        let saved = &snapshot.0;
+        all[..saved.len()].copy_from_slice(saved);
+        if *size > saved.len() {
+            all[saved.len()..*size].fill(MaybeTaggedFuncRef(None));
+        }
+        *size = saved.len();
     }
 
     fn funcrefs(&self) -> (&[MaybeTaggedFuncRef], bool) {

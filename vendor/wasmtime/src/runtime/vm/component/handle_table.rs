@@ -170,6 +170,18 @@ impl HandleTable {
             .all(|slot| matches!(slot, Slot::Free { .. }))
     }
 
+    /// wasmhost patch: empties this table, as a fresh instance's, taking
+    /// its live handles off `counter`.
+    pub fn clear(&mut self, counter: &mut HandleCounter) {
+        let live = self
+            .slots
+            .iter()
+            .filter(|slot| !matches!(slot, Slot::Free { .. }))
+            .count();
+        counter.live -= live;
+        *self = HandleTable::default();
+    }
+
     fn insert(&mut self, counter: &mut HandleCounter, slot: Slot) -> Result<u32> {
         let next = self.next;
 

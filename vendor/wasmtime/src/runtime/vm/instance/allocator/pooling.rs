@@ -268,6 +268,13 @@ impl Drop for PoolingInstanceAllocator {
 }
 
 impl PoolingInstanceAllocator {
+    /// wasmhost patch: what resetting a pooled memory in place needs, as
+    /// freeing it would: the `PAGEMAP_SCAN` handle (`None` where the kernel
+    /// lacks it) and how much memory to keep resident.
+    pub(crate) fn in_place_reset_params(&self) -> (Option<&PageMap>, crate::runtime::vm::HostAlignedByteCount) {
+        (self.pagemap.as_ref(), self.memories.keep_resident)
+    }
+
     /// Creates a new pooling instance allocator with the given strategy and limits.
     pub fn new(config: &PoolingAllocationConfig, tunables: &Tunables) -> Result<Self> {
         Ok(Self {

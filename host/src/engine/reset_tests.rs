@@ -1,0 +1,173 @@
+//! Tests of the in-place instance reset that vendor/wasmtime adds
+//! (`Instance::snapshot`, `InstanceSnapshot::restore`), on the engine the
+//! host builds: hand-written components whose every piece of mutable state
+//! a call can observe and then change, so that a state the reset missed
+//! shows in the next call's answer.
+
+use wasmtime::component::{Component, Instance, Linker};
+use wasmtime::{PoolingAllocationConfig, Store};
+
+/// A component whose `touch` reports, one bit each, whether it finds each
+/// piece of its state as instantiated, then changes all of it: a global,
+/// memory in its image and past it, the memory's size (and a page it grows
+/// into), its table's size and an element, a passive data and element
+/// segment (used, then dropped, when `drop` is set), and the component's
+/// own handle table (a resource it creates and never drops).
+const TOUCH: &str = r#"
+(component
+  (type $r (resource (rep i32)))
+  (core func $new (canon resource.new $r))
+  (core module $m
+    (import "" "new" (func $new (param i32) (result i32)))
+    (memory 1)
+    (global $g (mut i32) (i32.const 7))
+    (table $t 2 funcref)
+    (func $five (result i32) i32.const 5)
+    (elem (table $t) (i32.const 0) func $five)
+    (elem $passive func $five)
+    (data $passive_data "hello")
+    (data (i32.const 16) "\2a")
+    (func (export "touch") (param $drop i32) (result i32)
+      (local $seen i32)
+      (if (i32.eq (global.get $g) (i32.const 7))
+        (then (local.set $seen (i32.or (local.get $seen) (i32.const 1)))))
+      (if (i32.eq (i32.load8_u (i32.const 16)) (i32.const 42))
+        (then (local.set $seen (i32.or (local.get $seen) (i32.const 2)))))
+      (if (i32.eqz (i32.or (i32.load8_u (i32.const 100)) (i32.load8_u (i32.const 200))))
+        (then (local.set $seen (i32.or (local.get $seen) (i32.const 4)))))
+      (if (i32.eq (memory.size) (i32.const 1))
+        (then (local.set $seen (i32.or (local.get $seen) (i32.const 8)))))
+      (if (i32.eq (table.size $t) (i32.const 2))
+        (then (local.set $seen (i32.or (local.get $seen) (i32.const 16)))))
+      (if (ref.is_null (table.get $t (i32.const 1)))
+        (then (local.set $seen (i32.or (local.get $seen) (i32.const 32)))))
+      (if (i32.eq (call $new (i32.const 0)) (i32.const 1))
+        (then (local.set $seen (i32.or (local.get $seen) (i32.const 64)))))
+      (global.set $g (i32.add (global.get $g) (i32.const 1)))
+      (i32.store8 (i32.const 16) (i32.const 0))
+      (i32.store8 (i32.const 100) (i32.const 1))
+      (drop (memory.grow (i32.const 1)))
+      (if (i32.eqz (i32.load8_u (i32.const 65536)))
+        (then (local.set $seen (i32.or (local.get $seen) (i32.const 128)))))
+      (i32.store8 (i32.const 65536) (i32.const 9))
+      (drop (table.grow $t (ref.null func) (i32.const 1)))
+      (table.set $t (i32.const 1) (table.get $t (i32.const 0)))
+      (if (local.get $drop)
+        (then
+          (memory.init $passive_data (i32.const 200) (i32.const 0) (i32.const 5))
+          (data.drop $passive_data)
+          (table.init $t $passive (i32.const 2) (i32.const 0) (i32.const 1))
+          (elem.drop $passive)))
+      (local.get $seen))
+  )
+  (core instance $i (instantiate $m (with "" (instance (export "new" (func $new))))))
+  (func (export "touch") (param "drop" u32) (result u32) (canon lift (core func $i "touch")))
+)
+"#;
+
+/// Every bit of `touch`'s answer: all state as instantiated.
+const FRESH: u32 = 0xff;
+
+/// A component whose start function sets a global: `bump` answers the
+/// global, then sets it to 99.
+const START_SETS_A_GLOBAL: &str = r#"
+(component
+  (core module $m
+    (global $g (mut i32) (i32.const 0))
+    (func $start (global.set $g (i32.const 3)))
+    (start $start)
+    (func (export "bump") (result i32) (global.get $g) (global.set $g (i32.const 99)))
+  )
+  (core instance $i (instantiate $m))
+  (func (export "bump") (result u32) (canon lift (core func $i "bump")))
+)
+"#;
+
+/// A component whose start function writes its memory, which a reset to
+/// the memory's image would undo.
+const START_WRITES_MEMORY: &str = r#"
+(component
+  (core module $m
+    (memory 1)
+    (func $start (i32.store8 (i32.const 8) (i32.const 1)))
+    (start $start)
+    (func (export "bump") (result i32) (i32.load8_u (i32.const 8)))
+  )
+  (core instance $i (instantiate $m))
+  (func (export "bump") (result u32) (canon lift (core func $i "bump")))
+)
+"#;
+
+/// An instance of `wat` on the host's own engine, in a store whose epoch
+/// deadline never passes.
+fn instantiate(wat: &str) -> (Store<()>, Instance) {
+    assert!(
+        PoolingAllocationConfig::is_pagemap_scan_available(),
+        "the in-place reset needs PAGEMAP_SCAN (Linux 6.7+)"
+    );
+    let engine = super::new_engine(4).expect("engine");
+    let component =
+        Component::new(&engine, wat::parse_str(wat).expect("assemble")).expect("compile");
+    let mut store = Store::new(&engine, ());
+    store.set_epoch_deadline(u64::MAX);
+    let instance = Linker::new(&engine)
+        .instantiate(&mut store, &component)
+        .expect("instantiate");
+    (store, instance)
+}
+
+#[test]
+fn a_reset_instance_finds_every_piece_of_its_state_as_instantiated() {
+    let (mut store, instance) = instantiate(TOUCH);
+    let snapshot = instance.snapshot(&mut store).expect("resettable");
+    let touch = instance
+        .get_typed_func::<(u32,), (u32,)>(&mut store, "touch")
+        .expect("touch");
+    for call in 0..5 {
+        let (seen,) = touch.call(&mut store, (1,)).expect("no trap");
+        assert_eq!(seen, FRESH, "call {call}: {seen:#010b}");
+        snapshot.restore(&mut store).expect("restore");
+    }
+}
+
+/// The control for the test above: without the reset, `touch` sees what the
+/// call before it changed, so every bit it checks can tell.
+#[test]
+fn without_a_reset_the_next_call_sees_every_change() {
+    let (mut store, instance) = instantiate(TOUCH);
+    let touch = instance
+        .get_typed_func::<(u32,), (u32,)>(&mut store, "touch")
+        .expect("touch");
+    assert_eq!(touch.call(&mut store, (1,)).expect("first call").0, FRESH);
+    // Unchanged between calls: the page grown into (bit 7), which the
+    // second call finds already written only because memory stayed grown.
+    let (seen,) = touch.call(&mut store, (0,)).expect("second call");
+    assert_eq!(seen, 0, "{seen:#010b}");
+    // And the dropped data segment traps once used again.
+    assert!(touch.call(&mut store, (1,)).is_err());
+}
+
+#[test]
+fn a_reset_puts_back_what_the_start_function_left() {
+    let (mut store, instance) = instantiate(START_SETS_A_GLOBAL);
+    let snapshot = instance.snapshot(&mut store).expect("resettable");
+    let bump = instance
+        .get_typed_func::<(), (u32,)>(&mut store, "bump")
+        .expect("bump");
+    for _ in 0..3 {
+        assert_eq!(bump.call(&mut store, ()).expect("bump").0, 3);
+        snapshot.restore(&mut store).expect("restore");
+    }
+    assert_eq!(bump.call(&mut store, ()).expect("bump").0, 3);
+    assert_eq!(bump.call(&mut store, ()).expect("bump").0, 99);
+}
+
+#[test]
+fn an_instance_whose_start_function_wrote_its_memory_is_not_resettable() {
+    let (mut store, instance) = instantiate(START_WRITES_MEMORY);
+    let err = instance.snapshot(&mut store).err().expect("refused");
+    assert!(
+        format!("{err:#}").contains("is not as its image after instantiation"),
+        "{err:#}"
+    );
+}

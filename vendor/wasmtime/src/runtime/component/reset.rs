@@ -1,0 +1,114 @@
+//! wasmhost patch (see vendor/wasmtime/WASMHOST.md): putting a component
+//! instance back, in place, to the state instantiation left it in, so that
+//! one instance serves request after request with a fresh instance's state
+//! and without the cost of instantiating and freeing one each time.
+//!
+//! [`Instance::snapshot`] copies that state right after instantiation, and
+//! refuses instances whose state cannot be put back exactly (see
+//! `vm/instance/reset.rs`). [`InstanceSnapshot::restore`] puts it back:
+//! every core instance's memories (to their images, by `PAGEMAP_SCAN`),
+//! tables, globals and segments, and the component's own context and handle
+//! tables. What lives outside the instance is the embedder's to reset: its
+//! store data (host resources, WASI state), fuel and epoch deadline.
+
+use crate::component::Instance;
+use crate::prelude::*;
+use crate::runtime::vm::CoreSnapshot;
+use crate::store::{InstanceId, StoreId};
+use crate::AsContextMut;
+use core::mem::MaybeUninit;
+use wasmtime_environ::{MemoryKind, MemoryTunables};
+
+/// A component instance's state right after instantiation, to put back with
+/// [`InstanceSnapshot::restore`].
+pub struct InstanceSnapshot {
+    store: StoreId,
+    instance: Instance,
+    vmctx: Box<[MaybeUninit<u8>]>,
+    cores: Vec<(InstanceId, CoreSnapshot)>,
+}
+
+// SAFETY: the raw pointers a snapshot holds (function references in tables,
+// globals and segments) point into its own store's instances, and are only
+// written back into that store, which is itself `Send` and `Sync`.
+unsafe impl Send for InstanceSnapshot {}
+// SAFETY: see above; a shared snapshot is only read.
+unsafe impl Sync for InstanceSnapshot {}
+
+impl Instance {
+    /// Copies this instance's state, for [`InstanceSnapshot::restore`] to put
+    /// back after each use. Must be called right after instantiation, before
+    /// anything runs in the instance.
+    ///
+    /// Fails, saying why, unless every memory is a pooled one holding
+    /// exactly its image after instantiation (no start function or
+    /// instantiation-time data segment wrote to it), every table is a pooled
+    /// funcref table, and the engine has a pooling allocator and a kernel
+    /// with `PAGEMAP_SCAN`.
+    pub fn snapshot(&self, mut store: impl AsContextMut) -> Result<InstanceSnapshot> {
+        let store = store.as_context_mut().0;
+        self.id().assert_belongs_to(store.id());
+        let engine = store.engine().clone();
+        let Some(pooling) = engine.allocator().as_pooling() else {
+            bail!("instances are reset in place only with the pooling allocator");
+        };
+        let Some(pagemap) = pooling.in_place_reset_params().0 else {
+            bail!("instances are reset in place only where the kernel has PAGEMAP_SCAN");
+        };
+        let component = self.id().get(store);
+        let vmctx = component.snapshot_vmctx();
+        let ids: Vec<InstanceId> = component.core_instances().collect();
+        let mut cores = Vec::with_capacity(ids.len());
+        for id in ids {
+            cores.push((id, store.instance(id).snapshot(pagemap)?));
+        }
+        Ok(InstanceSnapshot {
+            store: store.id(),
+            instance: *self,
+            vmctx,
+            cores,
+        })
+    }
+}
+
+impl InstanceSnapshot {
+    /// Puts the instance back to the state this snapshot copied.
+    ///
+    /// Call it only after a call into the instance returned normally: an
+    /// instance that trapped (the store says so) is refused.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `store` is not the store of the snapshot's instance.
+    pub fn restore(&self, mut store: impl AsContextMut) -> Result<()> {
+        let store = store.as_context_mut().0;
+        assert!(
+            store.id() == self.store,
+            "a snapshot is restored into its own store"
+        );
+        if store.trapped() {
+            bail!("an instance that trapped is not reset");
+        }
+        let engine = store.engine().clone();
+        let Some(pooling) = engine.allocator().as_pooling() else {
+            bail!("instances are reset in place only with the pooling allocator");
+        };
+        let (pagemap, keep_resident) = pooling.in_place_reset_params();
+        let tunables = MemoryTunables::new(engine.tunables(), MemoryKind::LinearMemory);
+        for (id, core) in &self.cores {
+            // SAFETY: the snapshot was taken from this instance of this
+            // store, and holding the store mutably means nothing runs in it.
+            unsafe {
+                store
+                    .instance_mut(*id)
+                    .restore(core, pagemap, keep_resident, &tunables)?;
+            }
+        }
+        let (component, counter) = store
+            .store_data_mut()
+            .instance_and_handle_counter(self.instance.id().instance());
+        // SAFETY: as above.
+        unsafe { component.restore_in_place(&self.vmctx, counter) };
+        Ok(())
+    }
+}
