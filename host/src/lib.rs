@@ -13,7 +13,8 @@
 //! - [`front`]: the request path. `workers` runs one thread per core, each
 //!   with its own socket; there `listener` accepts connections, `handler`
 //!   routes a request to its project's current version, `invoke` runs it in
-//!   a fresh instance (moving guests that keep computing to the `slow_lane`).
+//!   on a fresh instance's state (moving guests that keep computing to the
+//!   `slow_lane`).
 //! - [`swap`]: the change pipeline: read → prepare ([`swap::compiler`],
 //!   [`swap::cache`]) → validate → swap → drain, and persist for deploys.
 //! - [`model`]: what a project is: manifest, discovery, project, version,

@@ -246,6 +246,31 @@ async fn a_full_instance_pool_is_503_with_retry_after_and_counted() {
     assert_eq!(host.get("/slow?ms=1").await.status, StatusCode::OK);
 }
 
+/// Instances kept idle between requests (reset in place, the default) give
+/// their pool slots back when another project needs one: with room for one
+/// instance, a request to `b` right after one to `a` is served, not 503,
+/// though `a` would keep its instance for ten minutes.
+#[tokio::test]
+async fn idle_instances_give_their_slots_back_to_a_full_pool() {
+    let host = TestHost::new()
+        .project("a", guests::HELLO)
+        .project("b", guests::HELLO)
+        .manifest("a", "[instances]\nidle_timeout = \"10m\"\n")
+        .arg("--max-instances")
+        .arg("1")
+        .spawn();
+    assert_eq!(host.get("/a").await.status, StatusCode::OK);
+    host.wait_for_project("a", "its instance kept idle", |a| {
+        a["versions"][0]["idle_instances"] == 1
+    })
+    .await;
+    let b = host.get("/b").await;
+    assert_eq!(b.status, StatusCode::OK, "{}", b.text());
+    let a = host.admin_project("a").await;
+    assert_eq!(a["versions"][0]["idle_instances"], 0, "{a:#}");
+    assert_eq!(host.admin_project("b").await["stats"]["pool_exhausted"], 0);
+}
+
 /// Sends a chunked POST of `chunks` × `size` bytes over a raw socket and
 /// returns the status code of the answer.
 async fn chunked_post(addr: std::net::SocketAddr, path: &str, chunks: usize, size: usize) -> u16 {

@@ -143,6 +143,7 @@ impl ProjectView {
                 "outbound_denied": stats.outbound_denied.count(),
                 "guest_log_dropped": stats.guest_log.dropped(),
                 "reused": count(&stats.reused),
+                "reset": count(&stats.reset),
                 "slowed": count(&stats.slowed),
                 "requests": stats.requests.total(),
                 // Cumulative counts by upper bound in seconds (null: +Inf),

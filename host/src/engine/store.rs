@@ -131,7 +131,9 @@ pub(crate) struct Guest<'a> {
 }
 
 impl RequestState {
-    fn new(guest: Guest<'_>) -> Self {
+    /// The state a request starts with: on a new store, or on an instance
+    /// just reset in place.
+    pub(crate) fn new(guest: Guest<'_>) -> Self {
         let Guest {
             project,
             version,

@@ -1,6 +1,7 @@
-//! One request into one instance of a project's version: build the
-//! per-request [`Store`] and instantiate from the `ProxyPre` (or take an idle
-//! instance, for projects that reuse them: `engine/instances.rs`), call
+//! One request into one instance of a project's version: take an idle
+//! instance (reset in place after its last request, or kept as is for
+//! projects that reuse them: `engine/instances.rs`) or build a [`Store`] and
+//! instantiate from the `ProxyPre`, call
 //! `wasi:http/incoming-handler.handle`, and hand back the response head as soon
 //! as the guest sets it while the body keeps streaming.
 
@@ -14,11 +15,13 @@ use hyper::header::HeaderValue;
 use hyper::http::uri::{PathAndQuery, Uri};
 use hyper::{Request, Response, header};
 use wasmtime::Store;
+use wasmtime::component::InstanceSnapshot;
 use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::engine::instances::Reusable;
+use crate::engine::instances::{Reusable, release_idle_everywhere};
 use crate::engine::store::{self, DeadlineExceeded, DrainDeadlineExceeded, Guest, RequestState};
 use crate::engine::ticker::GuestRunning;
 use crate::front::body_limit::{LimitedBody, declared_length};
@@ -26,25 +29,79 @@ use crate::front::error::InvokeError;
 use crate::front::slow_lane;
 use crate::model::version::{InFlight, Stats, Version};
 
-/// A store for one request on `version`, with its deadline, memory limit,
+/// What one request on `version` runs with: its deadline, memory limit,
 /// environment and output streams (tagged with `request_id`).
+fn guest<'a>(version: &'a Version, request_id: &HeaderValue) -> Guest<'a> {
+    Guest {
+        project: version.project.clone(),
+        version: version.number,
+        env: &version.run.env,
+        memory: version.run.memory,
+        timeout: version.run.request_timeout,
+        stop: version.stop_signal(),
+        outbound: version.run.outbound.clone(),
+        forbidden: version.run.forbidden_outbound.clone(),
+        denials: version.stats().outbound_denied.clone(),
+        request_id: request_id.clone(),
+        log: (version.stats().guest_log.clone(), version.run.log_rate),
+    }
+}
+
+/// A store for one request on `version`.
 fn new_store(version: &Version, request_id: &HeaderValue) -> Store<RequestState> {
-    store::new_store(
-        version.build.pre.engine(),
-        Guest {
-            project: version.project.clone(),
-            version: version.number,
-            env: &version.run.env,
-            memory: version.run.memory,
-            timeout: version.run.request_timeout,
-            stop: version.stop_signal(),
-            outbound: version.run.outbound.clone(),
-            forbidden: version.run.forbidden_outbound.clone(),
-            denials: version.stats().outbound_denied.clone(),
-            request_id: request_id.clone(),
-            log: (version.stats().guest_log.clone(), version.run.log_rate),
-        },
-    )
+    store::new_store(version.build.pre.engine(), guest(version, request_id))
+}
+
+/// Instantiates `version` in `store`. If the instance pool is full, idle
+/// instances (of any version) give their slots back and it tries once more.
+async fn instantiate(
+    version: &Version,
+    store: &mut Store<RequestState>,
+) -> wasmtime::Result<(Proxy, Option<InstanceSnapshot>)> {
+    match instantiate_once(version, store).await {
+        Err(err)
+            if err
+                .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                .is_some()
+                && release_idle_everywhere() > 0 =>
+        {
+            instantiate_once(version, store).await
+        }
+        done => done,
+    }
+}
+
+/// Instantiates `version` in `store`. When the version resets its
+/// instances in place, also copies the new instance's state for that; the
+/// first instance that cannot be reset turns resetting off for the version,
+/// which says why once.
+async fn instantiate_once(
+    version: &Version,
+    store: &mut Store<RequestState>,
+) -> wasmtime::Result<(Proxy, Option<InstanceSnapshot>)> {
+    let build = &version.build;
+    if !version.instances.resets() {
+        return Ok((build.pre.instantiate_async(&mut *store).await?, None));
+    }
+    let instance = build
+        .pre
+        .instance_pre()
+        .instantiate_async(&mut *store)
+        .await?;
+    let proxy = build.indices.load(&mut *store, &instance)?;
+    match instance.snapshot(&mut *store) {
+        Ok(snapshot) => Ok((proxy, Some(snapshot))),
+        Err(why) => {
+            if version.instances.cannot_reset() {
+                tracing::info!(
+                    project = &*version.project,
+                    version = version.number,
+                    "instances are instantiated per request, not reset in place: {why:#}"
+                );
+            }
+            Ok((proxy, None))
+        }
+    }
 }
 
 /// Instantiates `version` once without calling it, so a component that traps
@@ -67,7 +124,7 @@ pub async fn trial_instantiate(version: &Version) -> Result<(), String> {
     match tokio::time::timeout(version.run.request_timeout, run).await {
         Ok(finished) => {
             finished.output.map_err(describe_trap)?;
-            // Every request on a fresh instance instantiates first, so this
+            // A request on a new instance instantiates first, so this
             // is where its typical compute time starts, rather than at zero:
             // from zero, the first requests to a Python or JavaScript
             // version moved to the slow lane after 2 ms, and on a busy
@@ -138,17 +195,21 @@ where
     }
 
     let timeout = version.run.request_timeout;
-    let (mut store, proxy, served) = match version.instances.take() {
+    let (mut store, kept, served) = match version.instances.take() {
         Some(Reusable {
             mut store,
             proxy,
             served,
+            snapshot,
             ..
         }) => {
-            Stats::bump(&version.stats().reused);
+            Stats::bump(match snapshot {
+                Some(_) => &version.stats().reset,
+                None => &version.stats().reused,
+            });
             store.data_mut().restart(timeout, request_id.clone());
             store.set_epoch_deadline(1);
-            (store, Some(proxy), served)
+            (store, Some((proxy, snapshot)), served)
         }
         None => (new_store(&version, request_id), None, 0),
     };
@@ -167,7 +228,6 @@ where
         .new_response_outparam(sender)
         .map_err(host_error)?;
 
-    let pre = version.build.pre.clone();
     let cut_off = exceeded.clone();
     let id = request_id.clone();
     let task = tokio::spawn(async move {
@@ -175,18 +235,19 @@ where
         let hog_after = slow_lane::hog_after(version.compute.get());
         let clock = slow_lane::Clock::for_threshold(hog_after);
         let slowed = &version.stats().slowed;
+        let instantiating = version.clone();
         let run = slow_lane::run(
             async move {
                 let _running = GuestRunning::start();
-                let proxy = match proxy {
-                    Some(proxy) => proxy,
-                    None => pre.instantiate_async(&mut store).await?,
+                let (proxy, snapshot) = match kept {
+                    Some(kept) => kept,
+                    None => instantiate(&instantiating, &mut store).await?,
                 };
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, guest_request, out)
                     .await?;
-                Ok((store, proxy))
+                Ok((store, proxy, snapshot))
             },
             hog_after,
             clock,
@@ -252,7 +313,17 @@ where
             ),
             Ok(_) => {}
         }
-        let (mut store, proxy) = result?;
+        let (mut store, proxy, snapshot) = result?;
+        // Only an instance whose request ended cleanly serves again: one
+        // that trapped, timed out, was interrupted or had its body cut off
+        // at the limit is dropped, above or here.
+        if cut_off.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if let Some(snapshot) = snapshot {
+            keep_reset(version, store, proxy, served, snapshot);
+            return Ok(());
+        }
         // A response the guest dropped ends its connection on the
         // connection task's next turn: let those tasks run before the
         // instance is judged (only when the guest made outgoing requests).
@@ -262,17 +333,12 @@ where
             }
             tokio::task::yield_now().await;
         }
-        // Only an instance whose request ended cleanly serves again: one
-        // that trapped, timed out, was interrupted, had its body cut off at
-        // the limit or kept any of the request's resources is dropped, above
-        // or here (dropping it ends whatever it kept).
-        if version.instances.enabled()
-            && !cut_off.load(Ordering::Acquire)
-            && !store.data_mut().request_left_over()
-        {
+        // Kept as is, an instance that kept any of the request's resources
+        // is dropped too (dropping it ends whatever it kept).
+        if version.instances.keeps_state() && !store.data_mut().request_left_over() {
             version
                 .instances
-                .put(Reusable::new(store, proxy, served + 1));
+                .put(Reusable::new(store, proxy, served + 1, None));
         }
         Ok(())
     });
@@ -289,6 +355,33 @@ where
         }
         failed => failed,
     }
+}
+
+/// Resets an instance whose request ended cleanly to its state as
+/// instantiated, gives it new host state (which drops every resource the
+/// request left: a response body the guest never finished ends cut off, as
+/// when a fresh instance is freed), and keeps it for the next request. An
+/// instance the reset refuses is dropped.
+fn keep_reset(
+    version: &Arc<Version>,
+    mut store: Store<RequestState>,
+    proxy: Proxy,
+    served: u32,
+    snapshot: InstanceSnapshot,
+) {
+    if let Err(err) = snapshot.restore(&mut store) {
+        tracing::debug!(
+            project = &*version.project,
+            version = version.number,
+            "instance not reset: {err:#}"
+        );
+        return;
+    }
+    let placeholder = HeaderValue::from_static("between-requests");
+    *store.data_mut() = RequestState::new(guest(version, &placeholder));
+    version
+        .instances
+        .put(Reusable::new(store, proxy, served + 1, Some(snapshot)));
 }
 
 /// Logs, naming project and version, when a response body ends in an error

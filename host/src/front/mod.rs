@@ -1,6 +1,6 @@
 //! The request path: accept a connection on one of the request workers,
-//! route each request to a project, and run it in a fresh instance of that
-//! project's current version.
+//! route each request to a project, and run it on a fresh instance's state of
+//! that project's current version.
 
 pub(crate) mod affinity;
 pub(crate) mod body_limit;

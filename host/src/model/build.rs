@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::{ProxyIndices, ProxyPre};
 
 use crate::engine::store::RequestState;
 
@@ -15,6 +15,11 @@ use crate::engine::store::RequestState;
 pub struct Build {
     /// Pre-instantiated proxy: per-request instantiation skips all import resolution.
     pub(crate) pre: ProxyPre<RequestState>,
+    /// Where the proxy's exports are, for binding an instance made from
+    /// `pre`'s component directly (instances reset in place need the
+    /// component instance itself, which `ProxyPre::instantiate_async`
+    /// does not return).
+    pub(crate) indices: ProxyIndices,
     /// Lowercase hex sha256 of the component bytes: the build's identity.
     pub digest: String,
     /// The component bytes, so a rollback can write them back to disk.

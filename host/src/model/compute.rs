@@ -18,7 +18,7 @@ pub(crate) struct TypicalCompute {
 
 impl TypicalCompute {
     /// Sets a first estimate before any request ran (the version's trial
-    /// instantiation, which every request on a fresh instance repeats),
+    /// instantiation, which every request on a new instance repeats),
     /// capped at `at_most`. The first request that succeeds replaces it, so
     /// a cheap instantiation does not slow the mean's rise for requests that
     /// compute for long, and a guest whose instantiation is heavy but whose

@@ -120,11 +120,14 @@ pub struct Limits {
 /// How a project's instances are used: `[instances]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Instances {
-    /// How many requests one instance serves, one after another, never two
-    /// at once. 1, the default, is a fresh instance per request: nothing a
-    /// request leaves in the guest's memory is seen by the next.
+    /// How many requests one instance serves with its state kept, one after
+    /// another, never two at once. 1, the default, gives every request a
+    /// fresh instance's state (an instance reset in place after each,
+    /// `engine/instances.rs`): nothing a request leaves in the guest's
+    /// memory is seen by the next.
     pub(crate) reuse: u32,
-    /// How long an instance kept for reuse may sit idle before it is dropped.
+    /// How long an instance kept between requests may sit idle before it is
+    /// dropped.
     pub(crate) idle_timeout: Duration,
 }
 

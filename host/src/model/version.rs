@@ -127,6 +127,9 @@ pub struct Stats {
     /// Requests served by an instance kept from an earlier request
     /// (`[instances] reuse`).
     pub(crate) reused: AtomicU64,
+    /// Requests served by an instance reset in place after an earlier
+    /// request (the default; `engine/instances.rs`).
+    pub(crate) reset: AtomicU64,
     /// Requests that computed past their threshold and moved to the slow
     /// lane (`front/slow_lane.rs`), whether or not they then finished.
     pub(crate) slowed: AtomicU64,
@@ -202,6 +205,7 @@ impl Stats {
             overloaded: AtomicU64::default(),
             pool_exhausted: AtomicU64::default(),
             reused: AtomicU64::default(),
+            reset: AtomicU64::default(),
             slowed: AtomicU64::default(),
             outbound_denied: Arc::default(),
             guest_log: Arc::default(),
@@ -289,7 +293,7 @@ impl Version {
         stats: Arc<Stats>,
         events: Events,
     ) -> Self {
-        let instances = Arc::new(IdleInstances::new(run.reuse, run.idle_timeout));
+        let instances = IdleInstances::new(run.reuse, run.idle_timeout);
         Self {
             project,
             number,

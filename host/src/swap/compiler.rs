@@ -15,7 +15,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::Semaphore;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::{ProxyIndices, ProxyPre};
 
 use crate::engine::store::RequestState;
 use crate::model::build::Build;
@@ -168,9 +168,11 @@ impl Compiler {
             reason: format!("{err:#}"),
         };
         let instance_pre = self.linker.instantiate_pre(&component).map_err(link)?;
+        let indices = ProxyIndices::new(&instance_pre).map_err(link)?;
         let pre = ProxyPre::new(instance_pre).map_err(link)?;
         Ok(Build {
             pre,
+            indices,
             digest,
             bytes,
             compile_time: started.elapsed(),
