@@ -4,7 +4,9 @@
 //! a call can observe and then change, so that a state the reset missed
 //! shows in the next call's answer.
 
-use wasmtime::component::{Component, Instance, Linker};
+use std::sync::{Arc, Mutex};
+
+use wasmtime::component::{Component, Instance, InstanceSnapshot, Linker};
 use wasmtime::{PoolingAllocationConfig, Store};
 
 /// A component whose `touch` reports, one bit each, whether it finds each
@@ -98,9 +100,52 @@ const START_WRITES_MEMORY: &str = r#"
 )
 "#;
 
+/// A component whose start function makes a handle of its own resource and
+/// keeps it in a global: a reset, which empties the handle tables, would
+/// leave the global naming a handle that is gone.
+const START_MAKES_A_HANDLE: &str = r#"
+(component
+  (type $r (resource (rep i32)))
+  (core func $new (canon resource.new $r))
+  (core module $m
+    (import "" "new" (func $new (param i32) (result i32)))
+    (global $h (mut i32) (i32.const 0))
+    (func $start (global.set $h (call $new (i32.const 0))))
+    (start $start)
+    (func (export "bump") (result i32) (global.get $h))
+  )
+  (core instance $i (instantiate $m (with "" (instance (export "new" (func $new))))))
+  (func (export "bump") (result u32) (canon lift (core func $i "bump")))
+)
+"#;
+
+/// A component whose `run` sets a global, then calls the host's `reset`
+/// import, then answers the global.
+const CALLS_THE_HOST: &str = r#"
+(component
+  (import "reset" (func $reset))
+  (core func $reset (canon lower (func $reset)))
+  (core module $m
+    (import "" "reset" (func $reset))
+    (global $g (mut i32) (i32.const 0))
+    (func (export "run") (result i32)
+      (global.set $g (i32.const 5))
+      (call $reset)
+      (global.get $g))
+  )
+  (core instance $i (instantiate $m (with "" (instance (export "reset" (func $reset))))))
+  (func (export "run") (result u32) (canon lift (core func $i "run")))
+)
+"#;
+
 /// An instance of `wat` on the host's own engine, in a store whose epoch
 /// deadline never passes.
 fn instantiate(wat: &str) -> (Store<()>, Instance) {
+    instantiate_with(wat, |_| {})
+}
+
+/// `instantiate`, with `link` adding the host functions `wat` imports.
+fn instantiate_with(wat: &str, link: impl FnOnce(&mut Linker<()>)) -> (Store<()>, Instance) {
     assert!(
         PoolingAllocationConfig::is_pagemap_scan_available(),
         "the in-place reset needs PAGEMAP_SCAN (Linux 6.7+)"
@@ -110,7 +155,9 @@ fn instantiate(wat: &str) -> (Store<()>, Instance) {
         Component::new(&engine, wat::parse_str(wat).expect("assemble")).expect("compile");
     let mut store = Store::new(&engine, ());
     store.set_epoch_deadline(u64::MAX);
-    let instance = Linker::new(&engine)
+    let mut linker = Linker::new(&engine);
+    link(&mut linker);
+    let instance = linker
         .instantiate(&mut store, &component)
         .expect("instantiate");
     (store, instance)
@@ -165,9 +212,46 @@ fn a_reset_puts_back_what_the_start_function_left() {
 #[test]
 fn an_instance_whose_start_function_wrote_its_memory_is_not_resettable() {
     let (mut store, instance) = instantiate(START_WRITES_MEMORY);
-    let err = instance.snapshot(&mut store).err().expect("refused");
+    let err = instance.snapshot(&mut store).expect_err("refused");
     assert!(
         format!("{err:#}").contains("is not as its image after instantiation"),
         "{err:#}"
     );
+}
+
+#[test]
+fn an_instance_whose_start_function_made_a_handle_is_not_resettable() {
+    let (mut store, instance) = instantiate(START_MAKES_A_HANDLE);
+    let err = instance.snapshot(&mut store).expect_err("refused");
+    assert!(format!("{err:#}").contains("left handles"), "{err:#}");
+}
+
+/// `restore` called from inside a call (here, by a host function the guest
+/// calls) would pull the instance's state from under the running guest:
+/// it is refused, and the guest goes on with its state untouched.
+#[test]
+fn a_reset_while_a_call_is_under_way_is_refused() {
+    type Shared<T> = Arc<Mutex<Option<T>>>;
+    let snapshot: Shared<InstanceSnapshot> = Shared::default();
+    let refusal: Shared<String> = Shared::default();
+    let (in_host, said) = (snapshot.clone(), refusal.clone());
+    let (mut store, instance) = instantiate_with(CALLS_THE_HOST, move |linker| {
+        linker
+            .root()
+            .func_wrap("reset", move |mut store, (): ()| {
+                let snapshot = in_host.lock().expect("lock");
+                let taken = snapshot.as_ref().expect("taken");
+                let err = taken.restore(&mut store).expect_err("refused");
+                *said.lock().expect("lock") = Some(format!("{err:#}"));
+                Ok(())
+            })
+            .expect("link reset");
+    });
+    *snapshot.lock().expect("lock") = Some(instance.snapshot(&mut store).expect("resettable"));
+    let run = instance
+        .get_typed_func::<(), (u32,)>(&mut store, "run")
+        .expect("run");
+    assert_eq!(run.call(&mut store, ()).expect("run").0, 5);
+    let refusal = refusal.lock().expect("lock").clone().expect("reset tried");
+    assert!(refusal.contains("call under way"), "{refusal}");
 }

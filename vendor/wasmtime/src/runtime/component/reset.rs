@@ -28,6 +28,14 @@ pub struct InstanceSnapshot {
     cores: Vec<(InstanceId, CoreSnapshot)>,
 }
 
+impl core::fmt::Debug for InstanceSnapshot {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("InstanceSnapshot")
+            .field("core_instances", &self.cores.len())
+            .finish_non_exhaustive()
+    }
+}
+
 // SAFETY: the raw pointers a snapshot holds (function references in tables,
 // globals and segments) point into its own store's instances, and are only
 // written back into that store, which is itself `Send` and `Sync`.
@@ -43,8 +51,13 @@ impl Instance {
     /// Fails, saying why, unless every memory is a pooled one holding
     /// exactly its image after instantiation (no start function or
     /// instantiation-time data segment wrote to it), every table is a pooled
-    /// funcref table, and the engine has a pooling allocator and a kernel
-    /// with `PAGEMAP_SCAN`.
+    /// funcref table, the handle tables are empty, and the engine has a
+    /// pooling allocator and a kernel with `PAGEMAP_SCAN`.
+    ///
+    /// What a start function left in globals or tables is put back as it
+    /// left it, at every reset: a value it drew (from a clock, from host
+    /// entropy) stays the same for every use of the instance, where a new
+    /// instance would draw again.
     pub fn snapshot(&self, mut store: impl AsContextMut) -> Result<InstanceSnapshot> {
         let store = store.as_context_mut().0;
         self.id().assert_belongs_to(store.id());
@@ -56,6 +69,11 @@ impl Instance {
             bail!("instances are reset in place only where the kernel has PAGEMAP_SCAN");
         };
         let component = self.id().get(store);
+        // Emptied at each reset: a handle made at instantiation (by a start
+        // function) would be lost, and the next handles numbered otherwise.
+        if !component.handle_tables_empty() {
+            bail!("instantiation left handles in the component's handle tables");
+        }
         let vmctx = component.snapshot_vmctx();
         let ids: Vec<InstanceId> = component.core_instances().collect();
         let mut cores = Vec::with_capacity(ids.len());
@@ -75,7 +93,7 @@ impl InstanceSnapshot {
     /// Puts the instance back to the state this snapshot copied.
     ///
     /// Call it only after a call into the instance returned normally: an
-    /// instance that trapped (the store says so) is refused.
+    /// instance that trapped, or with a call still under way, is refused.
     ///
     /// # Panics
     ///
@@ -88,6 +106,11 @@ impl InstanceSnapshot {
         );
         if store.trapped() {
             bail!("an instance that trapped is not reset");
+        }
+        // A call still under way (a host import calling this, or a call that
+        // failed without leaving its scope) may have wasm on the stack.
+        if store.current_scope_id_not_concurrent()?.is_some() {
+            bail!("an instance with a call under way is not reset");
         }
         let engine = store.engine().clone();
         let Some(pooling) = engine.allocator().as_pooling() else {

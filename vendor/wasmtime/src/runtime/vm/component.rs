@@ -404,6 +404,14 @@ impl ComponentInstance {
         unsafe { core::ptr::copy_nonoverlapping(saved.as_ptr(), vmctx, saved.len()) };
     }
 
+    /// wasmhost patch: whether every handle table is empty, as in a new
+    /// instance before anything ran in it.
+    pub(crate) fn handle_tables_empty(&self) -> bool {
+        self.instance_states
+            .values()
+            .all(|state| state.handle_table.is_empty())
+    }
+
     /// wasmhost patch: the core instances this component instance made.
     pub(crate) fn core_instances(&self) -> impl Iterator<Item = InstanceId> + '_ {
         self.instances.values().copied()

@@ -712,13 +712,20 @@ impl MemoryImageSlot {
                 iov_len: len,
             });
         })?;
-        if !released.is_empty() {
-            // SAFETY: the regions lie inside this slot, in which nothing
-            // runs during the reset.
-            unsafe { vm::decommit_pages(&released)? };
-        }
         let image = self.image.clone();
-        self.instantiate(size_bytes, image.as_ref(), ty, memory_tunables)
+        // SAFETY: the regions lie inside this slot, in which nothing runs
+        // during the reset.
+        let reset = match released.is_empty() {
+            true => Ok(()),
+            false => unsafe { vm::decommit_pages(&released) }.map_err(Error::from),
+        }
+        .and_then(|()| self.instantiate(size_bytes, image.as_ref(), ty, memory_tunables));
+        if reset.is_err() {
+            // Half reset: the instance is dropped, and freeing the slot must
+            // reset it again (it asserts the slot is dirty).
+            self.dirty = true;
+        }
+        reset
     }
 
     fn set_protection(&self, range: Range<HostAlignedByteCount>, readwrite: bool) -> Result<()> {

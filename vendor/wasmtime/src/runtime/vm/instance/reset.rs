@@ -21,7 +21,7 @@ use core::mem::MaybeUninit;
 use core::ops::Range;
 use core::pin::Pin;
 use core::ptr;
-use wasmtime_environ::{DefinedMemoryIndex, DefinedTableIndex, MemoryTunables};
+use wasmtime_environ::{DefinedMemoryIndex, DefinedTableIndex, MemoryTunables, PtrSize};
 
 /// One core instance's state right after instantiation.
 pub(crate) struct CoreSnapshot {
@@ -85,6 +85,16 @@ impl Instance {
         }
         let offsets = self.offsets();
         let size = usize::try_from(offsets.size_of_vmctx())?;
+        // The function references (and the start-up function's) are the one
+        // part of the context skipped; check that nothing else lies between
+        // them and the data segment bases that follow, should the layout
+        // ever change.
+        let refs = offsets.num_escaped_funcs + u32::from(offsets.has_startup_func);
+        let refs_end = offsets.vmctx_func_refs_begin()
+            + refs * u32::from(offsets.ptr.vm_func_ref().size());
+        if refs_end != offsets.vmctx_runtime_data_bases_begin() {
+            bail!("{name}: unexpected VMContext layout around its function references");
+        }
         let func_refs = usize::try_from(offsets.vmctx_func_refs_begin())?
             ..usize::try_from(offsets.vmctx_runtime_data_bases_begin())?;
         let mut vmctx = vec![MaybeUninit::<u8>::uninit(); size].into_boxed_slice();
