@@ -246,16 +246,15 @@ async fn a_full_instance_pool_is_503_with_retry_after_and_counted() {
     assert_eq!(host.get("/slow?ms=1").await.status, StatusCode::OK);
 }
 
-/// Instances kept idle between requests (reset in place, the default) give
-/// their pool slots back when another project needs one: with room for one
-/// instance, a request to `b` right after one to `a` is served, not 503,
-/// though `a` would keep its instance for ten minutes.
-#[tokio::test]
-async fn idle_instances_give_their_slots_back_to_a_full_pool() {
+/// A host with room for one instance, serving `a` and `b` (hello), both
+/// keeping an idle instance for ten minutes, with `a`'s instance idle.
+async fn one_slot_held_by_an_idle_instance_of_a() -> crate::harness::RunningHost {
+    let keep = "[instances]\nidle_timeout = \"10m\"\n";
     let host = TestHost::new()
         .project("a", guests::HELLO)
+        .manifest("a", keep)
         .project("b", guests::HELLO)
-        .manifest("a", "[instances]\nidle_timeout = \"10m\"\n")
+        .manifest("b", keep)
         .arg("--max-instances")
         .arg("1")
         .spawn();
@@ -264,11 +263,46 @@ async fn idle_instances_give_their_slots_back_to_a_full_pool() {
         a["versions"][0]["idle_instances"] == 1
     })
     .await;
+    host
+}
+
+/// Instances kept idle between requests (reset in place, the default) give
+/// their pool slots back when another project needs one: a request to `b`
+/// is served, not 503, though `a` would keep its instance for ten minutes.
+/// `b`'s instance, made on a second try in a store that may still hold
+/// slots from the first, is not kept: the pool is empty again after it.
+#[tokio::test]
+async fn idle_instances_give_their_slots_back_to_a_full_pool() {
+    let host = one_slot_held_by_an_idle_instance_of_a().await;
     let b = host.get("/b").await;
     assert_eq!(b.status, StatusCode::OK, "{}", b.text());
     let a = host.admin_project("a").await;
     assert_eq!(a["versions"][0]["idle_instances"], 0, "{a:#}");
     assert_eq!(host.admin_project("b").await["stats"]["pool_exhausted"], 0);
+    eventually("no instance alive", || async {
+        let text = host.admin_get("/metrics").await.text();
+        let samples = crate::observe::samples(&text);
+        match crate::observe::value(&samples, "wasmhost_instances_in_use", &[]) {
+            Some(0.0) => Ok(()),
+            other => Err(format!("{other:?} instances in use")),
+        }
+    })
+    .await;
+}
+
+/// A deploy's trial instantiation gets the slots idle instances hold too,
+/// rather than refusing the deploy while the pool is full of them.
+#[tokio::test]
+async fn a_deploy_is_not_refused_because_idle_instances_fill_the_pool() {
+    let host = one_slot_held_by_an_idle_instance_of_a().await;
+    let hello = std::fs::read(guests::HELLO).expect("hello");
+    let reply = send(
+        host.admin,
+        crate::harness::admin_request("PUT", "/projects/c", hello),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(host.get("/c").await.status, StatusCode::OK);
 }
 
 /// Sends a chunked POST of `chunks` × `size` bytes over a raw socket and

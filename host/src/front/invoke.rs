@@ -52,20 +52,35 @@ fn new_store(version: &Version, request_id: &HeaderValue) -> Store<RequestState>
     store::new_store(version.build.pre.engine(), guest(version, request_id))
 }
 
+/// What becomes of an instance once its request ended cleanly.
+enum Keep {
+    /// Reset in place to this state, and kept for the next request.
+    Reset(InstanceSnapshot),
+    /// Kept as it is, if the project reuses instances (`reuse` > 1).
+    AsIs,
+    /// Dropped.
+    Never,
+}
+
+/// Whether instantiating failed because the instance pool is full.
+fn pool_full(err: &wasmtime::Error) -> bool {
+    err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+}
+
 /// Instantiates `version` in `store`. If the instance pool is full, idle
 /// instances (of any version) give their slots back and it tries once more.
+/// An instance made on that second try is never kept: its store still holds
+/// whatever the failed try had set up, slots of the pool included, which
+/// must go back when this request ends.
 async fn instantiate(
     version: &Version,
     store: &mut Store<RequestState>,
-) -> wasmtime::Result<(Proxy, Option<InstanceSnapshot>)> {
+) -> wasmtime::Result<(Proxy, Keep)> {
     match instantiate_once(version, store).await {
-        Err(err)
-            if err
-                .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
-                .is_some()
-                && release_idle_everywhere() > 0 =>
-        {
-            instantiate_once(version, store).await
+        Err(err) if pool_full(&err) && release_idle_everywhere() > 0 => {
+            let (proxy, _) = instantiate_once(version, store).await?;
+            Ok((proxy, Keep::Never))
         }
         done => done,
     }
@@ -78,10 +93,10 @@ async fn instantiate(
 async fn instantiate_once(
     version: &Version,
     store: &mut Store<RequestState>,
-) -> wasmtime::Result<(Proxy, Option<InstanceSnapshot>)> {
+) -> wasmtime::Result<(Proxy, Keep)> {
     let build = &version.build;
     if !version.instances.resets() {
-        return Ok((build.pre.instantiate_async(&mut *store).await?, None));
+        return Ok((build.pre.instantiate_async(&mut *store).await?, Keep::AsIs));
     }
     let instance = build
         .pre
@@ -90,7 +105,7 @@ async fn instantiate_once(
         .await?;
     let proxy = build.indices.load(&mut *store, &instance)?;
     match instance.snapshot(&mut *store) {
-        Ok(snapshot) => Ok((proxy, Some(snapshot))),
+        Ok(snapshot) => Ok((proxy, Keep::Reset(snapshot))),
         Err(why) => {
             if version.instances.cannot_reset() {
                 tracing::info!(
@@ -99,7 +114,7 @@ async fn instantiate_once(
                     "instances are instantiated per request, not reset in place: {why:#}"
                 );
             }
-            Ok((proxy, None))
+            Ok((proxy, Keep::Never))
         }
     }
 }
@@ -109,13 +124,22 @@ async fn instantiate_once(
 /// it took becomes the version's first typical compute time.
 pub async fn trial_instantiate(version: &Version) -> Result<(), String> {
     let pre = version.build.pre.clone();
-    let mut store = new_store(version, &HeaderValue::from_static("trial-instantiation"));
+    let trial_store = || new_store(version, &HeaderValue::from_static("trial-instantiation"));
+    let (mut store, mut retry_store) = (trial_store(), trial_store());
     // Timed in CPU time: one instantiation per version, and its time seeds
     // the version's typical compute time, which waiting for a core must not.
+    // A full pool gets its idle instances' slots back, and one more try on
+    // a store of its own (the failed try's store may hold some slots).
     let run = slow_lane::run(
         async move {
             let _running = GuestRunning::start();
-            pre.instantiate_async(&mut store).await.map(drop)
+            match pre.instantiate_async(&mut store).await {
+                Err(err) if pool_full(&err) && release_idle_everywhere() > 0 => {
+                    drop(store);
+                    pre.instantiate_async(&mut retry_store).await.map(drop)
+                }
+                done => done.map(drop),
+            }
         },
         slow_lane::HOG_AFTER,
         slow_lane::Clock::Cpu,
@@ -209,7 +233,11 @@ where
             });
             store.data_mut().restart(timeout, request_id.clone());
             store.set_epoch_deadline(1);
-            (store, Some((proxy, snapshot)), served)
+            let keep = match snapshot {
+                Some(snapshot) => Keep::Reset(snapshot),
+                None => Keep::AsIs,
+            };
+            (store, Some((proxy, keep)), served)
         }
         None => (new_store(&version, request_id), None, 0),
     };
@@ -239,7 +267,7 @@ where
         let run = slow_lane::run(
             async move {
                 let _running = GuestRunning::start();
-                let (proxy, snapshot) = match kept {
+                let (proxy, keep) = match kept {
                     Some(kept) => kept,
                     None => instantiate(&instantiating, &mut store).await?,
                 };
@@ -247,7 +275,7 @@ where
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, guest_request, out)
                     .await?;
-                Ok((store, proxy, snapshot))
+                Ok((store, proxy, keep))
             },
             hog_after,
             clock,
@@ -273,11 +301,7 @@ where
             Ok(Err(err)) if err.downcast_ref::<DeadlineExceeded>().is_some() => {
                 Err(InvokeError::Timeout(timeout))
             }
-            Ok(Err(err))
-                if err
-                    .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
-                    .is_some() =>
-            {
+            Ok(Err(err)) if pool_full(&err) => {
                 Stats::bump(&version.stats().pool_exhausted);
                 Err(InvokeError::PoolExhausted(err.root_cause().to_string()))
             }
@@ -313,16 +337,20 @@ where
             ),
             Ok(_) => {}
         }
-        let (mut store, proxy, snapshot) = result?;
+        let (mut store, proxy, keep) = result?;
         // Only an instance whose request ended cleanly serves again: one
         // that trapped, timed out, was interrupted or had its body cut off
         // at the limit is dropped, above or here.
         if cut_off.load(Ordering::Acquire) {
             return Ok(());
         }
-        if let Some(snapshot) = snapshot {
-            keep_reset(version, store, proxy, served, snapshot);
-            return Ok(());
+        match keep {
+            Keep::Reset(snapshot) => {
+                keep_reset(version, store, proxy, served, snapshot);
+                return Ok(());
+            }
+            Keep::Never => return Ok(()),
+            Keep::AsIs => {}
         }
         // A response the guest dropped ends its connection on the
         // connection task's next turn: let those tasks run before the
