@@ -5,9 +5,12 @@
 //!   globals, tables, handle tables; vendor/wasmtime's `InstanceSnapshot`),
 //!   and gets new host state, so every request still starts on a fresh
 //!   instance's state, without the cost of instantiating and freeing one
-//!   (`docs/performance.md`). Components whose instantiation writes their
-//!   memory (a start function) cannot be put back exactly: the version
-//!   finds that at its first instantiation and instantiates per request;
+//!   (`docs/performance.md`). An instance serves at most `RESET_LIMIT`
+//!   requests. Components whose instantiation writes their memory or
+//!   leaves handles (a start function) cannot be put back exactly, nor can
+//!   anything where the kernel lacks `PAGEMAP_SCAN`: the version finds that
+//!   when its first request instantiates, and from then on instantiates per
+//!   request;
 //! - **reused as is** (`[instances] reuse = N` in a project's
 //!   `wasmhost.toml`): one instance serves up to N requests one after
 //!   another with its state kept, as `wasmtime serve
@@ -95,8 +98,9 @@ struct Pool {
 }
 
 impl IdleInstances {
-    /// A pool for a version whose instances serve up to `reuse` requests,
-    /// registered with [`release_idle_everywhere`].
+    /// A pool for a version whose instances serve up to `reuse` requests
+    /// with their state kept (`RESET_LIMIT` reset in place, when `reuse` is
+    /// 1), registered with [`release_idle_everywhere`].
     pub(crate) fn new(reuse: u32, idle_timeout: Duration) -> Arc<Self> {
         let pool = Arc::new(Self {
             reuse,
@@ -231,26 +235,23 @@ impl IdleInstances {
 /// slots idle instances hold (`release_idle_everywhere`).
 static EVERY_POOL: Mutex<Vec<Weak<IdleInstances>>> = Mutex::new(Vec::new());
 
-/// Drops every idle instance of every version; returns how many. Called
+/// Drops every idle instance of every version. Called
 /// when instantiating failed because the instance pool (`--max-instances`)
 /// is full: instances kept idle for up to their `idle_timeout` must not
 /// turn away another project's request, so they give their slots back
 /// first. Pools stay open: they fill again as requests end.
-pub(crate) fn release_idle_everywhere() -> usize {
+pub(crate) fn release_idle_everywhere() {
     let pools: Vec<Arc<IdleInstances>> = EVERY_POOL
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .iter()
         .filter_map(Weak::upgrade)
         .collect();
-    let mut released = 0;
     for pool in pools {
         let idle = std::mem::take(&mut pool.pool().idle);
-        released += idle.len();
         // Dropped outside the lock: a store's drop resets its memory.
         drop(idle);
     }
-    released
 }
 
 /// Wakes every quarter of `idle_timeout` and drops expired instances, until

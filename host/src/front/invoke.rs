@@ -56,9 +56,10 @@ fn new_store(version: &Version, request_id: &HeaderValue) -> Store<RequestState>
 enum Keep {
     /// Reset in place to this state, and kept for the next request.
     Reset(InstanceSnapshot),
-    /// Kept as it is, if the project reuses instances (`reuse` > 1).
+    /// Kept as it is (the project reuses instances, `reuse` > 1), unless it
+    /// kept any of the request's resources.
     AsIs,
-    /// Dropped.
+    /// Dropped: it cannot be reset, or must not be kept.
     Never,
 }
 
@@ -69,7 +70,8 @@ fn pool_full(err: &wasmtime::Error) -> bool {
 }
 
 /// Instantiates `version` in `store`. If the instance pool is full, idle
-/// instances (of any version) give their slots back and it tries once more.
+/// instances (of any version) give their slots back and it tries once more,
+/// even if none were idle here: another request may just have freed some.
 /// An instance made on that second try is never kept: its store still holds
 /// whatever the failed try had set up, slots of the pool included, which
 /// must go back when this request ends.
@@ -78,7 +80,8 @@ async fn instantiate(
     store: &mut Store<RequestState>,
 ) -> wasmtime::Result<(Proxy, Keep)> {
     match instantiate_once(version, store).await {
-        Err(err) if pool_full(&err) && release_idle_everywhere() > 0 => {
+        Err(err) if pool_full(&err) => {
+            release_idle_everywhere();
             let (proxy, _) = instantiate_once(version, store).await?;
             Ok((proxy, Keep::Never))
         }
@@ -96,7 +99,11 @@ async fn instantiate_once(
 ) -> wasmtime::Result<(Proxy, Keep)> {
     let build = &version.build;
     if !version.instances.resets() {
-        return Ok((build.pre.instantiate_async(&mut *store).await?, Keep::AsIs));
+        let keep = match version.instances.keeps_state() {
+            true => Keep::AsIs,
+            false => Keep::Never,
+        };
+        return Ok((build.pre.instantiate_async(&mut *store).await?, keep));
     }
     let instance = build
         .pre
@@ -134,7 +141,8 @@ pub async fn trial_instantiate(version: &Version) -> Result<(), String> {
         async move {
             let _running = GuestRunning::start();
             match pre.instantiate_async(&mut store).await {
-                Err(err) if pool_full(&err) && release_idle_everywhere() > 0 => {
+                Err(err) if pool_full(&err) => {
+                    release_idle_everywhere();
                     drop(store);
                     pre.instantiate_async(&mut retry_store).await.map(drop)
                 }
