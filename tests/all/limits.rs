@@ -279,15 +279,7 @@ async fn idle_instances_give_their_slots_back_to_a_full_pool() {
     let a = host.admin_project("a").await;
     assert_eq!(a["versions"][0]["idle_instances"], 0, "{a:#}");
     assert_eq!(host.admin_project("b").await["stats"]["pool_exhausted"], 0);
-    eventually("no instance alive", || async {
-        let text = host.admin_get("/metrics").await.text();
-        let samples = crate::observe::samples(&text);
-        match crate::observe::value(&samples, "wasmhost_instances_in_use", &[]) {
-            Some(0.0) => Ok(()),
-            other => Err(format!("{other:?} instances in use")),
-        }
-    })
-    .await;
+    crate::observe::until_no_instance_is_alive(&host, "b's instance dropped").await;
 }
 
 /// A deploy's trial instantiation gets the slots idle instances hold too,

@@ -65,6 +65,20 @@ pub(crate) fn samples(text: &str) -> Vec<Sample> {
         .collect()
 }
 
+/// Waits until no guest instance is alive in the pool (none running a
+/// request, none kept idle), by the admin API's `wasmhost_instances_in_use`;
+/// `what` names the wait when it times out.
+pub(crate) async fn until_no_instance_is_alive(host: &RunningHost, what: &str) {
+    crate::harness::eventually(what, || async {
+        let text = host.admin_get("/metrics").await.text();
+        match value(&samples(&text), "wasmhost_instances_in_use", &[]) {
+            Some(0.0) => Ok(()),
+            other => Err(format!("{other:?} instances in use")),
+        }
+    })
+    .await;
+}
+
 /// The value of the one sample named `name` with exactly `labels`.
 pub(crate) fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let wanted: BTreeMap<String, String> = labels
@@ -191,7 +205,9 @@ async fn metrics_count_what_happened_pass_promtool_and_follow_the_projects() {
     assert_eq!(get("wasmhost_compile_duration_seconds_count", &[]), 3.0);
     assert_eq!(get("wasmhost_swap_latency_seconds_count", &[]), 3.0);
     assert_eq!(get("wasmhost_instances_capacity", &[]), 1000.0);
-    // Fresh instances: none alive between requests.
+    // None alive: app's first version, whose instance was kept idle, was
+    // retired by the deploy (which drops its idle instances), and trap's
+    // instance trapped.
     assert_eq!(get("wasmhost_instances_in_use", &[]), 0.0);
     assert!(get("process_resident_memory_bytes", &[]) > 1e6);
     assert!(get("process_open_fds", &[]) > 0.0);

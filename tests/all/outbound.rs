@@ -212,15 +212,6 @@ async fn an_allowed_request_counts_against_the_request_timeout() {
     );
 }
 
-/// Instances alive in the pool (running a request or kept for reuse), from
-/// the admin API's `/metrics`.
-async fn instances_in_use(host: &crate::harness::RunningHost) -> Result<f64, String> {
-    let text = host.admin_get("/metrics").await.text();
-    let samples = crate::observe::samples(&text);
-    crate::observe::value(&samples, "wasmhost_instances_in_use", &[])
-        .ok_or_else(|| format!("no wasmhost_instances_in_use in:\n{text}"))
-}
-
 /// A guest that keeps an outgoing response's body unread keeps its
 /// connection (a socket, and one of the 16 slots) open past its request. Its
 /// instance must not be kept for reuse: idle, it would hold the socket, and
@@ -251,12 +242,6 @@ async fn an_instance_with_an_outgoing_connection_still_open_is_not_kept_for_reus
     let kept = host.get(&format!("/app?to={}&keep=1", upstream.addr)).await;
     assert_eq!(kept.status, StatusCode::OK, "{}", kept.text());
     assert!(kept.text().ends_with("kept"), "{}", kept.text());
-    crate::harness::eventually("no instance left alive", || async {
-        match instances_in_use(&host).await? {
-            0.0 => Ok(()),
-            n => Err(format!("{n} instances alive")),
-        }
-    })
-    .await;
+    crate::observe::until_no_instance_is_alive(&host, "no instance left alive").await;
     assert_eq!(host.admin_project("app").await["stats"]["reused"], 1);
 }

@@ -44,10 +44,7 @@ async fn counts(
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
         let (id, n) = instance_and_count(&reply);
         if reuse.is_some_and(|reuse| n < reuse) {
-            host.wait_for_project("count", "the instance back in the pool", |p| {
-                p["versions"][0]["idle_instances"] == 1
-            })
-            .await;
+            idle_instances(host, 1).await;
         }
         seen.push((id, n));
     }
@@ -127,9 +124,10 @@ async fn a_reset_instance_keeps_nothing_a_request_left_and_a_trapped_one_is_drop
     assert_eq!(host.admin_project("count").await["stats"]["reset"], 4);
 }
 
-/// A fresh instance sees initial memory even when the one before it in the
-/// same pool slot dirtied many separate regions, in its memory image and
-/// past it: the count guest's `?scatter` writes 96 pages, one in every
+/// A request sees initial memory even when the one before it (on the same
+/// instance, reset in place, or on a new instance in the same pool slot)
+/// dirtied many separate regions, in its memory image and past it: the
+/// count guest's `?scatter` writes 96 pages, one in every
 /// two, more than the 32 regions one `PAGEMAP_SCAN` round holds, so the
 /// host's patched wasmtime (vendor/wasmtime/WASMHOST.md) resets them over
 /// several rounds. It also shows that they are reset in place rather than

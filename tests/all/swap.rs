@@ -801,14 +801,7 @@ async fn a_candidate_refused_after_its_health_check_stops_what_it_still_runs() {
         "{}",
         reply.text()
     );
-    eventually("the refused candidate's instance freed", || async {
-        let text = host.admin_get("/metrics").await.text();
-        let samples = crate::observe::samples(&text);
-        match crate::observe::value(&samples, "wasmhost_instances_in_use", &[]) {
-            Some(0.0) => Ok(()),
-            other => Err(format!("{other:?} instances in use")),
-        }
-    })
-    .await;
+    crate::observe::until_no_instance_is_alive(&host, "the refused candidate's instance freed")
+        .await;
     assert_eq!(host.get("/app").await.text(), "Hello, world!\n");
 }

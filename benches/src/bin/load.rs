@@ -26,8 +26,9 @@
 //!   costs per request;
 //! - Python and JavaScript: the hello guest built by componentize-py and by
 //!   componentize-js (14–18 MB components), on `wasmtime serve` and on
-//!   wasmhost, with a fresh instance per request and with each instance
-//!   reused for up to 1,000 requests on both;
+//!   wasmhost, with a fresh instance's state per request (a new instance on
+//!   `wasmtime serve`, one reset in place on wasmhost) and with each
+//!   instance reused for up to 1,000 requests on both;
 //! - `wrk`, when on PATH, against `wasmtime serve`, wasmhost and native
 //!   hyper: the same comparison with an out-of-process load generator;
 //! - swap latency: file write / deploy call → first response from the new

@@ -124,7 +124,7 @@ pub(crate) fn scrape(pipeline: &Pipeline) -> Result<String, prometheus::Error> {
     let host = pipeline.metrics();
     let instances = IntGauge::new(
         "wasmhost_instances_in_use",
-        "Guest instances alive in the instance pool (running a request, or kept for reuse).",
+        "Guest instances alive in the instance pool (running a request, or kept between requests).",
     )?;
     if let Some(pool) = pipeline.engine().pooling_allocator_metrics() {
         instances.set(pool.component_instances() as i64);

@@ -233,9 +233,11 @@ impl Denials {
 /// sending until their connection ends (once the response body is read to
 /// its end, or dropped); more fail at once with `connection-limit-reached`.
 /// Each takes a DNS lookup on the blocking pool and a socket, which the rest
-/// of the host needs too. An instance with one still under way when its
-/// request ends is not kept for reuse (`RequestState::request_left_over`), so
-/// with or without reuse this is a limit per incoming request.
+/// of the host needs too. When a request ends, one still under way ends with
+/// the request's state: an instance reset in place gets new state, and one
+/// kept as is (`reuse`) is not kept while one is under way
+/// (`RequestState::request_left_over`). So this is a limit per incoming
+/// request.
 const MAX_OUTGOING: usize = 16;
 
 /// How long resolving an outgoing request's host may take.

@@ -41,7 +41,8 @@ pub(crate) enum InvokeError {
     #[error("too many concurrent requests (limit {0})")]
     Overloaded(u32),
     /// The host's instance pool (`--max-instances`) is full: every slot runs
-    /// a request, of this project or others.
+    /// a request, of this project or others (idle instances gave theirs back
+    /// first).
     #[error("no free instance slot in the host's pool ({0})")]
     PoolExhausted(String),
     /// The request body is larger than the project's `max_body`.

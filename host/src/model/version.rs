@@ -245,10 +245,10 @@ pub struct RunConfig {
     pub outbound: Arc<OutboundPolicy>,
     /// Listeners no guest may reach whatever its policy says: the admin API.
     pub forbidden_outbound: Arc<[SocketAddr]>,
-    /// How many requests one instance serves, one after another (1: fresh
-    /// instances).
+    /// How many requests one instance serves with its state kept, one after
+    /// another (1: a fresh instance's state for every request).
     pub reuse: u32,
-    /// How long an instance kept for reuse may sit idle.
+    /// How long an instance kept between requests may sit idle.
     pub idle_timeout: Duration,
 }
 
