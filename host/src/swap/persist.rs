@@ -8,15 +8,17 @@
 //! A crash can stop a commit between two renames, with the new component
 //! beside the old config. So before the first rename, a journal
 //! (`.wasmhost-commit-*` in the projects folder) names every target, the
-//! hard link keeping its old contents, and the new file (by device and
-//! inode), and all are made durable. At start-up, a journal still there
-//! means its commit never finished (its version never went live), and
-//! [`remove_leftovers`] puts back every target that still is the journal's
-//! new file first; a target that is anything else (never renamed over,
-//! already put back, or replaced since by a later deploy) is left alone, so
-//! a journal read twice, or late, undoes nothing it should not. Then the
-//! temp files (`.wasmhost-deploy-*`, `.wasmhost-backup-*`) a crash left are
-//! removed.
+//! hard link keeping its old contents, and the new file (by device, inode
+//! and SHA-256 of its contents), and all are made durable. At start-up, a
+//! journal still there means its commit never finished (its version never
+//! went live), and [`remove_leftovers`] puts back every target that still
+//! is the journal's new file first; a target that is anything else (never
+//! renamed over, already put back, or replaced since by a later deploy) is
+//! left alone, so a journal read twice, or late, undoes nothing it should
+//! not. The inode alone cannot tell: once the journal's new files are
+//! deleted, the file system may give their inode numbers to a later
+//! deploy's files (ext4 does), hence the digest. Then the temp files
+//! (`.wasmhost-deploy-*`, `.wasmhost-backup-*`) a crash left are removed.
 
 use std::ffi::OsString;
 use std::io::Write as _;
@@ -25,6 +27,7 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use sha2::{Digest as _, Sha256};
 
 /// Name prefixes of this module's temp files.
 const STAGED: &str = ".wasmhost-deploy-";
@@ -32,7 +35,12 @@ const BACKUP: &str = ".wasmhost-backup-";
 const JOURNAL: &str = ".wasmhost-commit-";
 
 /// A file written and fsynced beside its target, not yet in place.
-pub(crate) type Staged = (tempfile::NamedTempFile, PathBuf);
+pub(crate) struct Staged {
+    file: tempfile::NamedTempFile,
+    target: PathBuf,
+    /// SHA-256 of the contents, for the journal to know the file by.
+    digest: [u8; 32],
+}
 
 /// The folders whose entries changed when `paths` were renamed into
 /// place: each file's folder and every folder above it up to the projects
@@ -97,7 +105,11 @@ pub(crate) fn stage(path: &Path, bytes: &[u8]) -> anyhow::Result<Staged> {
     file.write_all(bytes)
         .and_then(|()| file.as_file().sync_all())
         .with_context(|| format!("failed to write {}", path.display()))?;
-    Ok((file, path.to_path_buf()))
+    Ok(Staged {
+        file,
+        target: path.to_path_buf(),
+        digest: Sha256::digest(bytes).into(),
+    })
 }
 
 /// Renames every staged file over its target and fsyncs their folders (and
@@ -138,12 +150,21 @@ impl Commit {
     fn begin(staged: Vec<Staged>, projects_dir: &Path) -> anyhow::Result<Self> {
         let mut plan = Vec::with_capacity(staged.len());
         let mut identities = Vec::with_capacity(staged.len());
-        for (file, target) in staged {
+        for Staged {
+            file,
+            target,
+            digest,
+        } in staged
+        {
             let staged = file
                 .as_file()
                 .metadata()
                 .with_context(|| format!("failed to look at the new {}", target.display()))?;
-            identities.push((staged.dev(), staged.ino()));
+            identities.push(NewFile {
+                dev: staged.dev(),
+                ino: staged.ino(),
+                digest: Some(digest),
+            });
             let exists = target
                 .try_exists()
                 .with_context(|| format!("failed to look at {}", target.display()))?;
@@ -237,8 +258,34 @@ impl Commit {
 }
 
 /// One journal line: a target, the hidden name of its old contents (none
-/// for a file that is new), and the new file's device and inode.
-type JournalEntry<'a> = (&'a Path, Option<&'a Path>, (u64, u64));
+/// for a file that is new), and what the new file is.
+type JournalEntry<'a> = (&'a Path, Option<&'a Path>, NewFile);
+
+/// A file a commit renames into place, as the journal knows it.
+#[derive(Clone, Copy)]
+struct NewFile {
+    dev: u64,
+    ino: u64,
+    /// SHA-256 of its contents. `None` only in a journal an older wasmhost
+    /// wrote (four fields a line), which knew files by inode alone.
+    digest: Option<[u8; 32]>,
+}
+
+impl NewFile {
+    /// Whether `path` is this file: the same inode, and the same contents,
+    /// since a later file may have been given the inode number back.
+    fn is_at(&self, path: &Path) -> bool {
+        let same_inode = std::fs::symlink_metadata(path)
+            .is_ok_and(|meta| meta.is_file() && (meta.dev(), meta.ino()) == (self.dev, self.ino));
+        same_inode
+            && self.digest.is_none_or(|digest| {
+                let mut hasher = Sha256::new();
+                std::fs::File::open(path)
+                    .and_then(|mut file| std::io::copy(&mut file, &mut hasher))
+                    .is_ok_and(|_| <[u8; 32]>::from(hasher.finalize()) == digest)
+            })
+    }
+}
 
 /// Writes and fsyncs the journal of a commit. Each path is relative to
 /// `projects_dir` (so the folder may move before the restart that reads
@@ -251,11 +298,16 @@ fn write_journal(
 ) -> anyhow::Result<tempfile::TempPath> {
     let mut text = String::new();
     let relative = |path: &Path| hex(path.strip_prefix(projects_dir).unwrap_or(path));
-    for (target, backup, (dev, ino)) in entries {
+    for (target, backup, new_file) in entries {
         text.push_str(&relative(target));
         text.push(' ');
         text.push_str(&backup.map_or_else(|| "-".to_string(), relative));
-        text.push_str(&format!(" {dev} {ino}\n"));
+        text.push_str(&format!(" {} {}", new_file.dev, new_file.ino));
+        if let Some(digest) = new_file.digest {
+            text.push(' ');
+            text.push_str(&hex_bytes(&digest));
+        }
+        text.push('\n');
     }
     let failed = || {
         format!(
@@ -282,22 +334,25 @@ fn write_journal(
 }
 
 fn hex(path: &Path) -> String {
-    path.as_os_str()
-        .as_bytes()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    hex_bytes(path.as_os_str().as_bytes())
+}
+
+fn hex_bytes(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 fn unhex(text: &str) -> Option<PathBuf> {
+    unhex_bytes(text).map(|bytes| PathBuf::from(OsString::from_vec(bytes)))
+}
+
+fn unhex_bytes(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }
-    let bytes = (0..text.len())
+    (0..text.len())
         .step_by(2)
         .map(|at| u8::from_str_radix(text.get(at..at + 2)?, 16).ok())
-        .collect::<Option<Vec<u8>>>()?;
-    Some(PathBuf::from(OsString::from_vec(bytes)))
+        .collect()
 }
 
 /// Puts back every file the unfinished commit of `journal` names, then
@@ -332,10 +387,15 @@ fn roll_back(projects_dir: &Path, journal: &Path, created: &mut Vec<PathBuf>) ->
             };
             let dev: u64 = fields.next()?.parse().ok()?;
             let ino: u64 = fields.next()?.parse().ok()?;
+            let digest = match fields.next() {
+                Some(digest) => Some(<[u8; 32]>::try_from(unhex_bytes(digest)?).ok()?),
+                None => None,
+            };
+            let new_file = NewFile { dev, ino, digest };
             fields
                 .next()
                 .is_none()
-                .then_some((target, backup, (dev, ino)))
+                .then_some((target, backup, new_file))
         })();
         let Some((target, backup, new_file)) = parsed else {
             tracing::error!("{}: unreadable line {line:?}, skipped", journal.display());
@@ -343,9 +403,7 @@ fn roll_back(projects_dir: &Path, journal: &Path, created: &mut Vec<PathBuf>) ->
             continue;
         };
         // Only a target that still is the journal's new file is put back.
-        let in_place = std::fs::symlink_metadata(&target)
-            .is_ok_and(|meta| (meta.dev(), meta.ino()) == new_file);
-        if in_place {
+        if new_file.is_at(&target) {
             let restored = match &backup {
                 Some(backup) => std::fs::rename(backup, &target),
                 None => std::fs::remove_file(&target),
@@ -684,45 +742,98 @@ mod tests {
     }
 
     /// A journal back after it was acted on (a crash just after its
-    /// removal), with later deploys since, undoes none of them.
+    /// removal), with later deploys since, undoes none of them: also when
+    /// the later files were given the inode numbers of the journal's new
+    /// files, which ext4 does once those are deleted (forced here, by
+    /// pointing the journal at the later files' inodes).
     #[test]
     fn a_journal_read_again_after_later_deploys_undoes_nothing() {
+        for reused_inodes in [false, true] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let mut interrupted =
+                Commit::begin(a_deploy_staged(dir.path()), dir.path()).expect("begun");
+            interrupted
+                .rename_next()
+                .expect("one more")
+                .expect("renamed");
+            std::mem::forget(interrupted);
+            let journal = std::fs::read_dir(dir.path())
+                .expect("dir")
+                .flatten()
+                .map(|entry| entry.path())
+                .find(|path| path.to_string_lossy().contains(JOURNAL))
+                .expect("a journal");
+            let text = std::fs::read_to_string(&journal).expect("read the journal");
+            remove_leftovers(dir.path());
+            assert_eq!(files(dir.path()), before());
+
+            let later = [
+                ("app/app.wasm", "later component"),
+                ("app/wasmhost.toml", "later config"),
+                ("fresh/fresh.wasm", "later fresh"),
+            ];
+            let staged = later
+                .iter()
+                .map(|(name, contents)| stage(&dir.path().join(name), contents.as_bytes()))
+                .collect::<anyhow::Result<Vec<_>>>()
+                .expect("staged");
+            commit(staged, dir.path()).expect("committed");
+            let text = if reused_inodes {
+                let lines: Vec<String> = text
+                    .lines()
+                    .map(|line| {
+                        let mut fields: Vec<String> = line.split(' ').map(String::from).collect();
+                        let target = dir.path().join(unhex(&fields[0]).expect("a path"));
+                        let later = std::fs::metadata(&target).expect("a later file");
+                        fields[3] = later.ino().to_string();
+                        fields.join(" ") + "\n"
+                    })
+                    .collect();
+                lines.concat()
+            } else {
+                text
+            };
+            std::fs::write(&journal, text).expect("the journal is back");
+            remove_leftovers(dir.path());
+            let expected: Vec<(String, String)> = later
+                .iter()
+                .map(|(name, contents)| (name.to_string(), contents.to_string()))
+                .collect();
+            assert_eq!(
+                files(dir.path()),
+                expected,
+                "inodes reused: {reused_inodes}"
+            );
+        }
+    }
+
+    /// A journal an older wasmhost wrote (no digests) is still acted on.
+    #[test]
+    fn a_journal_without_digests_is_still_put_back() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut interrupted =
-            Commit::begin(a_deploy_staged(dir.path()), dir.path()).expect("begun");
-        interrupted
-            .rename_next()
-            .expect("one more")
-            .expect("renamed");
-        std::mem::forget(interrupted);
+        let mut commit = Commit::begin(a_deploy_staged(dir.path()), dir.path()).expect("begun");
+        for _ in 0..3 {
+            commit.rename_next().expect("one more").expect("renamed");
+        }
+        std::mem::forget(commit);
         let journal = std::fs::read_dir(dir.path())
             .expect("dir")
             .flatten()
             .map(|entry| entry.path())
             .find(|path| path.to_string_lossy().contains(JOURNAL))
             .expect("a journal");
-        let text = std::fs::read(&journal).expect("read the journal");
+        let text = std::fs::read_to_string(&journal).expect("read the journal");
+        let old: String = text
+            .lines()
+            .map(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                assert_eq!(fields.len(), 5, "{line}");
+                fields[..4].join(" ") + "\n"
+            })
+            .collect();
+        std::fs::write(&journal, old).expect("an older journal");
         remove_leftovers(dir.path());
         assert_eq!(files(dir.path()), before());
-
-        std::fs::write(&journal, text).expect("the journal is back");
-        let later = [
-            ("app/app.wasm", "later component"),
-            ("app/wasmhost.toml", "later config"),
-            ("fresh/fresh.wasm", "later fresh"),
-        ];
-        let staged = later
-            .iter()
-            .map(|(name, contents)| stage(&dir.path().join(name), contents.as_bytes()))
-            .collect::<anyhow::Result<Vec<_>>>()
-            .expect("staged");
-        commit(staged, dir.path()).expect("committed");
-        remove_leftovers(dir.path());
-        let expected: Vec<(String, String)> = later
-            .iter()
-            .map(|(name, contents)| (name.to_string(), contents.to_string()))
-            .collect();
-        assert_eq!(files(dir.path()), expected);
     }
 
     #[test]
