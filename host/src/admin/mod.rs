@@ -57,7 +57,8 @@
 //! builds kept for rollback) and `stats` (`swaps`, `changes`, `rejected`, `rollbacks`,
 //! `forced_drains`, `released`, `last_compile_ms`, `last_swap_ms`,
 //! `max_drain_ms`, `cache_hits`, `cache_misses`, `active`, `overloaded`,
-//! `pool_exhausted`, `outbound_denied`, `guest_log_dropped`, `reused`, `reset`, `slowed`, `requests`, `latency_buckets`: cumulative counts by
+//! `pool_exhausted`, `outbound_denied`, `guest_log_dropped`, `reused`, `reset`,
+//! `reset_unscanned`, `slowed`, `requests`, `latency_buckets`: cumulative counts by
 //! upper bound in seconds, `null` for +Inf). Change endpoints answer the
 //! same object with an `outcome` field (`live` or `unchanged`) and, when live,
 //! `compile_ms_this`, `swap_ms` and `cache_hit`; a rejection answers

@@ -144,6 +144,7 @@ impl ProjectView {
                 "guest_log_dropped": stats.guest_log.dropped(),
                 "reused": count(&stats.reused),
                 "reset": count(&stats.reset),
+                "reset_unscanned": count(&stats.reset_unscanned),
                 "slowed": count(&stats.slowed),
                 "requests": stats.requests.total(),
                 // Cumulative counts by upper bound in seconds (null: +Inf),

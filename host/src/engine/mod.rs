@@ -10,6 +10,7 @@
 //! One engine means one code cache, one instance pool and one epoch counter
 //! for the whole host; projects differ only in their `ProxyPre`.
 
+pub(crate) mod faults;
 pub(crate) mod guest_log;
 pub(crate) mod instances;
 pub mod outbound;

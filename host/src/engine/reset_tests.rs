@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use wasmtime::component::{Component, Instance, InstanceSnapshot, Linker};
+use wasmtime::component::{Component, Instance, InstanceSnapshot, Linker, TypedFunc};
 use wasmtime::{PoolingAllocationConfig, Store};
 
 /// A component whose `touch` reports, one bit each, whether it finds each
@@ -166,7 +166,7 @@ fn instantiate_with(wat: &str, link: impl FnOnce(&mut Linker<()>)) -> (Store<()>
 #[test]
 fn a_reset_instance_finds_every_piece_of_its_state_as_instantiated() {
     let (mut store, instance) = instantiate(TOUCH);
-    let snapshot = instance.snapshot(&mut store).expect("resettable");
+    let mut snapshot = instance.snapshot(&mut store).expect("resettable");
     let touch = instance
         .get_typed_func::<(u32,), (u32,)>(&mut store, "touch")
         .expect("touch");
@@ -197,7 +197,7 @@ fn without_a_reset_the_next_call_sees_every_change() {
 #[test]
 fn a_reset_puts_back_what_the_start_function_left() {
     let (mut store, instance) = instantiate(START_SETS_A_GLOBAL);
-    let snapshot = instance.snapshot(&mut store).expect("resettable");
+    let mut snapshot = instance.snapshot(&mut store).expect("resettable");
     let bump = instance
         .get_typed_func::<(), (u32,)>(&mut store, "bump")
         .expect("bump");
@@ -239,8 +239,8 @@ fn a_reset_while_a_call_is_under_way_is_refused() {
         linker
             .root()
             .func_wrap("reset", move |mut store, (): ()| {
-                let snapshot = in_host.lock().expect("lock");
-                let taken = snapshot.as_ref().expect("taken");
+                let mut snapshot = in_host.lock().expect("lock");
+                let taken = snapshot.as_mut().expect("taken");
                 let err = taken.restore(&mut store).expect_err("refused");
                 *said.lock().expect("lock") = Some(format!("{err:#}"));
                 Ok(())
@@ -254,4 +254,89 @@ fn a_reset_while_a_call_is_under_way_is_refused() {
     assert_eq!(run.call(&mut store, ()).expect("run").0, 5);
     let refusal = refusal.lock().expect("lock").clone().expect("reset tried");
     assert!(refusal.contains("call under way"), "{refusal}");
+}
+
+/// A component whose `poke` answers the byte at `at` and adds one to it,
+/// and whose `grow` grows its memory by a page. Its image has 42 at 16.
+const POKE: &str = r#"
+(component
+  (core module $m
+    (memory 2)
+    (data (i32.const 16) "\2a")
+    (func (export "poke") (param $at i32) (result i32)
+      (local $was i32)
+      (local.set $was (i32.load8_u (local.get $at)))
+      (i32.store8 (local.get $at) (i32.add (local.get $was) (i32.const 1)))
+      (local.get $was))
+    (func (export "grow") (result i32) (memory.grow (i32.const 1)))
+  )
+  (core instance $i (instantiate $m))
+  (func (export "poke") (param "at" u32) (result u32) (canon lift (core func $i "poke")))
+  (func (export "grow") (result s32) (canon lift (core func $i "grow")))
+)
+"#;
+
+/// Offsets in `POKE`'s memory: in its image, in its second wasm page, and
+/// in the page `grow` adds.
+const IN_IMAGE: u32 = 16;
+const SECOND_PAGE: u32 = 70_000;
+const GROWN_PAGE: u32 = 2 * 65_536 + 10;
+
+/// `POKE`'s `poke` and `grow`.
+type PokeAndGrow = (TypedFunc<(u32,), (u32,)>, TypedFunc<(), (i32,)>);
+
+/// `POKE`'s two functions, on an instance of it.
+fn poke_and_grow(store: &mut Store<()>, instance: &Instance) -> PokeAndGrow {
+    let poke = instance.get_typed_func(&mut *store, "poke").expect("poke");
+    let grow = instance.get_typed_func(&mut *store, "grow").expect("grow");
+    (poke, grow)
+}
+
+#[test]
+fn a_reset_of_the_known_pages_puts_back_what_the_last_scan_found() {
+    let (mut store, instance) = instantiate(POKE);
+    let mut snapshot = instance.snapshot(&mut store).expect("resettable");
+    let (poke, _) = poke_and_grow(&mut store, &instance);
+    for round in 0..4 {
+        assert_eq!(poke.call(&mut store, (IN_IMAGE,)).expect("poke").0, 42);
+        assert_eq!(poke.call(&mut store, (SECOND_PAGE,)).expect("poke").0, 0);
+        let unscanned = snapshot.restore_known_pages(&mut store).expect("restore");
+        // Only the first reset has no scan to go by.
+        assert_eq!(unscanned, round > 0, "round {round}");
+    }
+}
+
+/// The control for the test above: a page the last scan did not find, and
+/// that the caller wrongly vouches was not written, is not put back. So the
+/// reset above did go without a scan.
+#[test]
+fn a_reset_of_the_known_pages_trusts_that_no_other_page_was_written() {
+    let (mut store, instance) = instantiate(POKE);
+    let mut snapshot = instance.snapshot(&mut store).expect("resettable");
+    let (poke, _) = poke_and_grow(&mut store, &instance);
+    assert_eq!(poke.call(&mut store, (IN_IMAGE,)).expect("poke").0, 42);
+    snapshot.restore(&mut store).expect("restore");
+    assert_eq!(poke.call(&mut store, (SECOND_PAGE,)).expect("poke").0, 0);
+    assert!(snapshot.restore_known_pages(&mut store).expect("restore"));
+    assert_eq!(poke.call(&mut store, (SECOND_PAGE,)).expect("poke").0, 1);
+    // A scan finds it.
+    snapshot.restore(&mut store).expect("restore");
+    assert_eq!(poke.call(&mut store, (SECOND_PAGE,)).expect("poke").0, 0);
+    assert_eq!(poke.call(&mut store, (IN_IMAGE,)).expect("poke").0, 42);
+}
+
+/// A memory that grew since its last reset is scanned whatever the caller
+/// vouches: growing makes pages writable that the last scan never saw.
+#[test]
+fn a_memory_grown_since_its_last_reset_is_scanned() {
+    let (mut store, instance) = instantiate(POKE);
+    let mut snapshot = instance.snapshot(&mut store).expect("resettable");
+    let (poke, grow) = poke_and_grow(&mut store, &instance);
+    assert_eq!(poke.call(&mut store, (IN_IMAGE,)).expect("poke").0, 42);
+    snapshot.restore(&mut store).expect("restore");
+    for _ in 0..3 {
+        assert_eq!(grow.call(&mut store, ()).expect("grow").0, 2);
+        assert_eq!(poke.call(&mut store, (GROWN_PAGE,)).expect("poke").0, 0);
+        assert!(!snapshot.restore_known_pages(&mut store).expect("restore"));
+    }
 }

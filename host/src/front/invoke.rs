@@ -21,6 +21,7 @@ use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+use crate::engine::faults;
 use crate::engine::instances::{Reusable, release_idle_everywhere};
 use crate::engine::store::{self, DeadlineExceeded, DrainDeadlineExceeded, Guest, RequestState};
 use crate::engine::ticker::GuestRunning;
@@ -280,6 +281,9 @@ where
     // cell on spawning, finishing and dropping it; a box makes that a
     // pointer (memcpy was 2 % of the server's CPU per request).
     let task = tokio::spawn(Box::pin(async move {
+        // Before the guest runs: whether its worker took a page fault while
+        // it ran decides how its reset finds the pages it wrote.
+        let fault_mark = faults::mark();
         let version = in_flight.version();
         let hog_after = slow_lane::hog_after(version.compute.get());
         let clock = slow_lane::Clock::for_threshold(hog_after);
@@ -304,6 +308,7 @@ where
         );
         // The epoch callback stops guests that compute; this timeout and the
         // stop signal stop guests that wait (on a timer, on a body that never comes).
+        let mut moved = false;
         let outcome = tokio::select! {
             outcome = tokio::time::timeout(timeout, run) => outcome.map(|finished| {
                 if finished.output.is_ok() && !cut_off.load(Ordering::Acquire) {
@@ -313,6 +318,7 @@ where
                         .compute
                         .record(finished.compute.min(hog_after), slow_lane::RECORD_FROM);
                 }
+                moved = finished.moved;
                 finished.output
             }),
             _ = stop.wait_for(|stop| *stop) => Ok(Err(DrainDeadlineExceeded.into())),
@@ -367,7 +373,16 @@ where
         }
         match keep {
             Keep::Reset(snapshot) => {
-                keep_reset(version, store, proxy, served, snapshot);
+                // The guest ran on this thread alone unless it moved.
+                let unwritten_pages_unfaulted = !moved && faults::none_since(fault_mark);
+                keep_reset(
+                    version,
+                    store,
+                    proxy,
+                    served,
+                    snapshot,
+                    unwritten_pages_unfaulted,
+                );
                 return Ok(());
             }
             Keep::Never => return Ok(()),
@@ -411,20 +426,34 @@ where
 /// request left: a response body the guest never finished ends cut off, as
 /// when a fresh instance is freed), and keeps it for the next request. An
 /// instance the reset refuses is dropped.
+///
+/// With `unfaulted`, the guest wrote no page of its memory that its last
+/// reset did not find written (it ran on this worker alone, which took no
+/// page fault meanwhile: `engine/faults.rs`), so only those are put back,
+/// without a scan.
 fn keep_reset(
     version: &Arc<Version>,
     mut store: Store<RequestState>,
     proxy: Proxy,
     served: u32,
-    snapshot: InstanceSnapshot,
+    mut snapshot: InstanceSnapshot,
+    unfaulted: bool,
 ) {
-    if let Err(err) = snapshot.restore(&mut store) {
-        tracing::debug!(
-            project = &*version.project,
-            version = version.number,
-            "instance not reset: {err:#}"
-        );
-        return;
+    let restored = match unfaulted {
+        true => snapshot.restore_known_pages(&mut store),
+        false => snapshot.restore(&mut store).map(|()| false),
+    };
+    match restored {
+        Ok(true) => Stats::bump(&version.stats().reset_unscanned),
+        Ok(false) => {}
+        Err(err) => {
+            tracing::debug!(
+                project = &*version.project,
+                version = version.number,
+                "instance not reset: {err:#}"
+            );
+            return;
+        }
     }
     let placeholder = HeaderValue::from_static("between-requests");
     *store.data_mut() = RequestState::new(guest(version, &placeholder));

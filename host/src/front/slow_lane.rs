@@ -160,6 +160,8 @@ pub(crate) struct Finished<T> {
     pub(crate) output: wasmtime::Result<T>,
     /// Time spent computing inside its polls, on either thread ([`Clock`]).
     pub(crate) compute: Duration,
+    /// Whether it moved to the slow lane: it then ran on two threads.
+    pub(crate) moved: bool,
 }
 
 /// Runs `guest` on the calling thread until it has computed for
@@ -193,7 +195,11 @@ where
     })
     .await;
     if let Some((output, compute)) = finished_here {
-        return Finished { output, compute };
+        return Finished {
+            output,
+            compute,
+            moved: false,
+        };
     }
     let lane = match lane() {
         Ok(lane) => lane,
@@ -203,7 +209,11 @@ where
             // sharing the request thread, yielding at every epoch tick.
             tracing::debug!("no slow lane ({reason}); the guest stays on the request thread");
             let (output, compute) = guest.await;
-            return Finished { output, compute };
+            return Finished {
+                output,
+                compute,
+                moved: false,
+            };
         }
     };
     on_move();
@@ -221,7 +231,11 @@ where
             compute_here,
         ),
     };
-    Finished { output, compute }
+    Finished {
+        output,
+        compute,
+        moved: true,
+    }
 }
 
 /// How a guest's polls are timed.

@@ -47,6 +47,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, watch};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+use crate::engine::faults;
 use crate::front::connection::ConnectionLimits;
 use crate::front::{affinity, listener, slow_lane};
 
@@ -191,6 +192,8 @@ impl Workers {
                         affinity::pin_this_thread(cpu);
                     }
                     slow_lane::bind_this_thread(index);
+                    faults::mark_request_worker();
+                    faults::start_counting();
                     runtime.block_on(async move {
                         let shutdown = async move {
                             let _ = stop.wait_for(|stop| *stop).await;

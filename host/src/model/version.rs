@@ -130,6 +130,10 @@ pub struct Stats {
     /// Requests served by an instance reset in place after an earlier
     /// request (the default; `engine/instances.rs`).
     pub(crate) reset: AtomicU64,
+    /// Resets in place that put back only the pages the reset before found
+    /// written, without scanning memory for more: the request's worker took
+    /// no page fault (`engine/faults.rs`).
+    pub(crate) reset_unscanned: AtomicU64,
     /// Requests that computed past their threshold and moved to the slow
     /// lane (`front/slow_lane.rs`), whether or not they then finished.
     pub(crate) slowed: AtomicU64,
@@ -206,6 +210,7 @@ impl Stats {
             pool_exhausted: AtomicU64::default(),
             reused: AtomicU64::default(),
             reset: AtomicU64::default(),
+            reset_unscanned: AtomicU64::default(),
             slowed: AtomicU64::default(),
             outbound_denied: Arc::default(),
             guest_log: Arc::default(),

@@ -8,8 +8,11 @@
 //! `vm/instance/reset.rs`). [`InstanceSnapshot::restore`] puts it back:
 //! every core instance's memories (to their images, by `PAGEMAP_SCAN`),
 //! tables, globals and segments, and the component's own context and handle
-//! tables. What lives outside the instance is the embedder's to reset: its
-//! store data (host resources, WASI state), fuel and epoch deadline.
+//! tables. [`InstanceSnapshot::restore_known_pages`] does the same without
+//! the scan, for an embedder that knows the instance wrote no page its last
+//! reset did not find written. What lives outside the instance is the
+//! embedder's to reset: its store data (host resources, WASI state), fuel
+//! and epoch deadline.
 
 use crate::component::Instance;
 use crate::prelude::*;
@@ -98,7 +101,41 @@ impl InstanceSnapshot {
     /// # Panics
     ///
     /// Panics if `store` is not the store of the snapshot's instance.
-    pub fn restore(&self, mut store: impl AsContextMut) -> Result<()> {
+    pub fn restore(&mut self, store: impl AsContextMut) -> Result<()> {
+        self.put_back(store, false).map(drop)
+    }
+
+    /// Like [`InstanceSnapshot::restore`], but where the last restore scanned
+    /// a memory for written pages, puts back only the pages that scan found
+    /// (and kept resident) instead of scanning again: a scan is a walk of
+    /// every page of the memory by the kernel, and costs microseconds even
+    /// when a call wrote a handful. A memory never scanned yet, or grown
+    /// since, is scanned as by `restore`.
+    ///
+    /// The caller vouches that since the last restore the instance wrote no
+    /// other page of its memories. Writing any other page takes a page
+    /// fault (after a reset, every page the scan did not find is the
+    /// image's, the zero page, or unmapped), so an embedder that ran the
+    /// instance on one thread only, and saw that thread's fault count
+    /// (`getrusage(RUSAGE_THREAD)`) unchanged across its use, knows it. If
+    /// the claim is wrong, the next use of the instance may see what this
+    /// one wrote; it cannot touch memory outside the instance.
+    ///
+    /// One more condition is the embedder's to check: the kernel must not
+    /// make pages writable behind the process's back, which
+    /// `khugepaged` does when transparent huge pages are `always` on
+    /// (collapsing a range fills its unmapped pages in).
+    ///
+    /// Returns whether every memory was put back without a scan.
+    pub fn restore_known_pages(&mut self, store: impl AsContextMut) -> Result<bool> {
+        self.put_back(store, true).map(|scanned| !scanned)
+    }
+
+    fn put_back(
+        &mut self,
+        mut store: impl AsContextMut,
+        only_resident_written: bool,
+    ) -> Result<bool> {
         let store = store.as_context_mut().0;
         assert!(
             store.id() == self.store,
@@ -118,20 +155,25 @@ impl InstanceSnapshot {
         };
         let (pagemap, keep_resident) = pooling.in_place_reset_params();
         let tunables = MemoryTunables::new(engine.tunables(), MemoryKind::LinearMemory);
-        for (id, core) in &self.cores {
+        let mut scanned = false;
+        for (id, core) in &mut self.cores {
             // SAFETY: the snapshot was taken from this instance of this
             // store, and holding the store mutably means nothing runs in it.
-            unsafe {
-                store
-                    .instance_mut(*id)
-                    .restore(core, pagemap, keep_resident, &tunables)?;
-            }
+            scanned |= unsafe {
+                store.instance_mut(*id).restore(
+                    core,
+                    pagemap,
+                    keep_resident,
+                    &tunables,
+                    only_resident_written,
+                )?
+            };
         }
         let (component, counter) = store
             .store_data_mut()
             .instance_and_handle_counter(self.instance.id().instance());
         // SAFETY: as above.
         unsafe { component.restore_in_place(&self.vmctx, counter) };
-        Ok(())
+        Ok(scanned)
     }
 }

@@ -594,51 +594,23 @@ impl MemoryImageSlot {
             DecommitBehavior::RestoreOriginalMapping
         );
 
+        // wasmhost patch: with or without an image, a region is put back by
+        // `manually_reset_region`, which the in-place reset shares.
         unsafe {
-            return match &self.image {
-                // If there's a backing image then manually resetting a region
-                // is a bit trickier than without an image, so delegate to the
-                // helper function below.
-                Some(image) => reset_with_pagemap(
-                    pagemap,
-                    self.base.as_mut_ptr(),
-                    self.accessible,
-                    keep_resident,
-                    |region| manually_reset_region(self.base.as_mut_ptr().addr(), image, region),
-                    decommit,
-                ),
-
-                // If there's no memory image for this slot then pages are always
-                // manually reset back to zero or given to `decommit`.
-                None => reset_with_pagemap(
-                    pagemap,
-                    self.base.as_mut_ptr(),
-                    self.accessible,
-                    keep_resident,
-                    |region| region.fill(0),
-                    decommit,
-                ),
-            };
-        }
-
-        /// Manually resets `region` back to its original contents as specified
-        /// in `image`.
-        ///
-        /// This assumes that the original mmap starts at `base_addr` and
-        /// `region` is a subslice within the original mmap.
-        ///
-        /// (wasmhost patch: the parts of the region before, inside and after
-        /// the image come from `pristine_parts`, which the in-place reset's
-        /// check shares.)
-        fn manually_reset_region(base_addr: usize, image: &MemoryImage, region: &mut [u8]) {
-            let start = region.as_ptr().addr() - base_addr;
-            for (part, bytes) in pristine_parts(Some(image), start..start + region.len()) {
-                let target = &mut region[part.start - start..part.end - start];
-                match bytes {
-                    Some(bytes) => target.copy_from_slice(bytes),
-                    None => target.fill(0),
-                }
-            }
+            reset_with_pagemap(
+                pagemap,
+                self.base.as_mut_ptr(),
+                self.accessible,
+                keep_resident,
+                |region| {
+                    manually_reset_region(
+                        self.base.as_mut_ptr().addr(),
+                        self.image.as_deref(),
+                        region,
+                    )
+                },
+                decommit,
+            )
         }
     }
 
@@ -696,6 +668,13 @@ impl MemoryImageSlot {
     /// allocator does when an instance is freed, except that pages past
     /// `keep_resident` are decommitted at once rather than queued, because
     /// the instance runs again right after.
+    ///
+    /// `resident` carries what the last in-place reset of this slot kept
+    /// resident, and gets what this one keeps. With `only_resident_written`,
+    /// the caller vouches that no other page of the slot was written since
+    /// that reset (no page of it was faulted in): then, unless the slot grew
+    /// since, only those pages are put back, by hand, without a scan.
+    /// Returns whether the slot was scanned.
     #[cfg(feature = "pooling-allocator")]
     pub(crate) fn reset_in_place(
         &mut self,
@@ -704,14 +683,62 @@ impl MemoryImageSlot {
         size_bytes: usize,
         ty: &wasmtime_environ::Memory,
         memory_tunables: &MemoryTunables<'_>,
-    ) -> Result<()> {
+        resident: &mut Option<ResidentPages>,
+        only_resident_written: bool,
+    ) -> Result<bool> {
+        assert!(self.dirty);
+        let known = resident
+            .take()
+            .filter(|known| only_resident_written && known.accessible == self.accessible);
+        let base = self.base.as_mut_ptr();
         let mut released = Vec::new();
-        self.clear_and_remain_ready(pagemap, keep_resident, |ptr, len| {
-            released.push(vm::iovec {
-                iov_base: ptr.cast(),
-                iov_len: len,
-            });
-        })?;
+        let mut kept = Vec::new();
+        let scanned = known.is_none();
+        match known {
+            Some(known) => {
+                for pages in &known.pages {
+                    // SAFETY: the pages lie below `accessible` (clipped when
+                    // recorded, and `accessible` is unchanged since), which
+                    // is mapped read/write; nothing runs in the slot.
+                    let region =
+                        unsafe { core::slice::from_raw_parts_mut(base.add(pages.start), pages.len()) };
+                    manually_reset_region(base.addr(), self.image.as_deref(), region);
+                }
+                kept = known.pages;
+                self.dirty = false;
+            }
+            None if vm::decommit_behavior() == DecommitBehavior::RestoreOriginalMapping => {
+                let image = self.image.clone();
+                // SAFETY: the slot is mapped read/write up to `accessible`,
+                // and nothing runs in it.
+                unsafe {
+                    reset_with_pagemap(
+                        pagemap,
+                        base,
+                        self.accessible,
+                        keep_resident,
+                        |region| {
+                            let start = region.as_ptr().addr() - base.addr();
+                            kept.push(start..start + region.len());
+                            manually_reset_region(base.addr(), image.as_deref(), region)
+                        },
+                        |ptr, len| {
+                            released.push(vm::iovec {
+                                iov_base: ptr.cast(),
+                                iov_len: len,
+                            })
+                        },
+                    );
+                }
+                self.dirty = false;
+            }
+            None => {
+                // Reset to zeros with a new mapping: nothing to record.
+                self.clear_and_remain_ready(pagemap, keep_resident, |_, _| {})?;
+                kept.clear();
+            }
+        }
+        let recorded = vm::decommit_behavior() == DecommitBehavior::RestoreOriginalMapping;
         let image = self.image.clone();
         // SAFETY: the regions lie inside this slot, in which nothing runs
         // during the reset.
@@ -724,8 +751,21 @@ impl MemoryImageSlot {
             // Half reset: the instance is dropped, and freeing the slot must
             // reset it again (it asserts the slot is dirty).
             self.dirty = true;
+        } else if recorded {
+            // Pages past `accessible` are out of the guest's reach until it
+            // grows the memory, which a reset trusting this record refuses.
+            let accessible = self.accessible.byte_count();
+            let pages = kept
+                .into_iter()
+                .map(|pages| pages.start..pages.end.min(accessible))
+                .filter(|pages| pages.start < pages.end)
+                .collect();
+            *resident = Some(ResidentPages {
+                accessible: self.accessible,
+                pages,
+            });
         }
-        reset
+        reset.map(|()| scanned)
     }
 
     fn set_protection(&self, range: Range<HostAlignedByteCount>, readwrite: bool) -> Result<()> {
@@ -820,6 +860,38 @@ impl MemoryImageSlot {
         self.accessible = HostAlignedByteCount::ZERO;
 
         Ok(())
+    }
+}
+
+/// wasmhost patch (see vendor/wasmtime/WASMHOST.md): the pages of a slot
+/// that its last in-place reset put back by hand and kept resident, as slot
+/// offsets, and how far the slot was accessible after that reset. After it,
+/// every other page up to there was unwritten (the image's or the zero
+/// page, or not mapped at all), so writing one takes a page fault.
+#[cfg(feature = "pooling-allocator")]
+#[derive(Debug)]
+pub(crate) struct ResidentPages {
+    accessible: HostAlignedByteCount,
+    pages: Vec<Range<usize>>,
+}
+
+/// Manually resets `region` back to its original contents as specified
+/// in `image`, or to zeros without one.
+///
+/// This assumes that the original mmap starts at `base_addr` and
+/// `region` is a subslice within the original mmap.
+///
+/// (wasmhost patch: the parts of the region before, inside and after the
+/// image come from `pristine_parts`, which the in-place reset's check
+/// shares; a module-level function, which the in-place reset calls too.)
+fn manually_reset_region(base_addr: usize, image: Option<&MemoryImage>, region: &mut [u8]) {
+    let start = region.as_ptr().addr() - base_addr;
+    for (part, bytes) in pristine_parts(image, start..start + region.len()) {
+        let target = &mut region[part.start - start..part.end - start];
+        match bytes {
+            Some(bytes) => target.copy_from_slice(bytes),
+            None => target.fill(0),
+        }
     }
 }
 

@@ -773,7 +773,7 @@ impl LocalMemory {
     }
 
     /// wasmhost patch: puts this pooled memory back to its image, `size`
-    /// bytes long (`MemoryImageSlot::reset_in_place`).
+    /// bytes long (`MemoryImageSlot::reset_in_place`); whether it scanned.
     #[cfg(feature = "pooling-allocator")]
     pub(crate) fn reset_in_place(
         &mut self,
@@ -781,13 +781,23 @@ impl LocalMemory {
         keep_resident: HostAlignedByteCount,
         size: usize,
         memory_tunables: &MemoryTunables<'_>,
-    ) -> Result<()> {
+        resident: &mut Option<crate::runtime::vm::cow::ResidentPages>,
+        only_resident_written: bool,
+    ) -> Result<bool> {
         let Some(slot) = self.memory_image.as_mut() else {
             bail!("memory has no image slot to reset");
         };
-        slot.reset_in_place(pagemap, keep_resident, size, &self.ty, memory_tunables)?;
+        let scanned = slot.reset_in_place(
+            pagemap,
+            keep_resident,
+            size,
+            &self.ty,
+            memory_tunables,
+            resident,
+            only_resident_written,
+        )?;
         self.alloc.set_byte_size(size);
-        Ok(())
+        Ok(scanned)
     }
 }
 

@@ -13,6 +13,7 @@
 use super::{Instance, PassiveElementSegment};
 use crate::prelude::*;
 use crate::runtime::vm::HostAlignedByteCount;
+use crate::runtime::vm::cow::ResidentPages;
 use crate::runtime::vm::memory::Memory;
 use crate::runtime::vm::sys::vm::PageMap;
 use crate::runtime::vm::table::FuncTableSnapshot;
@@ -33,8 +34,9 @@ pub(crate) struct CoreSnapshot {
     /// function. Putting back an unfilled one would break a reference handed
     /// out since.
     func_refs: Range<usize>,
-    /// Each defined memory's size.
-    memories: Vec<(DefinedMemoryIndex, usize)>,
+    /// Each defined memory's size, and the pages its last reset kept
+    /// resident (none before the first).
+    memories: Vec<(DefinedMemoryIndex, usize, Option<ResidentPages>)>,
     /// Each defined table's elements.
     tables: Vec<(DefinedTableIndex, FuncTableSnapshot)>,
     /// Each passive element segment's elements (`elem.drop` empties them).
@@ -64,7 +66,7 @@ impl Instance {
                     index.as_u32()
                 );
             }
-            memories.push((index, memory.byte_size()));
+            memories.push((index, memory.byte_size(), None));
         }
         let mut tables = Vec::new();
         for (index, (_, table)) in self.tables.iter() {
@@ -118,7 +120,11 @@ impl Instance {
 
     /// Puts back the state `snapshot` took from this instance: memories to
     /// their images and sizes, tables, passive element segments and the
-    /// `VMContext`.
+    /// `VMContext`. With `only_resident_written`, the caller vouches that
+    /// the instance wrote no page of its memories since the last restore
+    /// other than those that restore kept resident (see
+    /// `MemoryImageSlot::reset_in_place`). Returns whether any memory was
+    /// scanned.
     ///
     /// # Safety
     ///
@@ -126,18 +132,25 @@ impl Instance {
     /// be running in it (its store is held mutably, with no call under way).
     pub(crate) unsafe fn restore(
         mut self: Pin<&mut Self>,
-        snapshot: &CoreSnapshot,
+        snapshot: &mut CoreSnapshot,
         pagemap: Option<&PageMap>,
         keep_resident: HostAlignedByteCount,
         memory_tunables: &MemoryTunables<'_>,
-    ) -> Result<()> {
-        for (index, size) in &snapshot.memories {
-            match &mut self.as_mut().memories_mut()[*index].1 {
-                Memory::Local(memory) => {
-                    memory.reset_in_place(pagemap, keep_resident, *size, memory_tunables)?
-                }
+        only_resident_written: bool,
+    ) -> Result<bool> {
+        let mut scanned = false;
+        for (index, size, resident) in &mut snapshot.memories {
+            scanned |= match &mut self.as_mut().memories_mut()[*index].1 {
+                Memory::Local(memory) => memory.reset_in_place(
+                    pagemap,
+                    keep_resident,
+                    *size,
+                    memory_tunables,
+                    resident,
+                    only_resident_written,
+                )?,
                 Memory::Shared(_) => bail!("a shared memory cannot be reset"),
-            }
+            };
         }
         for (index, elements) in &snapshot.tables {
             self.as_mut().tables_mut()[*index]
@@ -176,6 +189,6 @@ impl Instance {
                 end - snapshot.func_refs.end,
             );
         }
-        Ok(())
+        Ok(scanned)
     }
 }
