@@ -73,6 +73,13 @@ pub(crate) async fn run(
         .admin
         .local_addr()
         .context("failed to read the bound address")?;
+    // Before any instance exists: a reset trusts a fault-free request only
+    // while no huge page can fill pages in (`engine/faults.rs`).
+    if !engine::faults::disable_huge_pages() {
+        tracing::warn!(
+            "failed to turn transparent huge pages off for this process; every instance reset scans its memory"
+        );
+    }
     let engine = engine::new_engine(config.max_instances)?;
     engine::ticker::start_epoch_ticker(&engine)?;
     slow_lane::start(config.workers)?;

@@ -19,12 +19,39 @@
 //!   current_thread runtime runs every task spawned on it on its own thread,
 //!   and never moved to the slow lane (the caller checks that);
 //! - the kernel makes no page writable behind the process's back, which
-//!   `khugepaged` does when transparent huge pages are `always` on
-//!   (collapsing a range into a huge page fills its unmapped pages in).
-//!   With THP `always`, or where that cannot be read, every reset scans.
+//!   transparent huge pages would: `khugepaged`, when THP is `always` on (for
+//!   any page size), or `MADV_COLLAPSE` from a tuning daemon, collapses a
+//!   range into a huge page and so fills its unmapped pages in. So
+//!   `wasmhost serve` turns THP off for its own process at start-up, before
+//!   any instance exists ([`disable_huge_pages`]), whatever the system's
+//!   settings; where that fails, every reset scans.
 
 use std::cell::Cell;
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether this process runs without transparent huge pages
+/// ([`disable_huge_pages`]).
+static HUGE_PAGES_OFF: AtomicBool = AtomicBool::new(false);
+
+/// Turns transparent huge pages off for this process
+/// (`prctl(PR_SET_THP_DISABLE)`: neither `khugepaged` nor `MADV_COLLAPSE`
+/// touches its memory, nor does a page fault map a huge page), so that a
+/// fault-free request can be trusted to have written no new page. Called at
+/// start-up, before the first instance: a huge page collapsed before the
+/// call could hide pages a scan already recorded. Returns whether it took.
+///
+/// The host's own heap loses huge pages too, on a machine that had them
+/// `always` on; with `madvise` (the usual default) nothing changes, as
+/// neither mimalloc nor wasmtime asks for them.
+#[allow(unsafe_code)]
+pub(crate) fn disable_huge_pages() -> bool {
+    // SAFETY: plain integer arguments; these options read and write no
+    // memory of ours.
+    let set = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } == 0
+        && unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) } == 1;
+    HUGE_PAGES_OFF.store(set, Ordering::Relaxed);
+    set
+}
 
 thread_local! {
     /// Set on request workers ([`mark_request_worker`]).
@@ -46,9 +73,9 @@ pub(crate) struct Mark(Option<u64>);
 
 /// Taken before a guest runs: the count last read on this thread (read
 /// earlier, so covering everything since), when this is a request worker
-/// and the kernel cannot fill pages in behind its back. No system call.
+/// and huge pages are off. No system call.
 pub(crate) fn mark() -> Mark {
-    let trusted = REQUEST_WORKER.with(Cell::get) && *NO_HUGE_PAGE_COLLAPSE;
+    let trusted = REQUEST_WORKER.with(Cell::get) && HUGE_PAGES_OFF.load(Ordering::Relaxed);
     Mark(trusted.then(|| LAST_READ.with(Cell::get)).flatten())
 }
 
@@ -87,93 +114,9 @@ fn thread_faults() -> Option<u64> {
     Some(minor + major)
 }
 
-/// Whether `khugepaged` leaves anonymous memory alone: transparent huge
-/// pages are not `always` on, for any page size. Read once.
-static NO_HUGE_PAGE_COLLAPSE: LazyLock<bool> =
-    LazyLock::new(|| no_huge_page_collapse(std::path::Path::new(THP)));
-
-const THP: &str = "/sys/kernel/mm/transparent_hugepage";
-
-/// Whether the THP settings under `thp` keep `khugepaged` off memory that
-/// never asked for huge pages (`madvise`, which wasmtime's does not, or
-/// `never`). A kernel without THP has no such folder; a setting that cannot
-/// be read counts as `always`.
-fn no_huge_page_collapse(thp: &std::path::Path) -> bool {
-    if !thp.exists() {
-        return true;
-    }
-    let selected = |path: &std::path::Path| -> Option<String> {
-        let text = std::fs::read_to_string(path).ok()?;
-        let start = text.find('[')? + 1;
-        let end = start + text.get(start..)?.find(']')?;
-        text.get(start..end).map(str::to_string)
-    };
-    let Some(top) = selected(&thp.join("enabled")) else {
-        return false;
-    };
-    if top == "always" {
-        return false;
-    }
-    // Multi-size THP (Linux 6.8+): each size has its own setting, where
-    // `inherit` means the top one's. A size with none (8 KiB, here) is for
-    // shared memory only.
-    let Ok(sizes) = std::fs::read_dir(thp) else {
-        return false;
-    };
-    sizes
-        .flatten()
-        .filter(|entry| {
-            entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with("hugepages-")
-        })
-        .map(|size| size.path().join("enabled"))
-        .filter(|setting| setting.exists())
-        .all(|setting| selected(&setting).is_some_and(|mode| mode != "always"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn thp(top: &str, sizes: &[&str]) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("enabled"), top).expect("write");
-        for (index, mode) in sizes.iter().enumerate() {
-            let size = dir.path().join(format!("hugepages-{}kB", 64 << index));
-            std::fs::create_dir(&size).expect("mkdir");
-            std::fs::write(size.join("enabled"), mode).expect("write");
-        }
-        dir
-    }
-
-    #[test]
-    fn huge_pages_always_on_for_any_size_rule_out_trusting_fault_counts() {
-        let ok = |top, sizes: &[&str]| no_huge_page_collapse(thp(top, sizes).path());
-        assert!(ok("always [madvise] never\n", &[]));
-        assert!(ok(
-            "always madvise [never]\n",
-            &["always inherit madvise [never]\n"]
-        ));
-        assert!(ok(
-            "always [madvise] never\n",
-            &["always [inherit] madvise never\n"]
-        ));
-        assert!(!ok("[always] madvise never\n", &[]));
-        assert!(!ok(
-            "always [madvise] never\n",
-            &["[always] inherit madvise never\n"]
-        ));
-        assert!(!ok("garbled\n", &[]));
-        // A size for shared memory only has no `enabled` of its own.
-        let shmem_only = thp("always [madvise] never\n", &[]);
-        std::fs::create_dir(shmem_only.path().join("hugepages-8kB")).expect("mkdir");
-        assert!(no_huge_page_collapse(shmem_only.path()));
-        assert!(no_huge_page_collapse(std::path::Path::new(
-            "/nonexistent/thp"
-        )));
-    }
 
     /// Writing a page never touched takes a fault this thread counts, and
     /// writing it again does not: what [`none_since`] relies on.
@@ -215,8 +158,8 @@ mod tests {
     }
 
     #[test]
-    fn only_a_request_worker_with_a_count_can_vouch() {
-        LazyLock::force(&NO_HUGE_PAGE_COLLAPSE);
+    fn only_a_request_worker_with_a_count_and_no_huge_pages_can_vouch() {
+        assert!(disable_huge_pages(), "prctl(PR_SET_THP_DISABLE) failed");
         // A test thread is no request worker.
         start_counting();
         assert!(!none_since(mark()));
@@ -224,9 +167,6 @@ mod tests {
             mark_request_worker();
             // Nothing read yet on this thread: no mark to vouch with.
             assert!(!none_since(mark()));
-            if !*NO_HUGE_PAGE_COLLAPSE {
-                return;
-            }
             // Nothing faults between the two readings, at the latest once
             // the stack they use is mapped.
             let vouched = (0..10).any(|_| {
@@ -234,6 +174,11 @@ mod tests {
                 none_since(mark())
             });
             assert!(vouched);
+            // Nor without huge pages off.
+            HUGE_PAGES_OFF.store(false, Ordering::Relaxed);
+            start_counting();
+            assert!(!none_since(mark()));
+            assert!(disable_huge_pages());
         })
         .join()
         .expect("thread");

@@ -112,19 +112,22 @@ impl InstanceSnapshot {
     /// when a call wrote a handful. A memory never scanned yet, or grown
     /// since, is scanned as by `restore`.
     ///
-    /// The caller vouches that since the last restore the instance wrote no
-    /// other page of its memories. Writing any other page takes a page
-    /// fault (after a reset, every page the scan did not find is the
-    /// image's, the zero page, or unmapped), so an embedder that ran the
-    /// instance on one thread only, and saw that thread's fault count
-    /// (`getrusage(RUSAGE_THREAD)`) unchanged across its use, knows it. If
-    /// the claim is wrong, the next use of the instance may see what this
-    /// one wrote; it cannot touch memory outside the instance.
+    /// The caller vouches that since the last restore nothing wrote any
+    /// other page of the instance's memories: not the instance, not the
+    /// host, not another thread or the kernel on its behalf. Writing any
+    /// other page takes a page fault (after a reset, every page the scan
+    /// did not find is the image's, the zero page, or unmapped), so an
+    /// embedder that ran the instance on one thread only, read that
+    /// thread's fault count (`getrusage(RUSAGE_THREAD)`) before the
+    /// instance's first instruction and again now, found it unchanged, and
+    /// lets nothing else write the memory, knows it. If the claim is wrong,
+    /// the next use of the instance may see what this one wrote; it cannot
+    /// touch memory outside the instance.
     ///
-    /// One more condition is the embedder's to check: the kernel must not
-    /// make pages writable behind the process's back, which
-    /// `khugepaged` does when transparent huge pages are `always` on
-    /// (collapsing a range fills its unmapped pages in).
+    /// The kernel must not make pages writable behind the process's back
+    /// either: transparent huge pages do (`khugepaged`, or `MADV_COLLAPSE`,
+    /// collapsing a range fills its unmapped pages in), so the embedder
+    /// should run with them off (`prctl(PR_SET_THP_DISABLE)`).
     ///
     /// Returns whether every memory was put back without a scan.
     pub fn restore_known_pages(&mut self, store: impl AsContextMut) -> Result<bool> {
