@@ -21,6 +21,9 @@
 //!   on native hyper with 1 and 2 threads set up the same way (the
 //!   control), five rounds each in turns, for server CPU per request at
 //!   each (each ratio is of the medians);
+//! - saturated rounds: wasmhost against native hyper as in the steady and
+//!   baseline phases, five rounds each in turns, each on a fresh server
+//!   after a second's warm-up, for the ratio of the medians;
 //! - request metrics: the 2-worker phase again without them
 //!   (`--no-request-metrics`) and once more with them, for what recording
 //!   costs per request;
@@ -30,7 +33,8 @@
 //!   `wasmtime serve`, one reset in place on wasmhost) and with each
 //!   instance reused for up to 1,000 requests on both;
 //! - `wrk`, when on PATH, against `wasmtime serve`, wasmhost and native
-//!   hyper: the same comparison with an out-of-process load generator;
+//!   hyper: the same comparison with an out-of-process load generator,
+//!   wasmhost and native hyper in five rounds each, in turns;
 //! - swap latency: file write / deploy call → first response from the new
 //!   version, cache miss and hit;
 //! - memory: RSS after 1 swap and after 500 more; RSS with 200 projects;
@@ -113,15 +117,55 @@ enum Rated {
     Native,
 }
 
+impl Rated {
+    /// The server's name in phase names.
+    fn name(self) -> &'static str {
+        match self {
+            Rated::Wasmhost => "wasmhost",
+            Rated::Native => "native hyper",
+        }
+    }
+}
+
 /// Names one rated round's phase, both where it runs and where the ratios
 /// look it up; built in one place, the two names cannot drift apart.
 fn rated_round(server: Rated, threads: usize, round: usize) -> String {
-    let (name, noun) = match server {
-        Rated::Wasmhost => ("wasmhost", "worker"),
-        Rated::Native => ("native hyper", "thread"),
+    let noun = match server {
+        Rated::Wasmhost => "worker",
+        Rated::Native => "thread",
     };
     let plural = if threads == 1 { "" } else { "s" };
-    format!("{name} {threads} {noun}{plural} at {RATE:.0} req/s, round {round}")
+    format!(
+        "{} {threads} {noun}{plural} at {RATE:.0} req/s, round {round}",
+        server.name()
+    )
+}
+
+/// The servers of round `round` of the saturated and `wrk` rounds, in the
+/// order they run: native hyper first in odd rounds, wasmhost in even ones.
+fn in_turns(round: usize) -> [Rated; 2] {
+    if round % 2 == 1 {
+        [Rated::Native, Rated::Wasmhost]
+    } else {
+        [Rated::Wasmhost, Rated::Native]
+    }
+}
+
+/// Names one round of `server` under `wrk`.
+fn wrk_round(server: &str, round: usize) -> String {
+    format!("{server}, round {round}")
+}
+
+/// Load before each saturated round's measured seconds, not counted: what
+/// `wrk.rs` does before its run. The first phase against a fresh host read
+/// 28 % more CPU per request than the next one in a clean-clone run
+/// (`docs/performance.md`).
+const WARM_UP: Duration = Duration::from_secs(1);
+
+/// Names one saturated round's phase (see [`rated_round`]): native hyper on
+/// 1 thread, as its baseline phase, and wasmhost as it starts by default.
+fn saturated_round(server: Rated, round: usize) -> String {
+    format!("{} saturated, round {round}", server.name())
 }
 
 /// Functions in the compile-interference component: about 4 MB of wasm,
@@ -362,6 +406,40 @@ fn main() -> Result<(), Error> {
             Background::Idle,
         ))?);
     }
+    // wasmhost against native hyper at saturation, as the steady phase
+    // against the baseline, in [`WORKER_ROUNDS`] rounds, taking turns at
+    // going first, each on a fresh server after [`WARM_UP`]: the single
+    // phases of one run differed by more than the goal's margin. Each ratio
+    // is of the medians; the single phases' ratio stays in the report too.
+    for round in 1..=WORKER_ROUNDS {
+        for server in in_turns(round) {
+            let host = match server {
+                Rated::Wasmhost => {
+                    process::start_wasmhost(projects.path(), cache.path(), &["--no-watch"])?
+                }
+                Rated::Native => process::start_native(NATIVE_FLAG, 1)?,
+            };
+            let name = saturated_round(server, round);
+            let warm_up = format!("{name}, warm-up");
+            for phase in runtime.block_on(load(
+                &warm_up,
+                &host,
+                WARM_UP,
+                connections,
+                None,
+                Background::Idle,
+            ))? {
+                if phase.failed > 0 && matches!(server, Rated::Wasmhost) {
+                    return Err(format!(
+                        "{} requests to wasmhost failed in {warm_up}",
+                        phase.failed
+                    )
+                    .into());
+                }
+            }
+            phases.extend(run(&name, &host, Background::Idle)?);
+        }
+    }
     // The hello guest in Python and JavaScript, on both servers, with fresh
     // instances and with reuse. Served as project `hello` so the client's
     // `/hello` reaches it on wasmhost too.
@@ -413,16 +491,24 @@ fn main() -> Result<(), Error> {
                     connections,
                 )?);
             }
-            let host = process::start_wasmhost(projects.path(), cache.path(), &["--no-watch"])?;
-            wrk_runs.push(wrk::run(&wrk, "wasmhost", &host, duration, connections)?);
-            let native = process::start_native(NATIVE_FLAG, 1)?;
-            wrk_runs.push(wrk::run(
-                &wrk,
-                "native hyper",
-                &native,
-                duration,
-                connections,
-            )?);
+            // wasmhost and native hyper in rounds, as the saturated ones.
+            for round in 1..=WORKER_ROUNDS {
+                for server in in_turns(round) {
+                    let host = match server {
+                        Rated::Wasmhost => {
+                            process::start_wasmhost(projects.path(), cache.path(), &["--no-watch"])?
+                        }
+                        Rated::Native => process::start_native(NATIVE_FLAG, 1)?,
+                    };
+                    wrk_runs.push(wrk::run(
+                        &wrk,
+                        &wrk_round(server.name(), round),
+                        &host,
+                        duration,
+                        connections,
+                    )?);
+                }
+            }
         }
         None => eprintln!("no wrk on PATH (scripts/bench-ci installs it): skipping the wrk phases"),
     }
@@ -474,11 +560,11 @@ fn main() -> Result<(), Error> {
             wasmtime.us(0.99),
         );
     }
-    // Median CPU per request over the rounds of one server and thread count.
-    let rounds = |server: Rated, threads: usize| -> Result<f64, Error> {
+    // Median CPU per request over the rounds named by `round_name`.
+    let median_cpu = |round_name: &dyn Fn(usize) -> String| -> Result<f64, Error> {
         let mut cpu: Vec<f64> = (1..=WORKER_ROUNDS)
             .map(|round| {
-                let name = rated_round(server, threads, round);
+                let name = round_name(round);
                 named(&name)
                     .map(Phase::cpu_per_request_us)
                     .ok_or_else(|| format!("no phase {name}"))
@@ -486,6 +572,14 @@ fn main() -> Result<(), Error> {
             .collect::<Result<_, _>>()?;
         Ok(median(&mut cpu))
     };
+    ratio(
+        &format!(
+            "wasmhost / native: CPU per request, saturated, medians of {WORKER_ROUNDS} rounds"
+        ),
+        median_cpu(&|round| saturated_round(Rated::Wasmhost, round))?,
+        median_cpu(&|round| saturated_round(Rated::Native, round))?,
+    );
+    let rounds = |server, threads| median_cpu(&|round| rated_round(server, threads, round));
     let one = rounds(Rated::Wasmhost, 1)?;
     let two = rounds(Rated::Wasmhost, 2)?;
     let native_one = rounds(Rated::Native, 1)?;
@@ -535,23 +629,47 @@ fn main() -> Result<(), Error> {
         unmetered.cpu_per_request_us(),
     );
     let by_wrk = |name: &str| wrk_runs.iter().find(|run| run.name == name);
-    if let (Some(ours), Some(theirs)) = (by_wrk("wasmhost"), by_wrk("wasmtime serve -Scli")) {
+    // The median of one server's wrk rounds, of `figure`; None without wrk.
+    let wrk_median = |name: &str, figure: fn(&wrk::Run) -> f64| -> Option<f64> {
+        let mut values: Vec<f64> = (1..=WORKER_ROUNDS)
+            .map(|round| by_wrk(&wrk_round(name, round)).map(figure))
+            .collect::<Option<_>>()?;
+        Some(median(&mut values))
+    };
+    let rps: fn(&wrk::Run) -> f64 = |run| run.rps;
+    let cpu: fn(&wrk::Run) -> f64 = |run| run.cpu_per_request_us;
+    if let (Some(ours), Some(theirs)) = (
+        wrk_median(Rated::Wasmhost.name(), rps),
+        by_wrk("wasmtime serve -Scli"),
+    ) {
         ratio(
-            "wrk: wasmhost / wasmtime serve: requests/s",
-            ours.rps,
+            &format!(
+                "wrk: wasmhost (median of {WORKER_ROUNDS} rounds) / wasmtime serve: requests/s"
+            ),
+            ours,
             theirs.rps,
         );
+    }
+    if let (Some(ours), Some(theirs)) = (
+        wrk_median(Rated::Wasmhost.name(), cpu),
+        by_wrk("wasmtime serve -Scli"),
+    ) {
         ratio(
-            "wrk: wasmhost / wasmtime serve: CPU per request",
-            ours.cpu_per_request_us,
+            &format!(
+                "wrk: wasmhost (median of {WORKER_ROUNDS} rounds) / wasmtime serve: CPU per request"
+            ),
+            ours,
             theirs.cpu_per_request_us,
         );
     }
-    if let (Some(ours), Some(native)) = (by_wrk("wasmhost"), by_wrk("native hyper")) {
+    if let (Some(ours), Some(native)) = (
+        wrk_median(Rated::Wasmhost.name(), cpu),
+        wrk_median(Rated::Native.name(), cpu),
+    ) {
         ratio(
-            "wrk: wasmhost / native: CPU per request",
-            ours.cpu_per_request_us,
-            native.cpu_per_request_us,
+            &format!("wrk: wasmhost / native: CPU per request, medians of {WORKER_ROUNDS} rounds"),
+            ours,
+            native,
         );
     }
     for language in ["Python", "JavaScript"] {
@@ -658,7 +776,7 @@ fn main() -> Result<(), Error> {
     let failed = failed
         + wrk_runs
             .iter()
-            .filter(|run| run.name == "wasmhost")
+            .filter(|run| run.name.starts_with("wasmhost"))
             .map(|run| run.errors)
             .sum::<u64>();
     if failed > 0 {
