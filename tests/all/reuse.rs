@@ -21,6 +21,16 @@ fn instance_and_count(host_reply: &Reply) -> (String, u64) {
     }
 }
 
+/// Asserts that a `?scatter` answer came from an instance's first request
+/// and found none of the 96 bytes an earlier request wrote.
+fn assert_scattered_on_clean_memory(reply: &Reply) {
+    assert!(
+        reply.text().contains("request 1 stale 0 wrote 96"),
+        "{:?}",
+        reply.text()
+    );
+}
+
 fn counting(reuse: Option<&str>) -> RunningHost {
     let mut builder = TestHost::new().project("count", guests::COUNT);
     if let Some(instances) = reuse {
@@ -130,21 +140,13 @@ async fn a_guest_that_moved_to_the_slow_lane_is_reset_with_a_scan() {
     }
     let before = host.admin_project("count").await["stats"]["reset_unscanned"].clone();
     let moved = host.get("/count?spin=50&scatter").await;
-    assert!(
-        moved.text().contains("request 1 stale 0 wrote 96"),
-        "{}",
-        moved.text()
-    );
+    assert_scattered_on_clean_memory(&moved);
     idle_instances(&host, 1).await;
     let stats = &host.admin_project("count").await["stats"];
     assert_eq!(stats["slowed"], 1, "{stats}");
     assert_eq!(stats["reset_unscanned"], before, "{stats}");
     let next = host.get("/count?scatter").await;
-    assert!(
-        next.text().contains("request 1 stale 0 wrote 96"),
-        "{}",
-        next.text()
-    );
+    assert_scattered_on_clean_memory(&next);
 }
 
 /// What a request leaves behind never reaches the next one, even though the
@@ -165,11 +167,7 @@ async fn a_reset_instance_keeps_nothing_a_request_left_and_a_trapped_one_is_drop
     idle_instances(&host, 1).await;
     for _ in 0..3 {
         let scattered = host.get("/count?scatter").await;
-        assert!(
-            scattered.text().contains("request 1 stale 0 wrote 96"),
-            "{}",
-            scattered.text()
-        );
+        assert_scattered_on_clean_memory(&scattered);
         idle_instances(&host, 1).await;
     }
     assert_eq!(host.admin_project("count").await["stats"]["reset"], 3);
@@ -199,17 +197,15 @@ async fn fresh_instances_see_initial_memory_after_many_scattered_writes() {
     let scatter = || async {
         let reply = host.get("/count?scatter").await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-        reply.text()
+        assert_scattered_on_clean_memory(&reply);
     };
     for _ in 0..20 {
-        let text = scatter().await;
-        assert!(text.contains("request 1 stale 0 wrote 96"), "{text:?}");
+        scatter().await;
     }
     let faults_before = minor_faults(host.pid()).expect("read /proc/PID/stat");
     const MEASURED: u64 = 40;
     for _ in 0..MEASURED {
-        let text = scatter().await;
-        assert!(text.contains("request 1 stale 0 wrote 96"), "{text:?}");
+        scatter().await;
     }
     let faults = minor_faults(host.pid()).expect("read /proc/PID/stat") - faults_before;
     assert!(

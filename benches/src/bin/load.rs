@@ -162,8 +162,7 @@ fn wrk_round(server: &str, round: usize) -> String {
 /// (`docs/performance.md`).
 const WARM_UP: Duration = Duration::from_secs(1);
 
-/// Names one saturated round's phase (see [`rated_round`]): native hyper on
-/// 1 thread, as its baseline phase, and wasmhost as it starts by default.
+/// Names one saturated round's phase (see [`rated_round`]).
 fn saturated_round(server: Rated, round: usize) -> String {
     format!("{} saturated, round {round}", server.name())
 }
@@ -406,6 +405,12 @@ fn main() -> Result<(), Error> {
             Background::Idle,
         ))?);
     }
+    // A fresh server for a saturated round: native hyper on 1 thread, as
+    // its baseline phase, and wasmhost as it starts by default.
+    let start_saturated = |server| match server {
+        Rated::Wasmhost => process::start_wasmhost(projects.path(), cache.path(), &["--no-watch"]),
+        Rated::Native => process::start_native(NATIVE_FLAG, 1),
+    };
     // wasmhost against native hyper at saturation, as the steady phase
     // against the baseline, in [`WORKER_ROUNDS`] rounds, taking turns at
     // going first, each on a fresh server after [`WARM_UP`]: the single
@@ -413,12 +418,7 @@ fn main() -> Result<(), Error> {
     // is of the medians; the single phases' ratio stays in the report too.
     for round in 1..=WORKER_ROUNDS {
         for server in in_turns(round) {
-            let host = match server {
-                Rated::Wasmhost => {
-                    process::start_wasmhost(projects.path(), cache.path(), &["--no-watch"])?
-                }
-                Rated::Native => process::start_native(NATIVE_FLAG, 1)?,
-            };
+            let host = start_saturated(server)?;
             let name = saturated_round(server, round);
             let warm_up = format!("{name}, warm-up");
             for phase in runtime.block_on(load(
@@ -494,12 +494,7 @@ fn main() -> Result<(), Error> {
             // wasmhost and native hyper in rounds, as the saturated ones.
             for round in 1..=WORKER_ROUNDS {
                 for server in in_turns(round) {
-                    let host = match server {
-                        Rated::Wasmhost => {
-                            process::start_wasmhost(projects.path(), cache.path(), &["--no-watch"])?
-                        }
-                        Rated::Native => process::start_native(NATIVE_FLAG, 1)?,
-                    };
+                    let host = start_saturated(server)?;
                     wrk_runs.push(wrk::run(
                         &wrk,
                         &wrk_round(server.name(), round),
