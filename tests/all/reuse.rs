@@ -69,6 +69,21 @@ async fn idle_instances(host: &RunningHost, idle: u64) {
     .await;
 }
 
+/// Sends `requests` requests one after the other, each once the last one's
+/// instance is idle again, and asserts that each saw a fresh instance's
+/// state: its first request, under an id no earlier request saw.
+async fn each_on_fresh_state(host: &RunningHost, requests: u64) {
+    let mut ids = std::collections::BTreeSet::new();
+    for request in 0..requests {
+        let reply = host.get("/count").await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        let (id, n) = instance_and_count(&reply);
+        assert_eq!(n, 1, "request {request} saw an earlier request's count");
+        assert!(ids.insert(id), "an id survived a reset: {ids:?}");
+        idle_instances(host, 1).await;
+    }
+}
+
 /// By default every request starts on a fresh instance's state: the count
 /// guest, which keeps its id and count in memory, answers `request 1` with
 /// a new id every time. After the first request that state does not come
@@ -79,20 +94,7 @@ async fn idle_instances(host: &RunningHost, idle: u64) {
 #[tokio::test]
 async fn by_default_every_request_starts_on_a_fresh_instances_state() {
     let host = counting(Some("idle_timeout = \"10m\""));
-    let mut ids = std::collections::BTreeSet::new();
-    for request in 0..6 {
-        let reply = host.get("/count").await;
-        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-        let (id, n) = instance_and_count(&reply);
-        assert_eq!(n, 1, "request {request} saw an earlier request's count");
-        ids.insert(id);
-        idle_instances(&host, 1).await;
-    }
-    assert_eq!(
-        ids.len(),
-        6,
-        "an id survived from one request to the next: {ids:?}"
-    );
+    each_on_fresh_state(&host, 6).await;
     let project = host.admin_project("count").await;
     assert_eq!(project["stats"]["reused"], 0);
     assert_eq!(project["stats"]["reset"], 5);
@@ -107,23 +109,14 @@ async fn by_default_every_request_starts_on_a_fresh_instances_state() {
 #[tokio::test]
 async fn resets_after_the_first_put_back_the_pages_found_without_a_scan() {
     let host = counting(Some("idle_timeout = \"10m\""));
-    let mut ids = std::collections::BTreeSet::new();
     let requests = 30;
-    for request in 0..requests {
-        let reply = host.get("/count").await;
-        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-        let (id, n) = instance_and_count(&reply);
-        assert_eq!(n, 1, "request {request} saw an earlier request's count");
-        ids.insert(id);
-        idle_instances(&host, 1).await;
-    }
-    assert_eq!(ids.len(), requests, "an id survived a reset: {ids:?}");
+    each_on_fresh_state(&host, requests).await;
     let stats = &host.admin_project("count").await["stats"];
     assert_eq!(stats["reset"], requests - 1);
     // The instance's first reset scans, and so does one after a stray
     // fault on its worker (the host's own allocations); most do not.
     let unscanned = stats["reset_unscanned"].as_u64().expect("a count");
-    assert!(unscanned * 2 > requests as u64, "{stats}");
+    assert!(unscanned * 2 > requests, "{stats}");
 }
 
 /// A guest that moved to the slow lane ran on two threads, and the worker's

@@ -566,6 +566,16 @@ mod tests {
 
     use super::*;
 
+    /// The journal an interrupted commit left in `projects`.
+    fn journal_in(projects: &Path) -> PathBuf {
+        std::fs::read_dir(projects)
+            .expect("dir")
+            .flatten()
+            .map(|entry| entry.path())
+            .find(|path| path.to_string_lossy().contains(JOURNAL))
+            .expect("a journal")
+    }
+
     /// A deploy keeps a replaced file's mode (tempfile's own is 0600), and a
     /// new file, which may hold secrets, is 0600.
     #[test]
@@ -757,12 +767,7 @@ mod tests {
                 .expect("one more")
                 .expect("renamed");
             std::mem::forget(interrupted);
-            let journal = std::fs::read_dir(dir.path())
-                .expect("dir")
-                .flatten()
-                .map(|entry| entry.path())
-                .find(|path| path.to_string_lossy().contains(JOURNAL))
-                .expect("a journal");
+            let journal = journal_in(dir.path());
             let text = std::fs::read_to_string(&journal).expect("read the journal");
             remove_leftovers(dir.path());
             assert_eq!(files(dir.path()), before());
@@ -816,12 +821,7 @@ mod tests {
             commit.rename_next().expect("one more").expect("renamed");
         }
         std::mem::forget(commit);
-        let journal = std::fs::read_dir(dir.path())
-            .expect("dir")
-            .flatten()
-            .map(|entry| entry.path())
-            .find(|path| path.to_string_lossy().contains(JOURNAL))
-            .expect("a journal");
+        let journal = journal_in(dir.path());
         let text = std::fs::read_to_string(&journal).expect("read the journal");
         let old: String = text
             .lines()
