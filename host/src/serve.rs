@@ -83,6 +83,9 @@ pub(crate) async fn run(
     let engine = engine::new_engine(config.max_instances)?;
     engine::ticker::start_epoch_ticker(&engine)?;
     slow_lane::start(config.workers)?;
+    // Before any version exists: each pool of idle instances gets a shard
+    // per worker when it is made.
+    engine::idle_shards::shard_per_worker(config.workers);
     let cache = match &config.cache_dir {
         Some(dir) => CompileCache::new(Some(dir), &engine),
         None => CompileCache::disabled(),

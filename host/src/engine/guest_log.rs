@@ -144,36 +144,52 @@ impl LogBudget {
     }
 }
 
-/// A wasi:cli output stream whose lines become tracing events.
-#[derive(Clone)]
-pub(crate) struct GuestLog {
+/// Whose output a [`GuestLog`] carries and what it may log: one per
+/// instance, shared by its two streams, so that a stream made for each
+/// request only adds to a count of this instance's own, not to the
+/// project's that every worker shares.
+#[derive(Debug)]
+pub(crate) struct LogSource {
     project: Arc<str>,
     version: u64,
-    stream: Stream,
-    request: RequestTag,
     budget: Arc<LogBudget>,
     /// The version's `log_rate`, in bytes per second.
     rate: u64,
 }
 
-impl GuestLog {
-    /// Output of `project` version `version` on `stream`, while it serves
-    /// the request `request` names, logged while `budget` allows at `rate`
-    /// bytes per second.
+impl LogSource {
+    /// Output of `project` version `version`, logged while `budget` allows
+    /// at `rate` bytes per second.
     pub(crate) fn new(
         project: Arc<str>,
         version: u64,
-        stream: Stream,
-        request: RequestTag,
         (budget, rate): (Arc<LogBudget>, u64),
     ) -> Self {
         Self {
             project,
             version,
-            stream,
-            request,
             budget,
             rate,
+        }
+    }
+}
+
+/// A wasi:cli output stream whose lines become tracing events.
+#[derive(Clone)]
+pub(crate) struct GuestLog {
+    source: Arc<LogSource>,
+    stream: Stream,
+    request: RequestTag,
+}
+
+impl GuestLog {
+    /// Output of `source` on `stream`, while it serves the request
+    /// `request` names.
+    pub(crate) fn new(source: Arc<LogSource>, stream: Stream, request: RequestTag) -> Self {
+        Self {
+            source,
+            stream,
+            request,
         }
     }
 
@@ -183,17 +199,19 @@ impl GuestLog {
         if line.trim().is_empty() {
             return;
         }
-        let (project, version) = (&*self.project, self.version);
-        let admission = self
-            .budget
-            .admit(line.len() + LINE_OVERHEAD, self.rate, Instant::now());
+        let source = &*self.source;
+        let (project, version) = (&*source.project, source.version);
+        let admission =
+            source
+                .budget
+                .admit(line.len() + LINE_OVERHEAD, source.rate, Instant::now());
         if let Some(dropped) = admission.report {
             tracing::warn!(
                 project,
                 version,
                 dropped,
                 "guest output over the project's log_rate of {} bytes/s: {dropped} lines dropped",
-                self.rate
+                source.rate
             );
         }
         if !admission.logged {

@@ -28,15 +28,20 @@
 //!   one at once, so they never hold up the drain;
 //! - an instance idle for `idle_timeout` is dropped by a sweeper task,
 //!   giving its slot of the instance pool (`--max-instances`) back.
+//!
+//! Each request worker takes back the instances it put back, before any
+//! other worker's (`idle_shards.rs`), so an instance stays on one core.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
+use tokio::sync::watch;
 use wasmtime::Store;
 use wasmtime::component::InstanceSnapshot;
 use wasmtime_wasi_http::p2::bindings::Proxy;
 
+use crate::engine::idle_shards::IdleShards;
 use crate::engine::store::RequestState;
 
 /// Requests one instance serves when it is reset in place after each: a
@@ -52,29 +57,33 @@ pub(crate) struct Reusable {
     pub(crate) proxy: Proxy,
     pub(crate) served: u32,
     pub(crate) snapshot: Option<InstanceSnapshot>,
-    idle_since: Instant,
+    /// The version's stop signal, kept with the instance so that a request
+    /// need not clone the version's (a count every worker writes).
+    pub(crate) stop: watch::Receiver<bool>,
 }
 
 impl Reusable {
     /// An instance that has just served its `served`-th request (and, if
-    /// `snapshot` is set, been reset in place).
+    /// `snapshot` is set, been reset in place), watching its version's
+    /// `stop` signal.
     pub(crate) fn new(
         store: Store<RequestState>,
         proxy: Proxy,
         served: u32,
         snapshot: Option<InstanceSnapshot>,
+        stop: watch::Receiver<bool>,
     ) -> Self {
         Self {
             store,
             proxy,
             served,
             snapshot,
-            idle_since: Instant::now(),
+            stop,
         }
     }
 }
 
-/// One version's idle instances.
+/// One version's idle instances, kept by request worker (`idle_shards.rs`).
 pub(crate) struct IdleInstances {
     /// Requests one instance may serve with its state kept; 1 means every
     /// request starts on a fresh instance's state.
@@ -83,18 +92,11 @@ pub(crate) struct IdleInstances {
     /// the first instance that cannot is found.
     resettable: AtomicBool,
     idle_timeout: Duration,
-    state: Mutex<Pool>,
-}
-
-#[derive(Default)]
-struct Pool {
-    /// Idle instances, the most recently used last (taken first: its pages
-    /// are the likeliest to be in cache).
-    idle: Vec<Reusable>,
-    /// Set when the version is retired: nothing comes back any more.
-    closed: bool,
-    /// Whether a sweeper task is running for this pool.
-    sweeping: bool,
+    /// Whether a sweeper task runs for this pool. Read on every `put`, but
+    /// written only when a sweeper starts or stops, so its line stays
+    /// shared by every core instead of moving between them.
+    sweeping: AtomicBool,
+    idle: IdleShards<Reusable>,
 }
 
 impl IdleInstances {
@@ -106,7 +108,8 @@ impl IdleInstances {
             reuse,
             resettable: AtomicBool::new(true),
             idle_timeout,
-            state: Mutex::default(),
+            sweeping: AtomicBool::new(false),
+            idle: IdleShards::new(),
         });
         let mut pools = EVERY_POOL
             .lock()
@@ -114,13 +117,6 @@ impl IdleInstances {
         pools.retain(|pool| pool.strong_count() > 0);
         pools.push(Arc::downgrade(&pool));
         pool
-    }
-
-    fn pool(&self) -> MutexGuard<'_, Pool> {
-        // Plain data: a panic while holding the lock leaves nothing half-done.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Whether instances are kept between requests at all.
@@ -147,29 +143,20 @@ impl IdleInstances {
         self.resettable.swap(false, Ordering::Relaxed)
     }
 
-    /// An idle instance for the next request, if one is kept.
+    /// An idle instance for the next request, if one is kept: the calling
+    /// worker's most recently used, else another worker's.
     pub(crate) fn take(&self) -> Option<Reusable> {
         if !self.enabled() {
             return None;
         }
-        let now = Instant::now();
-        let mut pool = self.pool();
-        let instance = pool.idle.pop()?;
-        if now.duration_since(instance.idle_since) < self.idle_timeout {
-            return Some(instance);
-        }
-        // Expired, and so is every older one. Dropped outside the lock: a
-        // store's drop resets its memory.
-        let expired = std::mem::take(&mut pool.idle);
-        drop(pool);
-        drop((instance, expired));
-        None
+        self.idle.take(self.idle_timeout)
     }
 
     /// Keeps `instance`, which just ended a request cleanly (and, if this
-    /// version resets, was reset), for the next one, unless it has served
-    /// its `reuse` requests (`RESET_LIMIT` when reset) or the version is
-    /// retired. Must be called on a tokio runtime (it may start the sweeper).
+    /// version resets, was reset), with the calling worker for the next
+    /// request, unless it has served its `reuse` requests (`RESET_LIMIT`
+    /// when reset) or the version is retired. Must be called on a tokio
+    /// runtime (it may start the sweeper).
     pub(crate) fn put(self: &Arc<Self>, instance: Reusable) {
         let limit = if self.keeps_state() {
             self.reuse
@@ -179,16 +166,14 @@ impl IdleInstances {
         if instance.served >= limit || !self.enabled() {
             return;
         }
-        let mut pool = self.pool();
-        if pool.closed {
-            drop(pool);
-            drop(instance);
+        // A closed pool gives the instance back, dropped here.
+        if self.idle.put(instance).is_err() {
             return;
         }
-        pool.idle.push(instance);
-        if !pool.sweeping {
-            pool.sweeping = true;
-            drop(pool);
+        // After the put: a sweeper that stops clears the flag before it
+        // looks at any shard, so either it sees this instance or this sees
+        // the flag cleared and starts another.
+        if !self.sweeping.load(Ordering::SeqCst) && !self.sweeping.swap(true, Ordering::SeqCst) {
             tokio::spawn(sweep(Arc::downgrade(self), self.idle_timeout));
         }
     }
@@ -196,38 +181,12 @@ impl IdleInstances {
     /// Drops every idle instance and keeps none from now on: the version is
     /// retired.
     pub(crate) fn close(&self) {
-        let idle = {
-            let mut pool = self.pool();
-            pool.closed = true;
-            std::mem::take(&mut pool.idle)
-        };
-        drop(idle);
+        self.idle.close();
     }
 
     /// How many instances sit idle now.
     pub(crate) fn idle(&self) -> usize {
-        self.pool().idle.len()
-    }
-
-    /// Drops the instances idle for `idle_timeout` or more; returns whether
-    /// any are left.
-    fn drop_expired(&self) -> bool {
-        let now = Instant::now();
-        let (expired, left): (Vec<Reusable>, bool) = {
-            let mut pool = self.pool();
-            let fresh_from = pool
-                .idle
-                .iter()
-                .position(|instance| now.duration_since(instance.idle_since) < self.idle_timeout)
-                .unwrap_or(pool.idle.len());
-            let expired = pool.idle.drain(..fresh_from).collect();
-            let left = !pool.idle.is_empty();
-            // Cleared under the lock: a `put` after this starts a new sweeper.
-            pool.sweeping = left;
-            (expired, left)
-        };
-        drop(expired);
-        left
+        self.idle.len()
     }
 }
 
@@ -248,21 +207,25 @@ pub(crate) fn release_idle_everywhere() {
         .filter_map(Weak::upgrade)
         .collect();
     for pool in pools {
-        let idle = std::mem::take(&mut pool.pool().idle);
-        // Dropped outside the lock: a store's drop resets its memory.
-        drop(idle);
+        pool.idle.release();
     }
 }
 
 /// Wakes every quarter of `idle_timeout` and drops expired instances, until
 /// the pool is empty or gone. Holds only a weak reference: a pool whose
 /// version was dropped needs no sweeping.
+///
+/// It clears the pool's `sweeping` flag before it looks at the shards, so a
+/// `put` it does not see starts a sweeper of its own; if it finds
+/// instances left and another sweeper has started meanwhile, it leaves the
+/// pool to that one.
 async fn sweep(pool: Weak<IdleInstances>, idle_timeout: Duration) {
     let tick = (idle_timeout / 4).max(Duration::from_millis(10));
     loop {
         tokio::time::sleep(tick).await;
         let Some(pool) = pool.upgrade() else { return };
-        if !pool.drop_expired() {
+        pool.sweeping.store(false, Ordering::SeqCst);
+        if !pool.idle.drop_expired(idle_timeout) || pool.sweeping.swap(true, Ordering::SeqCst) {
             return;
         }
     }

@@ -12,6 +12,7 @@
 
 pub(crate) mod faults;
 pub(crate) mod guest_log;
+pub(crate) mod idle_shards;
 pub(crate) mod instances;
 pub mod outbound;
 #[cfg(test)]

@@ -279,6 +279,13 @@ impl OutboundHooks {
             under_way: None,
         }
     }
+
+    /// The hooks of the next request of the same instance: none of the
+    /// last one's outgoing requests counts against it (those still under
+    /// way keep their own hold on the old count).
+    pub(crate) fn renew(&mut self) {
+        self.under_way = None;
+    }
 }
 
 type SendFuture = Box<

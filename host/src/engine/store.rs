@@ -12,7 +12,7 @@ use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::engine::guest_log::{GuestLog, LogBudget, RequestTag, Stream};
+use crate::engine::guest_log::{GuestLog, LogBudget, LogSource, RequestTag, Stream};
 use crate::engine::outbound::{Denials, OutboundHooks, OutboundPolicy};
 
 /// Everything a guest instance can reach: its WASI context, HTTP context and
@@ -31,6 +31,21 @@ pub struct RequestState {
     limits: MemoryLimit,
     /// The request the guest's log lines belong to.
     request: RequestTag,
+    /// What each request of this instance starts from ([`RequestState::renew`]).
+    origin: Origin,
+}
+
+/// What every request of one instance starts from, copied from its version
+/// when the instance is made. An instance reset in place gets its next
+/// request's state from these alone ([`RequestState::renew`]): built from
+/// the version each time, that state took and dropped about ten references
+/// to the version's settings, counts that every worker's requests to the
+/// project write, so each moved a cache line between cores.
+struct Origin {
+    /// The guest's wasi:cli environment.
+    env: Vec<(String, String)>,
+    /// Whose output the guest's streams carry.
+    log: Arc<LogSource>,
 }
 
 /// The most one header field list may hold on the host, in bytes (the same
@@ -149,35 +164,62 @@ impl RequestState {
         } = guest;
         let deadline = Instant::now() + timeout;
         let request = RequestTag::new(request_id);
-        let log = |stream| {
-            GuestLog::new(
-                project.clone(),
-                version,
-                stream,
-                request.clone(),
-                budget.clone(),
-            )
+        let origin = Origin {
+            env: env.to_vec(),
+            log: Arc::new(LogSource::new(project.clone(), version, budget)),
         };
-        let wasi = WasiCtx::builder()
-            .envs(env)
-            .stdout(log(Stream::Stdout))
-            .stderr(log(Stream::Stderr))
-            .build();
-        let mut http = WasiHttpCtx::new();
-        http.set_field_size_limit(FIELD_SIZE_LIMIT);
-        let mut table = ResourceTable::new();
-        table.set_max_capacity(resource_capacity(memory));
         Self {
-            wasi,
-            http,
+            wasi: wasi_ctx(&origin, &request),
+            http: http_ctx(),
             outbound: OutboundHooks::new(project, version, outbound, forbidden, denials),
-            table,
+            table: resource_table(memory),
             deadline,
             stop,
             limits: MemoryLimit { bytes: memory },
             request,
+            origin,
         }
     }
+
+    /// Gives an instance just reset in place the state a new request
+    /// starts with, as [`RequestState::new`] would from its version: a new
+    /// WASI context and resource table, which drops every resource the last
+    /// request left (a response body the guest never finished ends cut
+    /// off, as when a fresh instance is freed), no outgoing request under
+    /// way, and its log lines tagged `request_id` until the next request's.
+    pub(crate) fn renew(&mut self, request_id: hyper::header::HeaderValue) {
+        self.request = RequestTag::new(request_id);
+        self.wasi = wasi_ctx(&self.origin, &self.request);
+        self.http = http_ctx();
+        self.outbound.renew();
+        self.table = resource_table(self.limits.bytes);
+    }
+}
+
+/// A request's WASI context: the guest's environment, and its output
+/// logged as `request`'s.
+fn wasi_ctx(origin: &Origin, request: &RequestTag) -> WasiCtx {
+    let log = |stream| GuestLog::new(origin.log.clone(), stream, request.clone());
+    WasiCtx::builder()
+        .envs(&origin.env)
+        .stdout(log(Stream::Stdout))
+        .stderr(log(Stream::Stderr))
+        .build()
+}
+
+/// A request's HTTP context.
+fn http_ctx() -> WasiHttpCtx {
+    let mut http = WasiHttpCtx::new();
+    http.set_field_size_limit(FIELD_SIZE_LIMIT);
+    http
+}
+
+/// A request's resource table, holding at most what `memory` allows
+/// ([`resource_capacity`]).
+fn resource_table(memory: u64) -> ResourceTable {
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(resource_capacity(memory));
+    table
 }
 
 impl RequestState {

@@ -14,6 +14,7 @@ use hyper::body::Body;
 use hyper::header::HeaderValue;
 use hyper::http::uri::{PathAndQuery, Uri};
 use hyper::{Request, Response, header};
+use tokio::sync::watch;
 use wasmtime::Store;
 use wasmtime::component::InstanceSnapshot;
 use wasmtime_wasi_http::WasiHttpView;
@@ -62,6 +63,14 @@ enum Keep {
     AsIs,
     /// Dropped: it cannot be reset, or must not be kept.
     Never,
+}
+
+/// The instance a request runs on.
+enum Instance {
+    /// Kept from an earlier request.
+    Kept(Proxy, Keep),
+    /// Still to be instantiated from this version.
+    New(Arc<Version>),
 }
 
 /// Whether instantiating failed because the instance pool is full.
@@ -237,12 +246,16 @@ where
     }
 
     let timeout = version.run.request_timeout;
-    let (mut store, kept, served) = match version.instances.take() {
+    // A kept instance brings the stop signal it watched before: cloning
+    // the version's for each request would write a count every worker's
+    // requests share.
+    let (mut store, instance, served, mut stop) = match version.instances.take() {
         Some(Reusable {
             mut store,
             proxy,
             served,
             snapshot,
+            stop,
             ..
         }) => {
             Stats::bump(match snapshot {
@@ -255,11 +268,15 @@ where
                 Some(snapshot) => Keep::Reset(snapshot),
                 None => Keep::AsIs,
             };
-            (store, Some((proxy, keep)), served)
+            (store, Instance::Kept(proxy, keep), served, stop)
         }
-        None => (new_store(&version, request_id), None, 0),
+        None => (
+            new_store(&version, request_id),
+            Instance::New(version.clone()),
+            0,
+            version.stop_signal(),
+        ),
     };
-    let mut stop = version.stop_signal();
 
     let host_error = |err: wasmtime::Error| InvokeError::Host(format!("{err:#}"));
     let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -288,13 +305,12 @@ where
         let hog_after = slow_lane::hog_after(version.compute.get());
         let clock = slow_lane::Clock::for_threshold(hog_after);
         let slowed = &version.stats().slowed;
-        let instantiating = version.clone();
         let run = slow_lane::run(
             async move {
                 let _running = GuestRunning::start();
-                let (proxy, keep) = match kept {
-                    Some(kept) => kept,
-                    None => instantiate(&instantiating, &mut store).await?,
+                let (proxy, keep) = match instance {
+                    Instance::Kept(proxy, keep) => (proxy, keep),
+                    Instance::New(version) => instantiate(&version, &mut store).await?,
                 };
                 proxy
                     .wasi_http_incoming_handler()
@@ -375,14 +391,8 @@ where
             Keep::Reset(snapshot) => {
                 // The guest ran on this thread alone unless it moved.
                 let unwritten_pages_unfaulted = !moved && faults::none_since(fault_mark);
-                keep_reset(
-                    version,
-                    store,
-                    proxy,
-                    served,
-                    snapshot,
-                    unwritten_pages_unfaulted,
-                );
+                let kept = (store, proxy, served + 1, stop);
+                keep_reset(version, kept, snapshot, unwritten_pages_unfaulted);
                 return Ok(());
             }
             Keep::Never => return Ok(()),
@@ -402,7 +412,7 @@ where
         if version.instances.keeps_state() && !store.data_mut().request_left_over() {
             version
                 .instances
-                .put(Reusable::new(store, proxy, served + 1, None));
+                .put(Reusable::new(store, proxy, served + 1, None, stop));
         }
         Ok(())
     }));
@@ -421,8 +431,8 @@ where
     }
 }
 
-/// Resets an instance whose request ended cleanly to its state as
-/// instantiated, gives it new host state (which drops every resource the
+/// Resets an instance whose request ended cleanly (and has now served
+/// `served` requests) to its state as instantiated, gives it new host state (which drops every resource the
 /// request left: a response body the guest never finished ends cut off, as
 /// when a fresh instance is freed), and keeps it for the next request. An
 /// instance the reset refuses is dropped.
@@ -433,9 +443,7 @@ where
 /// without a scan.
 fn keep_reset(
     version: &Arc<Version>,
-    mut store: Store<RequestState>,
-    proxy: Proxy,
-    served: u32,
+    (mut store, proxy, served, stop): (Store<RequestState>, Proxy, u32, watch::Receiver<bool>),
     mut snapshot: InstanceSnapshot,
     unfaulted: bool,
 ) {
@@ -455,11 +463,12 @@ fn keep_reset(
             return;
         }
     }
-    let placeholder = HeaderValue::from_static("between-requests");
-    *store.data_mut() = RequestState::new(guest(version, &placeholder));
+    store
+        .data_mut()
+        .renew(HeaderValue::from_static("between-requests"));
     version
         .instances
-        .put(Reusable::new(store, proxy, served + 1, Some(snapshot)));
+        .put(Reusable::new(store, proxy, served, Some(snapshot), stop));
 }
 
 /// Logs, naming project and version, when a response body ends in an error

@@ -28,9 +28,11 @@
 //! user could take a share of the connections by binding the port with
 //! `SO_REUSEPORT`. Run wasmhost as a user of its own.
 //!
-//! Per worker: its runtime, its socket and accept loop, and its slow lane
-//! (`slow_lane.rs`). Shared: the connection cap (one semaphore per listener,
-//! so `--max-connections` bounds the listener, not each worker), the epoch
+//! Per worker: its runtime, its socket and accept loop, its slow lane
+//! (`slow_lane.rs`) and its shard of every version's idle instances
+//! (`engine/idle_shards.rs`), so an instance stays on one core. Shared: the
+//! connection cap (one semaphore per listener, so `--max-connections`
+//! bounds the listener, not each worker), the epoch
 //! ticker (one atomic increment per millisecond serves any number of
 //! workers), the compile threads (off the request path, bounded by
 //! `--max-compiles`) and everything on the main thread: the admin API, the
@@ -47,7 +49,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, watch};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::engine::faults;
+use crate::engine::{faults, idle_shards};
 use crate::front::connection::ConnectionLimits;
 use crate::front::{affinity, listener, slow_lane};
 
@@ -192,6 +194,7 @@ impl Workers {
                         affinity::pin_this_thread(cpu);
                     }
                     slow_lane::bind_this_thread(index);
+                    idle_shards::serve_from_shard(index);
                     faults::mark_request_worker();
                     faults::start_counting();
                     runtime.block_on(async move {
