@@ -71,7 +71,7 @@ impl Setup {
             number,
             build.clone(),
             RunConfig {
-                env: Vec::new(),
+                env: Arc::from([]),
                 request_timeout: Duration::from_secs(30),
                 drain_timeout: Duration::from_secs(30),
                 memory: 128 << 20,

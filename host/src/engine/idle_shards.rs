@@ -1,14 +1,18 @@
 //! Idle things (a version's instances between requests) kept in one shard
 //! per request worker, so that what a worker put back it takes again, and
-//! two workers never take one lock.
+//! a request that finds one takes no lock another worker uses.
 //!
 //! With one list shared by every worker, an instance one worker put back
 //! was as likely to be taken next by another, whose core then fetched the
 //! instance's store, tables and recently written pages from the first
 //! core's cache; and every request took and released one lock, whose line
 //! moved between cores twice. Here a worker takes from and puts back to its
-//! own shard, and only a worker whose shard is empty takes from another's,
-//! which is still far cheaper than instantiating.
+//! own shard. Only a worker whose shard is empty looks at the others (their
+//! counts first, without locking, so empty ones cost a read) and takes
+//! another's oldest, which is the least likely to be in its owner's cache
+//! and still far cheaper than instantiating. The sweeper, `close`,
+//! `release` and the admin API's count lock every shard in turn, none of
+//! them on the request path.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -48,7 +52,12 @@ pub(crate) struct IdleShards<T> {
 /// One shard, on a cache line of its own (128 bytes covers adjacent-line
 /// prefetching), so workers using their own shards never share a line.
 #[repr(align(128))]
-struct Shard<T>(Mutex<Pool<T>>);
+struct Shard<T> {
+    pool: Mutex<Pool<T>>,
+    /// How many the pool holds, written under its lock, read without it
+    /// by a worker looking for one to take ([`IdleShards::take`]).
+    len: AtomicUsize,
+}
 
 struct Pool<T> {
     /// The most recently put back last (taken first: its pages are the
@@ -66,23 +75,29 @@ impl<T> IdleShards<T> {
     }
 
     fn with_shards(count: usize) -> Self {
-        let shard = || {
-            Shard(Mutex::new(Pool {
+        let shard = || Shard {
+            pool: Mutex::new(Pool {
                 idle: Vec::new(),
                 closed: false,
-            }))
+            }),
+            len: AtomicUsize::new(0),
         };
         Self {
             shards: (0..count.max(1)).map(|_| shard()).collect(),
         }
     }
 
-    fn shard(&self, index: usize) -> MutexGuard<'_, Pool<T>> {
-        // Plain data: a panic while holding the lock leaves nothing half-done.
-        self.shards[index]
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn shard(&self, index: usize) -> Locked<'_, T> {
+        let shard = &self.shards[index];
+        Locked {
+            // Plain data: a panic while holding the lock leaves nothing
+            // half-done.
+            pool: shard
+                .pool
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            len: &shard.len,
+        }
     }
 
     /// The calling thread's own shard.
@@ -91,37 +106,52 @@ impl<T> IdleShards<T> {
     }
 
     /// The most recently put back of the calling thread's own shard, else
-    /// of the next shard that has one, unless that one idled for
-    /// `idle_timeout` (which drops it and its shard's older ones, outside
-    /// the lock, and takes nothing).
+    /// the oldest of the next shard that has one; never one idle for
+    /// `idle_timeout` or more (those found are dropped, outside the lock).
     pub(crate) fn take(&self, idle_timeout: Duration) -> Option<T> {
         let (own, count) = (self.own(), self.shards.len());
         let now = Instant::now();
-        (0..count).find_map(|offset| self.take_from((own + offset) % count, idle_timeout, now))
+        if let Some(item) = self.take_newest(own, idle_timeout, now) {
+            return Some(item);
+        }
+        (1..count)
+            .map(|offset| (own + offset) % count)
+            .filter(|&index| self.shards[index].len.load(Ordering::Relaxed) > 0)
+            .find_map(|index| self.take_oldest(index, idle_timeout, now))
     }
 
-    fn take_from(&self, index: usize, idle_timeout: Duration, now: Instant) -> Option<T> {
+    fn take_newest(&self, index: usize, idle_timeout: Duration, now: Instant) -> Option<T> {
         let mut pool = self.shard(index);
-        let (since, item) = pool.idle.pop()?;
+        let (since, item) = pool.pop()?;
         if now.duration_since(since) < idle_timeout {
             return Some(item);
         }
         // Expired, and so is every older one. Dropped outside the lock: a
         // store's drop resets its memory.
-        let expired = std::mem::take(&mut pool.idle);
+        let expired = pool.take_all();
         drop(pool);
         drop((item, expired));
         None
+    }
+
+    fn take_oldest(&self, index: usize, idle_timeout: Duration, now: Instant) -> Option<T> {
+        let mut pool = self.shard(index);
+        let expired = pool.drain_expired(idle_timeout, now);
+        let item = pool.remove_oldest();
+        // Dropped outside the lock: a store's drop resets its memory.
+        drop(pool);
+        drop(expired);
+        item
     }
 
     /// Keeps `item` in the calling thread's own shard; gives it back if
     /// the shards are closed, for the caller to drop outside the lock.
     pub(crate) fn put(&self, item: T) -> Result<(), T> {
         let mut pool = self.shard(self.own());
-        if pool.closed {
+        if pool.pool.closed {
             return Err(item);
         }
-        pool.idle.push((Instant::now(), item));
+        pool.push((Instant::now(), item));
         Ok(())
     }
 
@@ -130,8 +160,8 @@ impl<T> IdleShards<T> {
         for index in 0..self.shards.len() {
             let idle = {
                 let mut pool = self.shard(index);
-                pool.closed = true;
-                std::mem::take(&mut pool.idle)
+                pool.pool.closed = true;
+                pool.take_all()
             };
             drop(idle);
         }
@@ -140,7 +170,7 @@ impl<T> IdleShards<T> {
     /// Drops everything idle; later puts are kept again.
     pub(crate) fn release(&self) {
         for index in 0..self.shards.len() {
-            let idle = std::mem::take(&mut self.shard(index).idle);
+            let idle = self.shard(index).take_all();
             drop(idle);
         }
     }
@@ -148,7 +178,7 @@ impl<T> IdleShards<T> {
     /// How many are idle now, in every shard.
     pub(crate) fn len(&self) -> usize {
         (0..self.shards.len())
-            .map(|index| self.shard(index).idle.len())
+            .map(|index| self.shard(index).pool.idle.len())
             .sum()
     }
 
@@ -158,19 +188,57 @@ impl<T> IdleShards<T> {
         let now = Instant::now();
         let mut left = false;
         for index in 0..self.shards.len() {
-            let expired: Vec<(Instant, T)> = {
+            let expired = {
                 let mut pool = self.shard(index);
-                let fresh_from = pool
-                    .idle
-                    .iter()
-                    .position(|(since, _)| now.duration_since(*since) < idle_timeout)
-                    .unwrap_or(pool.idle.len());
-                left |= fresh_from < pool.idle.len();
-                pool.idle.drain(..fresh_from).collect()
+                let expired = pool.drain_expired(idle_timeout, now);
+                left |= !pool.pool.idle.is_empty();
+                expired
             };
             drop(expired);
         }
         left
+    }
+}
+
+/// One shard's pool, locked, with its count kept in step.
+struct Locked<'a, T> {
+    pool: MutexGuard<'a, Pool<T>>,
+    len: &'a AtomicUsize,
+}
+
+impl<T> Locked<'_, T> {
+    fn counted<R>(&mut self, change: impl FnOnce(&mut Vec<(Instant, T)>) -> R) -> R {
+        let result = change(&mut self.pool.idle);
+        self.len.store(self.pool.idle.len(), Ordering::Relaxed);
+        result
+    }
+
+    fn push(&mut self, entry: (Instant, T)) {
+        self.counted(|idle| idle.push(entry));
+    }
+
+    fn pop(&mut self) -> Option<(Instant, T)> {
+        self.counted(Vec::pop)
+    }
+
+    fn remove_oldest(&mut self) -> Option<T> {
+        self.counted(|idle| (!idle.is_empty()).then(|| idle.remove(0).1))
+    }
+
+    fn take_all(&mut self) -> Vec<(Instant, T)> {
+        self.counted(std::mem::take)
+    }
+
+    /// Takes out those idle for `idle_timeout` or more at `now` (the
+    /// oldest ones), for the caller to drop outside the lock.
+    fn drain_expired(&mut self, idle_timeout: Duration, now: Instant) -> Vec<(Instant, T)> {
+        self.counted(|idle| {
+            let fresh_from = idle
+                .iter()
+                .position(|(since, _)| now.duration_since(*since) < idle_timeout)
+                .unwrap_or(idle.len());
+            idle.drain(..fresh_from).collect()
+        })
     }
 }
 
@@ -218,8 +286,27 @@ mod tests {
     #[test]
     fn more_workers_than_shards_share_them() {
         let idle = IdleShards::with_shards(2);
+        // Workers 5 and 7 both use shard (1 + i) % 2 = 0.
         on_worker(5, || idle.put(5)).expect("open");
-        assert_eq!(on_worker(7, || idle.take(LONG)), Some(5));
+        assert_eq!(idle.shards[0].len.load(Ordering::Relaxed), 1);
+        on_worker(7, || idle.put(7)).expect("open");
+        assert_eq!(idle.shards[0].len.load(Ordering::Relaxed), 2);
+        assert_eq!(on_worker(5, || idle.take(LONG)), Some(7));
+    }
+
+    #[test]
+    fn a_worker_takes_anothers_oldest_and_never_an_expired_one() {
+        let idle = IdleShards::with_shards(2);
+        for item in ["oldest", "newer", "newest"] {
+            idle.put(item).expect("open");
+        }
+        // Worker 0 has none of its own: it takes shard 0's oldest.
+        assert_eq!(on_worker(0, || idle.take(LONG)), Some("oldest"));
+        assert_eq!(idle.shards[0].len.load(Ordering::Relaxed), 2);
+        // Expired ones are dropped on the way, not handed out.
+        assert_eq!(on_worker(0, || idle.take(Duration::ZERO)), None);
+        assert_eq!(idle.len(), 0);
+        assert_eq!(idle.shards[0].len.load(Ordering::Relaxed), 0);
     }
 
     #[test]

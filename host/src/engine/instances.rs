@@ -93,8 +93,9 @@ pub(crate) struct IdleInstances {
     resettable: AtomicBool,
     idle_timeout: Duration,
     /// Whether a sweeper task runs for this pool. Read on every `put`, but
-    /// written only when a sweeper starts or stops, so its line stays
-    /// shared by every core instead of moving between them.
+    /// written only by the sweeper's ticks and when one starts, so its
+    /// line stays shared by every core instead of moving between them on
+    /// every request.
     sweeping: AtomicBool,
     idle: IdleShards<Reusable>,
 }

@@ -43,7 +43,7 @@ pub struct RequestState {
 /// project write, so each moved a cache line between cores.
 struct Origin {
     /// The guest's wasi:cli environment.
-    env: Vec<(String, String)>,
+    env: Arc<[(String, String)]>,
     /// Whose output the guest's streams carry.
     log: Arc<LogSource>,
 }
@@ -120,13 +120,13 @@ impl ResourceLimiter for MemoryLimit {
 
 /// What one request's store is made from: who the guest is and the limits
 /// it runs under, taken from its version.
-pub(crate) struct Guest<'a> {
+pub(crate) struct Guest {
     /// The project's name, for guest log lines.
     pub(crate) project: Arc<str>,
     /// The version number, for guest log lines.
     pub(crate) version: u64,
     /// The guest's wasi:cli environment.
-    pub(crate) env: &'a [(String, String)],
+    pub(crate) env: Arc<[(String, String)]>,
     /// Largest linear memory, in bytes.
     pub(crate) memory: u64,
     /// How long the request may run.
@@ -146,9 +146,9 @@ pub(crate) struct Guest<'a> {
 }
 
 impl RequestState {
-    /// The state a request starts with: on a new store, or on an instance
-    /// just reset in place.
-    pub(crate) fn new(guest: Guest<'_>) -> Self {
+    /// The state a new store's first request starts with (an instance
+    /// reset in place gets its next one's from [`RequestState::renew`]).
+    pub(crate) fn new(guest: Guest) -> Self {
         let Guest {
             project,
             version,
@@ -165,7 +165,7 @@ impl RequestState {
         let deadline = Instant::now() + timeout;
         let request = RequestTag::new(request_id);
         let origin = Origin {
-            env: env.to_vec(),
+            env,
             log: Arc::new(LogSource::new(project.clone(), version, budget)),
         };
         Self {
@@ -308,7 +308,7 @@ pub(crate) struct DrainDeadlineExceeded;
 
 /// A store for one request of `guest`, with its deadline, memory limit and
 /// epoch callback set.
-pub(crate) fn new_store(engine: &Engine, guest: Guest<'_>) -> Store<RequestState> {
+pub(crate) fn new_store(engine: &Engine, guest: Guest) -> Store<RequestState> {
     let mut store = Store::new(engine, RequestState::new(guest));
     store.limiter(|state| &mut state.limits);
     store.set_epoch_deadline(1);
@@ -336,6 +336,54 @@ pub(crate) fn new_store(engine: &Engine, guest: Guest<'_>) -> Store<RequestState
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A state renewed for the next request on a reset instance holds none
+    /// of the last request's resources nor its outgoing requests, and the
+    /// same resource cap.
+    #[tokio::test]
+    async fn a_renewed_state_keeps_nothing_of_the_last_request() {
+        use http_body_util::BodyExt as _;
+        use wasmtime_wasi_http::WasiHttpHooks as _;
+
+        use crate::engine::outbound::AllowedHost;
+
+        let (_stop, stop) = watch::channel(false);
+        let memory = 64 << 20;
+        let mut state = RequestState::new(Guest {
+            project: "p".into(),
+            version: 1,
+            env: Arc::from([("K".to_string(), "V".to_string())]),
+            memory,
+            timeout: Duration::from_secs(30),
+            stop,
+            outbound: Arc::new(OutboundPolicy::new(vec![
+                AllowedHost::parse("http://127.0.0.1:9").expect("valid entry"),
+            ])),
+            forbidden: Arc::from([]),
+            denials: Arc::default(),
+            request_id: hyper::header::HeaderValue::from_static("first"),
+            log: (Arc::default(), 1 << 20),
+        });
+        state.table.push(7_u32).expect("room in the table");
+        let body = http_body_util::Empty::new()
+            .map_err(|never: std::convert::Infallible| match never {})
+            .boxed_unsync();
+        let request = hyper::http::Request::get("http://127.0.0.1:9/")
+            .body(body)
+            .expect("request");
+        // Allowed, so it takes its slot when made, and holds it until
+        // dropped (it is never polled).
+        let outgoing = state
+            .outbound
+            .send_request(request, None, Box::new(async { Ok(()) }));
+        assert!(state.outgoing_under_way());
+
+        state.renew(hyper::header::HeaderValue::from_static("between-requests"));
+        assert_eq!(state.table.iter_mut().count(), 0);
+        assert!(!state.outgoing_under_way());
+        assert_eq!(state.table.max_capacity(), resource_capacity(memory));
+        drop(outgoing);
+    }
 
     #[test]
     fn a_request_holds_one_field_lists_worth_of_resources_per_128_kib_of_memory() {

@@ -33,11 +33,11 @@ use crate::model::version::{InFlight, Stats, Version};
 
 /// What one request on `version` runs with: its deadline, memory limit,
 /// environment and output streams (tagged with `request_id`).
-fn guest<'a>(version: &'a Version, request_id: &HeaderValue) -> Guest<'a> {
+fn guest(version: &Version, request_id: &HeaderValue) -> Guest {
     Guest {
         project: version.project.clone(),
         version: version.number,
-        env: &version.run.env,
+        env: version.run.env.clone(),
         memory: version.run.memory,
         timeout: version.run.request_timeout,
         stop: version.stop_signal(),
@@ -432,10 +432,11 @@ where
 }
 
 /// Resets an instance whose request ended cleanly (and has now served
-/// `served` requests) to its state as instantiated, gives it new host state (which drops every resource the
-/// request left: a response body the guest never finished ends cut off, as
-/// when a fresh instance is freed), and keeps it for the next request. An
-/// instance the reset refuses is dropped.
+/// `served` requests) to its state as instantiated, gives it new host
+/// state (which drops every resource the request left: a response body
+/// the guest never finished ends cut off, as when a fresh instance is
+/// freed), and keeps it for the next request. An instance the reset
+/// refuses is dropped.
 ///
 /// With `unfaulted`, the guest wrote no page of its memory that its last
 /// reset did not find written (it ran on this worker alone, which took no

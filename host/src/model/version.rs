@@ -232,8 +232,9 @@ impl Stats {
 /// Settings a version runs with, taken from the project's config when it was made.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunConfig {
-    /// The guest's wasi:cli environment.
-    pub env: Vec<(String, String)>,
+    /// The guest's wasi:cli environment, shared by every store made for
+    /// the version rather than copied into each.
+    pub env: Arc<[(String, String)]>,
     /// How long one request may run.
     pub request_timeout: Duration,
     /// How long requests may keep running on this version once it is retired.

@@ -52,7 +52,7 @@ impl Settings {
         let manifest = &source.manifest;
         let defaults = self.limits;
         RunConfig {
-            env: manifest.env.clone(),
+            env: manifest.env.clone().into(),
             request_timeout: manifest
                 .limits
                 .request_timeout
