@@ -35,7 +35,7 @@ pub struct RequestState {
     origin: Origin,
 }
 
-/// What every request of one instance starts from, copied from its version
+/// What every request of one instance starts from, taken from its version
 /// when the instance is made. An instance reset in place gets its next
 /// request's state from these alone ([`RequestState::renew`]): built from
 /// the version each time, that state took and dropped about ten references
