@@ -32,16 +32,30 @@ impl Server {
 
     /// CPU time (user + system, every thread) the process has used so far.
     pub fn cpu(&self) -> Result<Duration, Error> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
-        // The fields after `(comm)` start with the state; utime and stime are
-        // the 14th and 15th fields of the line, so the 12th and 13th here.
-        let after = stat.rsplit_once(')').ok_or("bad /proc stat")?.1;
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let field = |index: usize| -> Result<u64, Error> {
-            Ok(fields.get(index).ok_or("short /proc stat")?.parse()?)
-        };
-        // USER_HZ is 100 on every Linux this runs on.
-        Ok(Duration::from_millis((field(11)? + field(12)?) * 10))
+        stat_cpu(&format!("/proc/{}/stat", self.pid()))
+    }
+
+    /// CPU time so far of each of the process's request threads (wasmhost's
+    /// workers, `wasmhost-wN`, or the native server's, `native-N`), in the
+    /// order of their names: how evenly a phase's work was spread.
+    pub fn request_thread_cpu(&self) -> Result<Vec<(String, Duration)>, Error> {
+        let mut threads = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid()))? {
+            let task = task?.path();
+            // A thread that ended since the listing has no files left.
+            let Ok(name) = std::fs::read_to_string(task.join("comm")) else {
+                continue;
+            };
+            let name = name.trim_end().to_string();
+            if !(name.starts_with("wasmhost-w") || name.starts_with("native-")) {
+                continue;
+            }
+            if let Ok(cpu) = stat_cpu(&task.join("stat").to_string_lossy()) {
+                threads.push((name, cpu));
+            }
+        }
+        threads.sort();
+        Ok(threads)
     }
 
     /// Resident memory, in KiB.
@@ -140,4 +154,19 @@ fn started(
         addr,
         admin: None,
     })
+}
+
+/// User + system CPU time from a `/proc/…/stat` file (a process's or a
+/// thread's).
+fn stat_cpu(path: &str) -> Result<Duration, Error> {
+    let stat = std::fs::read_to_string(path)?;
+    // The fields after `(comm)` start with the state; utime and stime are
+    // the 14th and 15th fields of the line, so the 12th and 13th here.
+    let after = stat.rsplit_once(')').ok_or("bad /proc stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |index: usize| -> Result<u64, Error> {
+        Ok(fields.get(index).ok_or("short /proc stat")?.parse()?)
+    };
+    // USER_HZ is 100 on every Linux this runs on.
+    Ok(Duration::from_millis((field(11)? + field(12)?) * 10))
 }

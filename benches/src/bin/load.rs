@@ -41,8 +41,10 @@
 //!   startup with 200 projects, cold and warm compile cache.
 //!
 //! Server CPU comes from `/proc/PID/stat` (user + system of the server
-//! process only). The client runs in this process, on the same 2 cores, so
-//! it is part of every phase's cost alike.
+//! process only), and each request thread's share of it, shown beside a
+//! phase served by several, from `/proc/PID/task/*/stat`. The client runs
+//! in this process, on the same 2 cores, so it is part of every phase's
+//! cost alike.
 //!
 //! Usage: `cargo run --release -p wasmhost-benches --bin load [SECONDS] [CONNECTIONS]`
 //! (default 5 s per phase, 32 connections). Writes `target/bench/report.md`,
@@ -935,6 +937,40 @@ struct Outcome {
     mark_label: &'static str,
 }
 
+/// `note`, followed by each request thread's share of the CPU all of them
+/// used between `before` and `after` (from `Server::request_thread_cpu`),
+/// when there are several: how evenly the kernel spread the phase's
+/// connections, which shows beside a round that reads apart from the others.
+fn with_thread_shares(
+    note: &str,
+    before: &[(String, Duration)],
+    after: &[(String, Duration)],
+) -> String {
+    let used: Vec<Duration> = after
+        .iter()
+        .map(|(name, cpu)| {
+            let earlier = before
+                .iter()
+                .find(|(other, _)| other == name)
+                .map_or(Duration::ZERO, |(_, cpu)| *cpu);
+            cpu.saturating_sub(earlier)
+        })
+        .collect();
+    let total: Duration = used.iter().sum();
+    if used.len() < 2 || total.is_zero() {
+        return note.to_string();
+    }
+    let shares: Vec<String> = used
+        .iter()
+        .map(|cpu| format!("{:.0} %", 100.0 * cpu.as_secs_f64() / total.as_secs_f64()))
+        .collect();
+    let shares = format!("request threads' CPU: {}", shares.join(" / "));
+    match note.is_empty() {
+        true => shares,
+        false => format!("{note}; {shares}"),
+    }
+}
+
 /// Time and server CPU spent in each kind of window of the hostile phase.
 #[derive(Default)]
 struct Windows {
@@ -979,6 +1015,7 @@ async fn load(
     // Failed requests: alone, and beside the hostile neighbour.
     let failed = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     let cpu_before = server.cpu()?;
+    let threads_before = server.request_thread_cpu()?;
     let started = Instant::now();
     let mut clients = Vec::new();
     // With a rate, each connection sends on a fixed schedule, its share of
@@ -1057,6 +1094,11 @@ async fn load(
     }
     let elapsed = started.elapsed();
     let cpu = server.cpu()?.saturating_sub(cpu_before);
+    let note = with_thread_shares(
+        &outcome.note,
+        &threads_before,
+        &server.request_thread_cpu()?,
+    );
     // Charted when something ran beside the load: every request of the
     // phase, with what happened when.
     let timeline = (!outcome.marks.is_empty()).then(|| plot::Timeline {
@@ -1086,7 +1128,7 @@ async fn load(
             cpu,
             versions: versions.len(),
             latencies,
-            note: outcome.note.clone(),
+            note: note.clone(),
             timeline,
         }
     };
@@ -1247,4 +1289,33 @@ async fn get_status(addr: std::net::SocketAddr, path: &str) -> Result<hyper::Sta
     let status = response.status();
     response.into_body().collect().await?;
     Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_request_threads_share_is_of_what_they_used_during_the_phase() {
+        let ms = Duration::from_millis;
+        let before = [
+            ("wasmhost-w0".to_string(), ms(500)),
+            ("wasmhost-w1".to_string(), ms(100)),
+        ];
+        let after = [
+            ("wasmhost-w0".to_string(), ms(800)),
+            ("wasmhost-w1".to_string(), ms(200)),
+        ];
+        assert_eq!(
+            with_thread_shares("", &before, &after),
+            "request threads' CPU: 75 % / 25 %"
+        );
+        assert_eq!(
+            with_thread_shares("2 deploys", &before, &after),
+            "2 deploys; request threads' CPU: 75 % / 25 %"
+        );
+        // One thread, or none that ran: nothing to compare.
+        assert_eq!(with_thread_shares("", &before[..1], &after[..1]), "");
+        assert_eq!(with_thread_shares("", &before, &before), "");
+    }
 }
