@@ -85,7 +85,7 @@ pub(crate) async fn run(
     slow_lane::start(config.workers)?;
     // Before any version exists: each pool of idle instances gets a shard
     // per worker when it is made.
-    engine::idle_shards::shard_per_worker(config.workers);
+    engine::worker::set_count(config.workers);
     let cache = match &config.cache_dir {
         Some(dir) => CompileCache::new(Some(dir), &engine),
         None => CompileCache::disabled(),

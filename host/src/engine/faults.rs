@@ -29,6 +29,8 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::engine::worker;
+
 /// Whether this process runs without transparent huge pages
 /// ([`disable_huge_pages`]).
 static HUGE_PAGES_OFF: AtomicBool = AtomicBool::new(false);
@@ -54,17 +56,8 @@ pub(crate) fn disable_huge_pages() -> bool {
 }
 
 thread_local! {
-    /// Set on request workers ([`mark_request_worker`]).
-    static REQUEST_WORKER: Cell<bool> = const { Cell::new(false) };
     /// The thread's fault count when it was last read, by [`none_since`].
     static LAST_READ: Cell<Option<u64>> = const { Cell::new(None) };
-}
-
-/// Marks the calling thread as a request worker: it drives its own
-/// current_thread runtime for its whole life, so a task spawned there runs
-/// on this thread alone.
-pub(crate) fn mark_request_worker() {
-    REQUEST_WORKER.with(|worker| worker.set(true));
 }
 
 /// The thread's fault count before a guest ran, if it can vouch for it.
@@ -75,7 +68,7 @@ pub(crate) struct Mark(Option<u64>);
 /// earlier, so covering everything since), when this is a request worker
 /// and huge pages are off. No system call.
 pub(crate) fn mark() -> Mark {
-    let trusted = REQUEST_WORKER.with(Cell::get) && HUGE_PAGES_OFF.load(Ordering::Relaxed);
+    let trusted = worker::current().is_some() && HUGE_PAGES_OFF.load(Ordering::Relaxed);
     Mark(trusted.then(|| LAST_READ.with(Cell::get)).flatten())
 }
 
@@ -164,7 +157,7 @@ mod tests {
         start_counting();
         assert!(!none_since(mark()));
         std::thread::spawn(|| {
-            mark_request_worker();
+            worker::become_worker(0);
             // Nothing read yet on this thread: no mark to vouch with.
             assert!(!none_since(mark()));
             // Nothing faults between the two readings, at the latest once

@@ -14,37 +14,15 @@
 //! `release` and the admin API's count lock every shard in turn, none of
 //! them on the request path.
 
-use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// How many request workers there are, for the shards made from now on
-/// ([`shard_per_worker`]).
-static WORKERS: AtomicUsize = AtomicUsize::new(1);
-
-thread_local! {
-    /// The calling thread's shard: 0 unless it is a request worker
-    /// ([`serve_from_shard`]).
-    static SHARD: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Gives each of `workers` request workers a shard of its own in every
-/// [`IdleShards`] made from now on. Called at start-up, before any version
-/// exists.
-pub(crate) fn shard_per_worker(workers: usize) {
-    WORKERS.store(workers.max(1), Ordering::Relaxed);
-}
-
-/// Makes the calling thread, request worker `index`, take from and put
-/// back to its own shard.
-pub(crate) fn serve_from_shard(index: usize) {
-    SHARD.with(|shard| shard.set(index.saturating_add(1)));
-}
+use crate::engine::worker;
 
 /// Idle things of type `T`, each with the time it was put back: shard 0
 /// for threads that are no request worker (health checks, trial
-/// instantiations), shard `1 + i` for worker `i`.
+/// instantiations), shard `1 + i` for worker `i` ([`worker::current`]).
 pub(crate) struct IdleShards<T> {
     shards: Box<[Shard<T>]>,
 }
@@ -68,10 +46,10 @@ struct Pool<T> {
 }
 
 impl<T> IdleShards<T> {
-    /// One shard per request worker ([`shard_per_worker`]) and one for
-    /// every other thread.
+    /// One shard per request worker ([`worker::count`]) and one for every
+    /// other thread.
     pub(crate) fn new() -> Self {
-        Self::with_shards(WORKERS.load(Ordering::Relaxed).saturating_add(1))
+        Self::with_shards(worker::count().saturating_add(1))
     }
 
     fn with_shards(count: usize) -> Self {
@@ -102,7 +80,7 @@ impl<T> IdleShards<T> {
 
     /// The calling thread's own shard.
     fn own(&self) -> usize {
-        SHARD.with(Cell::get) % self.shards.len()
+        worker::current().map_or(0, |index| index.saturating_add(1)) % self.shards.len()
     }
 
     /// The most recently put back of the calling thread's own shard, else
@@ -253,7 +231,7 @@ mod tests {
         std::thread::scope(|scope| {
             scope
                 .spawn(move || {
-                    serve_from_shard(index);
+                    worker::become_worker(index);
                     work()
                 })
                 .join()

@@ -19,6 +19,7 @@ pub mod outbound;
 mod reset_tests;
 pub mod store;
 pub(crate) mod ticker;
+pub(crate) mod worker;
 
 use anyhow::Context as _;
 use wasmtime::component::Linker;

@@ -30,6 +30,7 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use crate::engine::ticker::EPOCH_TICK;
+use crate::engine::worker;
 use crate::priority;
 
 /// Compute time after which a guest moves to the slow lane, for a version
@@ -95,12 +96,6 @@ pub(crate) const RECORD_FROM: Duration = match HOG_AFTER.checked_div(TYPICAL_TIM
 /// process; or why they could not be.
 static LANES: OnceLock<Result<Vec<Handle>, String>> = OnceLock::new();
 
-thread_local! {
-    /// Which lane the guests of the calling thread move to: request worker
-    /// `i` hands its hogs to lane `i` ([`bind_this_thread`]).
-    static LANE_INDEX: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
 /// Starts `count` slow lanes (at least one) if none run yet. `wasmhost
 /// serve` calls this at start-up, one lane per request worker, so a host that
 /// cannot start the threads fails at once instead of serving without
@@ -119,18 +114,14 @@ pub(crate) fn start(count: usize) -> anyhow::Result<()> {
         .context("failed to start the slow lane")
 }
 
-/// Sends the hogs of guests started on the calling thread to lane `index`
-/// (modulo the number of lanes).
-pub(crate) fn bind_this_thread(index: usize) {
-    LANE_INDEX.with(|lane| lane.set(index));
-}
-
 fn lane() -> Result<&'static Handle, &'static str> {
     let lanes = LANES
         .get_or_init(|| start_thread().map(|lane| vec![lane]))
         .as_ref()
         .map_err(String::as_str)?;
-    let index = LANE_INDEX.with(std::cell::Cell::get) % lanes.len().max(1);
+    // Request worker `i` hands its hogs to lane `i`; any other thread to
+    // the first.
+    let index = worker::current().unwrap_or(0) % lanes.len().max(1);
     lanes.get(index).ok_or("no slow lane was started")
 }
 

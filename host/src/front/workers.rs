@@ -30,7 +30,8 @@
 //!
 //! Per worker: its runtime, its socket and accept loop, its slow lane
 //! (`slow_lane.rs`) and its shard of every version's idle instances
-//! (`engine/idle_shards.rs`), so an instance stays on one core. Shared: the
+//! (`engine/idle_shards.rs`), so an instance stays on one core (each found
+//! by `engine/worker.rs`). Shared: the
 //! connection cap (one semaphore per listener, so `--max-connections`
 //! bounds the listener, not each worker), the epoch
 //! ticker (one atomic increment per millisecond serves any number of
@@ -49,9 +50,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, watch};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::engine::{faults, idle_shards};
+use crate::engine::{faults, worker};
 use crate::front::connection::ConnectionLimits;
-use crate::front::{affinity, listener, slow_lane};
+use crate::front::{affinity, listener};
 
 /// The request workers, running until the shutdown signal and their drain.
 pub(crate) struct Workers {
@@ -193,9 +194,9 @@ impl Workers {
                     if let Some(cpu) = cpu {
                         affinity::pin_this_thread(cpu);
                     }
-                    slow_lane::bind_this_thread(index);
-                    idle_shards::serve_from_shard(index);
-                    faults::mark_request_worker();
+                    // Its slow lane, its shard of idle instances and its
+                    // page-fault count all go by this.
+                    worker::become_worker(index);
                     faults::start_counting();
                     runtime.block_on(async move {
                         let shutdown = async move {
