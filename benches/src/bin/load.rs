@@ -633,12 +633,10 @@ fn main() -> Result<(), Error> {
             .collect::<Option<_>>()?;
         Some(median(&mut values))
     };
-    let rps: fn(&wrk::Run) -> f64 = |run| run.rps;
-    let cpu: fn(&wrk::Run) -> f64 = |run| run.cpu_per_request_us;
-    if let (Some(ours), Some(theirs)) = (
-        wrk_median(Rated::Wasmhost.name(), rps),
-        by_wrk("wasmtime serve -Scli"),
-    ) {
+    let wasmhost_rps = wrk_median(Rated::Wasmhost.name(), |run| run.rps);
+    let wasmhost_cpu = wrk_median(Rated::Wasmhost.name(), |run| run.cpu_per_request_us);
+    let wasmtime_wrk = by_wrk("wasmtime serve -Scli");
+    if let (Some(ours), Some(theirs)) = (wasmhost_rps, wasmtime_wrk) {
         ratio(
             &format!(
                 "wrk: wasmhost (median of {WORKER_ROUNDS} rounds) / wasmtime serve: requests/s"
@@ -647,10 +645,7 @@ fn main() -> Result<(), Error> {
             theirs.rps,
         );
     }
-    if let (Some(ours), Some(theirs)) = (
-        wrk_median(Rated::Wasmhost.name(), cpu),
-        by_wrk("wasmtime serve -Scli"),
-    ) {
+    if let (Some(ours), Some(theirs)) = (wasmhost_cpu, wasmtime_wrk) {
         ratio(
             &format!(
                 "wrk: wasmhost (median of {WORKER_ROUNDS} rounds) / wasmtime serve: CPU per request"
@@ -660,8 +655,8 @@ fn main() -> Result<(), Error> {
         );
     }
     if let (Some(ours), Some(native)) = (
-        wrk_median(Rated::Wasmhost.name(), cpu),
-        wrk_median(Rated::Native.name(), cpu),
+        wasmhost_cpu,
+        wrk_median(Rated::Native.name(), |run| run.cpu_per_request_us),
     ) {
         ratio(
             &format!("wrk: wasmhost / native: CPU per request, medians of {WORKER_ROUNDS} rounds"),
