@@ -295,23 +295,30 @@ async fn json_logs_carry_project_version_and_request_id_on_access_and_guest_line
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     let unrouted = reply.header("x-request-id").expect("an id").to_string();
 
-    // The env guest prints a line to stdout on every request.
-    let mut env = request("GET", "localhost", "/env", empty());
-    env.headers_mut()
-        .insert("x-request-id", "env-req-7".parse().expect("header"));
-    assert_eq!(send(host.addr, env).await.status, StatusCode::OK);
+    // The env guest prints a line to stdout on every request. The second
+    // request runs on the instance the first left, reset in place, whose
+    // output streams must now be tagged with the second one's id.
+    for id in ["env-req-7", "env-req-8"] {
+        let mut env = request("GET", "localhost", "/env", empty());
+        env.headers_mut()
+            .insert("x-request-id", id.parse().expect("header"));
+        assert_eq!(send(host.addr, env).await.status, StatusCode::OK);
+    }
 
     // The guest's line and the access line are written as the request
-    // ends; wait for both.
-    crate::harness::eventually("the env request's guest and access lines", || async {
+    // ends; wait for both, for both requests.
+    crate::harness::eventually("the env requests' guest and access lines", || async {
         let log = host.log();
         let lines = json_lines(&log);
-        let seen = |target: &str| {
+        let seen = |target: &str, id: &str| {
             lines
                 .iter()
-                .any(|l| l["target"] == target && l["request_id"] == "env-req-7")
+                .any(|l| l["target"] == target && l["request_id"] == id)
         };
-        if seen("wasmhost::access") && seen("guest") {
+        if ["env-req-7", "env-req-8"]
+            .iter()
+            .all(|id| seen("wasmhost::access", id) && seen("guest", id))
+        {
             Ok(())
         } else {
             Err(log)

@@ -31,21 +31,6 @@ pub struct RequestState {
     limits: MemoryLimit,
     /// The request the guest's log lines belong to.
     request: RequestTag,
-    /// What each request of this instance starts from ([`RequestState::renew`]).
-    origin: Origin,
-}
-
-/// What every request of one instance starts from, taken from its version
-/// when the instance is made. An instance reset in place gets its next
-/// request's state from these alone ([`RequestState::renew`]): built from
-/// the version each time, that state took and dropped about ten references
-/// to the version's settings, counts that every worker's requests to the
-/// project write, so each moved a cache line between cores.
-struct Origin {
-    /// The guest's wasi:cli environment.
-    env: Arc<[(String, String)]>,
-    /// Whose output the guest's streams carry.
-    log: Arc<LogSource>,
 }
 
 /// The most one header field list may hold on the host, in bytes (the same
@@ -164,12 +149,9 @@ impl RequestState {
         } = guest;
         let deadline = Instant::now() + timeout;
         let request = RequestTag::new(request_id);
-        let origin = Origin {
-            env,
-            log: Arc::new(LogSource::new(project.clone(), version, budget)),
-        };
+        let log = Arc::new(LogSource::new(project.clone(), version, budget));
         Self {
-            wasi: wasi_ctx(&origin, &request),
+            wasi: wasi_ctx(&env, log, &request),
             http: http_ctx(),
             outbound: OutboundHooks::new(project, version, outbound, forbidden, denials),
             table: resource_table(memory),
@@ -177,33 +159,41 @@ impl RequestState {
             stop,
             limits: MemoryLimit { bytes: memory },
             request,
-            origin,
         }
     }
 
     /// Gives an instance just reset in place the state a new request
-    /// starts with, as [`RequestState::new`] would from its version: a new
-    /// WASI context and resource table, which drops every resource the last
-    /// request left (a response body the guest never finished ends cut
-    /// off, as when a fresh instance is freed), no outgoing request under
-    /// way, and its log lines tagged `request_id` until the next request's.
+    /// starts with: a new HTTP context and resource table, which drops every
+    /// resource the last request left (a response body the guest never
+    /// finished ends cut off, as when a fresh instance is freed), no
+    /// outgoing request under way, and its log lines tagged `request_id`
+    /// until the next request's.
+    ///
+    /// The WASI context stays. It holds no request's state: the guest's
+    /// environment, its two log streams (whose partial lines live in the
+    /// stream resources, dropped with the table), clocks and random sources.
+    /// Rebuilding it cost about 2 % of the server's CPU per request
+    /// (`docs/performance.md`); kept, its insecure random generator goes on
+    /// where the last request left it instead of starting over from a new
+    /// seed, as it would in an instance that served two requests unreset.
     pub(crate) fn renew(&mut self, request_id: hyper::header::HeaderValue) {
-        self.request = RequestTag::new(request_id);
-        self.wasi = wasi_ctx(&self.origin, &self.request);
+        // The table first: a stream dropped with it logs its partial line
+        // as the last request's.
+        self.table = resource_table(self.limits.bytes);
         self.http = http_ctx();
         self.outbound.renew();
-        self.table = resource_table(self.limits.bytes);
+        self.request.set(request_id);
     }
 }
 
-/// A request's WASI context: the guest's environment, and its output
-/// logged as `request`'s.
-fn wasi_ctx(origin: &Origin, request: &RequestTag) -> WasiCtx {
-    let log = |stream| GuestLog::new(origin.log.clone(), stream, request.clone());
+/// An instance's WASI context: the guest's environment, and its output
+/// logged as `log`'s, tagged with `request`'s id.
+fn wasi_ctx(env: &[(String, String)], log: Arc<LogSource>, request: &RequestTag) -> WasiCtx {
+    let stream = |stream| GuestLog::new(log.clone(), stream, request.clone());
     WasiCtx::builder()
-        .envs(&origin.env)
-        .stdout(log(Stream::Stdout))
-        .stderr(log(Stream::Stderr))
+        .envs(env)
+        .stdout(stream(Stream::Stdout))
+        .stderr(stream(Stream::Stderr))
         .build()
 }
 
