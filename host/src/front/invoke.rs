@@ -211,9 +211,11 @@ where
 /// Runs `request` on the version it was admitted to; the guest sees
 /// `guest_path` as its path and query. `request_id` tags its log lines.
 ///
-/// The guest runs in its own task so it can keep streaming the body after the
-/// head is returned. That task owns the [`InFlight`] mark, so the version stays
-/// counted (and alive) until the guest is really done, not when the head is sent.
+/// A guest that is not done once it set the response head runs on in its
+/// own task, so it can keep streaming the body after the head is returned
+/// ([`run_here_first`]). Its run owns the [`InFlight`] mark, so the version
+/// stays counted (and alive) until the guest is really done, not when the
+/// head is sent.
 pub(crate) async fn invoke<B>(
     in_flight: InFlight,
     request: Request<B>,
@@ -297,7 +299,7 @@ where
     // the slow lane's), and tokio copies a task's future in and out of its
     // cell on spawning, finishing and dropping it; a box makes that a
     // pointer (memcpy was 2 % of the server's CPU per request).
-    let task = tokio::spawn(Box::pin(async move {
+    let guest = Box::pin(async move {
         // Before the guest runs: whether its worker took a page fault while
         // it ran decides how its reset finds the pages it wrote.
         let fault_mark = faults::mark();
@@ -415,9 +417,10 @@ where
                 .put(Reusable::new(store, proxy, served + 1, None, stop));
         }
         Ok(())
-    }));
+    });
 
-    let answer = answer(&version, request_id, receiver.await, task).await;
+    let run = run_here_first(guest).await;
+    let answer = answer(&version, request_id, receiver.await, run).await;
     match answer {
         // The guest failed because its body was cut off at the limit: that
         // is the client's doing, and the client should hear why.
@@ -505,7 +508,7 @@ async fn answer(
         >,
         tokio::sync::oneshot::error::RecvError,
     >,
-    task: tokio::task::JoinHandle<Result<(), InvokeError>>,
+    run: GuestRun,
 ) -> Result<Response<HyperOutgoingBody>, InvokeError> {
     match received {
         Ok(Ok(response)) => Ok(response),
@@ -520,8 +523,8 @@ async fn answer(
             Err(err)
         }
         // The guest dropped the response outparam: it trapped, timed out, or
-        // returned without answering. The task's result says which.
-        Err(_) => match task.await {
+        // returned without answering. The run's result says which.
+        Err(_) => match run.result().await {
             Ok(Ok(())) => {
                 let err = InvokeError::NoResponse;
                 tracing::warn!(
@@ -533,8 +536,62 @@ async fn answer(
                 Err(err)
             }
             Ok(Err(err)) => Err(err),
-            Err(join) => Err(InvokeError::Host(format!("guest task failed: {join}"))),
+            Err(failed) => Err(InvokeError::Host(format!("guest task failed: {failed}"))),
         },
+    }
+}
+
+/// A guest's run, polled first on the request's own task.
+enum GuestRun {
+    /// It was over within that first poll: what it returned, or that it
+    /// panicked.
+    Over(Result<Result<(), InvokeError>, &'static str>),
+    /// It was not, so it runs on in a task of its own.
+    Going(tokio::task::JoinHandle<Result<(), InvokeError>>),
+}
+
+impl GuestRun {
+    /// What the guest's run returned, once it is over.
+    async fn result(self) -> Result<Result<(), InvokeError>, String> {
+        match self {
+            GuestRun::Over(over) => over.map_err(str::to_string),
+            GuestRun::Going(task) => task.await.map_err(|join| join.to_string()),
+        }
+    }
+}
+
+/// Polls a guest's run once on the request's task, and spawns a task for it
+/// only if that poll left it unfinished.
+///
+/// Most guests answer and finish in one go (hello sets its response,
+/// writes its body into the body's channel and returns without ever
+/// waiting): run here, such a guest needs no task of its own, and its
+/// response is ready when this returns, so the connection writes it in the
+/// same turn instead of being woken for it by the guest's task. In `perf`,
+/// tokio's share of the server's CPU on hello fell from 6.9 % to 3.6 % once
+/// the task went (`docs/performance.md`). A guest that waits (on its
+/// request body, a timer, an outgoing request, its epoch yield) moves to
+/// its own task at once, within this same poll, so dropping the request's
+/// future (the client went away) never cuts a guest short, as before. Its
+/// first poll registered this task's waker; the new task polls it again
+/// first thing, which registers its own.
+///
+/// A panic in that first poll is caught, as a spawned task's would be, so
+/// the client gets an error response rather than a dropped connection.
+async fn run_here_first<F>(mut guest: std::pin::Pin<Box<F>>) -> GuestRun
+where
+    F: Future<Output = Result<(), InvokeError>> + Send + 'static,
+{
+    let first = std::future::poll_fn(|cx| {
+        let poll =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guest.as_mut().poll(cx)));
+        std::task::Poll::Ready(poll)
+    })
+    .await;
+    match first {
+        Ok(std::task::Poll::Ready(result)) => GuestRun::Over(Ok(result)),
+        Ok(std::task::Poll::Pending) => GuestRun::Going(tokio::spawn(guest)),
+        Err(_panic) => GuestRun::Over(Err("panicked")),
     }
 }
 
@@ -544,5 +601,43 @@ fn describe_trap(err: wasmtime::Error) -> String {
     match err.downcast_ref::<wasmtime::Trap>() {
         Some(trap) => format!("wasm trap: {trap}"),
         None => err.root_cause().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run done in its first poll is over without a task; one that waits
+    /// goes on in a task of its own and finishes there, even once the future
+    /// that polled it first is gone; a panic in the first poll is an error,
+    /// as a spawned task's would be.
+    #[tokio::test]
+    async fn a_guest_is_run_here_until_it_waits_then_in_its_own_task() {
+        let over = run_here_first(Box::pin(async { Ok(()) })).await;
+        assert!(matches!(over, GuestRun::Over(Ok(Ok(())))));
+
+        let (go, wait) = tokio::sync::oneshot::channel::<()>();
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let waiting = run_here_first(Box::pin(async move {
+            let _ = wait.await;
+            let _ = done.send(());
+            Err(InvokeError::NoResponse)
+        }))
+        .await;
+        let GuestRun::Going(task) = waiting else {
+            panic!("a run that waits must move to its own task");
+        };
+        drop(task);
+        go.send(()).expect("the run still waits");
+        finished.await.expect("the run finishes in its own task");
+
+        let panicked = run_here_first(Box::pin(async {
+            panic!("a host bug");
+            #[allow(unreachable_code)]
+            Ok(())
+        }))
+        .await;
+        assert!(matches!(panicked.result().await, Err(why) if why == "panicked"));
     }
 }
