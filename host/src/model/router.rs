@@ -10,6 +10,7 @@
 //!    With `strip_prefix` the guest sees the rest (`/hello/x?y` → `/x?y`, `/hello` → `/`).
 //!    `/` matches everything nothing longer matched.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// Where a request goes: which project, and the path (with query) its guest sees.
@@ -110,7 +111,7 @@ impl Router {
     /// Finds the project for a request with this Host header value (if any)
     /// and this path-with-query.
     pub fn route(&self, host: Option<&str>, path_and_query: &str) -> Option<Match> {
-        if let Some(project) = host.and_then(|h| self.hosts.get(&host_key(h))) {
+        if let Some(project) = host.and_then(|h| self.hosts.get(&*host_key(h))) {
             return Some(Match {
                 project: *project,
                 guest_path: path_and_query.to_string(),
@@ -143,7 +144,7 @@ fn on_boundary(path: &str, route: &str) -> bool {
 }
 
 /// A Host header value as a table key: lowercase, without port or trailing dot.
-fn host_key(host: &str) -> String {
+fn host_key(host: &str) -> Cow<'_, str> {
     let host = host.trim();
     let without_port = if let Some(rest) = host.strip_prefix('[') {
         // [v6]:port
@@ -151,7 +152,13 @@ fn host_key(host: &str) -> String {
     } else {
         host.rsplit_once(':').map_or(host, |(name, _)| name)
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+    let name = without_port.trim_end_matches('.');
+    // Borrowed when already lower case, as clients send it: no allocation
+    // on every request.
+    match name.bytes().any(|b| b.is_ascii_uppercase()) {
+        true => Cow::Owned(name.to_ascii_lowercase()),
+        false => Cow::Borrowed(name),
+    }
 }
 
 /// Validates a configured route and puts it in canonical form (`/a/b`, no trailing `/`).
