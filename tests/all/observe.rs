@@ -304,6 +304,11 @@ async fn json_logs_carry_project_version_and_request_id_on_access_and_guest_line
             .insert("x-request-id", id.parse().expect("header"));
         assert_eq!(send(host.addr, env).await.status, StatusCode::OK);
     }
+    assert_eq!(
+        host.admin_project("env").await["stats"]["reset"],
+        1,
+        "the second env request ran on the first one's instance, reset"
+    );
 
     // The guest's line and the access line are written as the request
     // ends; wait for both, for both requests.

@@ -12,9 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hyper::header::HeaderValue;
 use tokio::io::AsyncWrite;
+use wasmtime_wasi::async_trait;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 
 /// A guest's output line longer than this is logged in pieces, so a guest
 /// that never writes a newline cannot make the host buffer without bound.
@@ -32,8 +35,12 @@ pub(crate) enum Stream {
 /// The `x-request-id` of the request an instance is serving. Shared by the
 /// instance's two streams and its store, which sets it anew each time a
 /// kept instance serves another request (`RequestState::restart`, called
-/// by `front/invoke.rs`). A partial line still pending when the next
-/// request starts is tagged with the request during which it ends.
+/// by `front/invoke.rs`). On an instance reset in place, a stream's
+/// partial line is logged when the reset drops the stream, still as the
+/// request that wrote it (`RequestState::renew`). On one kept as it is
+/// (`reuse` > 1), a stream the guest keeps open across requests logs a
+/// partial line pending when the next request starts as the request
+/// during which it ends.
 #[derive(Clone, Debug)]
 pub(crate) struct RequestTag(Arc<Mutex<HeaderValue>>);
 
@@ -236,12 +243,63 @@ impl IsTerminal for GuestLog {
     }
 }
 
-impl StdoutStream for GuestLog {
-    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(LineWriter {
+impl GuestLog {
+    fn writer(&self) -> LineWriter {
+        LineWriter {
             log: self.clone(),
             pending: Vec::new(),
-        })
+        }
+    }
+}
+
+impl StdoutStream for GuestLog {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.writer())
+    }
+
+    /// The guest's stream, written through at once on the guest's own
+    /// thread. wasmtime-wasi's default wraps [`StdoutStream::async_stream`]
+    /// in a writer task of its own, which made a guest that prints wait for
+    /// that task (so it could never finish in its request's first poll,
+    /// `front/invoke.rs`), and which dropped the writer, and logged its
+    /// partial line, whenever the runtime got round to the aborted task:
+    /// possibly after the instance's next request had retagged the log.
+    /// Written through, a stream dropped with its request's resource table
+    /// logs its partial line then and there, as that request's.
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.writer())
+    }
+}
+
+/// How much a guest may write to its output in one `write`
+/// (`check-write`); more is refused, as wasi:io asks.
+const WRITE_PERMIT: usize = 64 * 1024;
+
+#[async_trait]
+impl Pollable for LineWriter {
+    /// Always ready: a write is logged (or dropped over the budget) at once.
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for LineWriter {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        if bytes.len() > WRITE_PERMIT {
+            return Err(StreamError::Trap(wasmtime::format_err!(
+                "a write of {} bytes to a guest output stream exceeds its permit of {WRITE_PERMIT}",
+                bytes.len()
+            )));
+        }
+        self.pending.extend_from_slice(&bytes);
+        self.take_lines();
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(WRITE_PERMIT)
     }
 }
 
@@ -301,6 +359,77 @@ impl Drop for LineWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The JSON log lines this thread emits while the guard lives.
+    fn capture() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+        #[derive(Clone)]
+        struct Shared(Arc<Mutex<Vec<u8>>>);
+        impl io::Write for Shared {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.0.lock().expect("log buffer").extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = Shared(buffer.clone());
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer.clone())
+            .finish();
+        (buffer, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// The guest lines logged so far, as (text, request id).
+    fn guest_lines(buffer: &Mutex<Vec<u8>>) -> Vec<(String, String)> {
+        let text = String::from_utf8(buffer.lock().expect("log buffer").clone()).expect("UTF-8");
+        text.lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("a JSON line"))
+            .filter(|line| line["target"] == "guest")
+            .map(|line| {
+                let field = |name: &str| {
+                    line["fields"][name]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                (field("message"), field("request_id"))
+            })
+            .collect()
+    }
+
+    /// A guest's output stream logs each whole line as it is written, and
+    /// its partial line when it is dropped, then and there: as the request
+    /// that wrote it, even when the instance is retagged for the next one
+    /// right after, as a reset does (`RequestState::renew`).
+    #[tokio::test]
+    async fn a_dropped_streams_partial_line_is_logged_at_once_as_its_request() {
+        let (buffer, _guard) = capture();
+        let tag = RequestTag::new(HeaderValue::from_static("first"));
+        let source = Arc::new(LogSource::new("p".into(), 1, (Arc::default(), 1 << 20)));
+        let log = GuestLog::new(source, Stream::Stdout, tag.clone());
+
+        let mut stream = log.p2_stream();
+        assert!(stream.check_write().expect("writable") >= 13);
+        stream
+            .write(Bytes::from_static(b"whole\npartial"))
+            .expect("a permitted write");
+        assert_eq!(guest_lines(&buffer), [("whole".into(), "first".into())]);
+
+        drop(stream);
+        tag.set(HeaderValue::from_static("second"));
+        // Anything the stream left to run elsewhere runs now.
+        tokio::task::yield_now().await;
+        assert_eq!(
+            guest_lines(&buffer),
+            [
+                ("whole".into(), "first".into()),
+                ("partial".into(), "first".into())
+            ]
+        );
+    }
 
     #[test]
     fn a_project_logs_a_seconds_worth_then_its_rate_and_reports_what_it_dropped() {

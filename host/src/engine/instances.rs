@@ -3,9 +3,10 @@
 //! - **reset in place** (the default, `reuse = 1`): after each request the
 //!   instance is put back to the state instantiation left it in (memories,
 //!   globals, tables, handle tables; vendor/wasmtime's `InstanceSnapshot`),
-//!   and gets new host state, so every request still starts on a fresh
-//!   instance's state, without the cost of instantiating and freeing one
-//!   (`docs/performance.md`). An instance serves at most `RESET_LIMIT`
+//!   and has its host state renewed (`RequestState::renew`: a new resource
+//!   table, HTTP context and random sources), so every request still
+//!   starts on a fresh instance's state, without the cost of instantiating
+//!   and freeing one (`docs/performance.md`). An instance serves at most `RESET_LIMIT`
 //!   requests. Components whose instantiation writes their memory or
 //!   leaves handles (a start function) cannot be put back exactly, nor can
 //!   anything where the kernel lacks `PAGEMAP_SCAN`: the version finds that

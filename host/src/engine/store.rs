@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
+use wasmtime_wasi::random::WasiRandomCtx;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -165,23 +166,28 @@ impl RequestState {
     /// Gives an instance just reset in place the state a new request
     /// starts with: a new HTTP context and resource table, which drops every
     /// resource the last request left (a response body the guest never
-    /// finished ends cut off, as when a fresh instance is freed), no
-    /// outgoing request under way, and its log lines tagged `request_id`
-    /// until the next request's.
+    /// finished ends cut off, as when a fresh instance is freed; an output
+    /// stream logs its partial line, as the last request's), no outgoing
+    /// request under way, new random sources, and its log lines tagged
+    /// `request_id` until the next request's.
     ///
-    /// The WASI context stays. It holds no request's state: the guest's
-    /// environment, its two log streams (whose partial lines live in the
-    /// stream resources, dropped with the table), clocks and random sources.
-    /// Rebuilding it cost about 2 % of the server's CPU per request
-    /// (`docs/performance.md`); kept, its insecure random generator goes on
-    /// where the last request left it instead of starting over from a new
-    /// seed, as it would in an instance that served two requests unreset.
+    /// The rest of the WASI context stays: the guest's environment, its
+    /// output streams' source (each stream the guest opens is a resource of
+    /// its own, written through: `engine/guest_log.rs`) and its clocks hold
+    /// nothing of a request. Rebuilding the context cost about 2 % of the
+    /// server's CPU per request (`docs/performance.md`). Its random sources
+    /// do hold something: `insecure-seed` is fixed per context, and a guest
+    /// whose memory is reset to before its first draw (its hash maps' keys)
+    /// would draw the same value on every request, from whichever client,
+    /// and the insecure generator's next values follow from the last
+    /// request's. So they are made anew, as a new context's would be.
     pub(crate) fn renew(&mut self, request_id: hyper::header::HeaderValue) {
         // The table first: a stream dropped with it logs its partial line
         // as the last request's.
         self.table = resource_table(self.limits.bytes);
         self.http = http_ctx();
         self.outbound.renew();
+        *self.wasi.random() = WasiRandomCtx::default();
         self.request.set(request_id);
     }
 }
@@ -328,11 +334,12 @@ mod tests {
     use super::*;
 
     /// A state renewed for the next request on a reset instance holds none
-    /// of the last request's resources nor its outgoing requests, and the
-    /// same resource cap.
+    /// of the last request's resources nor its outgoing requests, has a new
+    /// insecure seed, and the same resource cap.
     #[tokio::test]
     async fn a_renewed_state_keeps_nothing_of_the_last_request() {
         use http_body_util::BodyExt as _;
+        use wasmtime_wasi::p2::bindings::random::insecure_seed::Host as _;
         use wasmtime_wasi_http::WasiHttpHooks as _;
 
         use crate::engine::outbound::AllowedHost;
@@ -368,8 +375,13 @@ mod tests {
             .send_request(request, None, Box::new(async { Ok(()) }));
         assert!(state.outgoing_under_way());
 
+        // What a guest that reset its memory to before its first draw
+        // (its hash maps' keys) would draw again.
+        let seed = state.wasi.random().insecure_seed().expect("a seed");
+
         state.renew(hyper::header::HeaderValue::from_static("between-requests"));
         assert_eq!(state.table.iter_mut().count(), 0);
+        assert_ne!(state.wasi.random().insecure_seed().expect("a seed"), seed);
         assert!(!state.outgoing_under_way());
         assert_eq!(state.table.max_capacity(), resource_capacity(memory));
         drop(outgoing);

@@ -543,9 +543,9 @@ async fn answer(
 
 /// A guest's run, polled first on the request's own task.
 enum GuestRun {
-    /// It was over within that first poll: what it returned, or that it
+    /// It was over within that first poll: what it returned, or how it
     /// panicked.
-    Over(Result<Result<(), InvokeError>, &'static str>),
+    Over(Result<Result<(), InvokeError>, String>),
     /// It was not, so it runs on in a task of its own.
     Going(tokio::task::JoinHandle<Result<(), InvokeError>>),
 }
@@ -554,7 +554,7 @@ impl GuestRun {
     /// What the guest's run returned, once it is over.
     async fn result(self) -> Result<Result<(), InvokeError>, String> {
         match self {
-            GuestRun::Over(over) => over.map_err(str::to_string),
+            GuestRun::Over(over) => over,
             GuestRun::Going(task) => task.await.map_err(|join| join.to_string()),
         }
     }
@@ -591,7 +591,14 @@ where
     match first {
         Ok(std::task::Poll::Ready(result)) => GuestRun::Over(Ok(result)),
         Ok(std::task::Poll::Pending) => GuestRun::Going(tokio::spawn(guest)),
-        Err(_panic) => GuestRun::Over(Err("panicked")),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|message| message.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            GuestRun::Over(Err(format!("panicked: {message}")))
+        }
     }
 }
 
@@ -630,7 +637,10 @@ mod tests {
         };
         drop(task);
         go.send(()).expect("the run still waits");
-        finished.await.expect("the run finishes in its own task");
+        tokio::time::timeout(std::time::Duration::from_secs(60), finished)
+            .await
+            .expect("the run finishes in its own task")
+            .expect("the run reports");
 
         let panicked = run_here_first(Box::pin(async {
             panic!("a host bug");
@@ -638,6 +648,6 @@ mod tests {
             Ok(())
         }))
         .await;
-        assert!(matches!(panicked.result().await, Err(why) if why == "panicked"));
+        assert!(matches!(panicked.result().await, Err(why) if why == "panicked: a host bug"));
     }
 }

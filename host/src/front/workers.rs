@@ -2,7 +2,8 @@
 //! current_thread runtime and its own listening socket on the project port.
 //!
 //! A worker keeps the single-thread path a request always had: its
-//! connection, its guest task and its instance stay on the worker's thread,
+//! connection, its guest (polled on the connection's task first, then on a
+//! task of its own if it waits) and its instance stay on the worker's thread,
 //! unless the guest computes for 2 ms and moves to the worker's slow lane.
 //! No task is handed between workers. Each worker is pinned to a CPU of its
 //! own when the process may use exactly that many CPUs (`--pin-workers`,
