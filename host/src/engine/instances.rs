@@ -6,8 +6,8 @@
 //!   and has its host state renewed (`RequestState::renew`: a new resource
 //!   table, HTTP context and random sources), so every request still
 //!   starts on a fresh instance's state, without the cost of instantiating
-//!   and freeing one (`docs/performance.md`). An instance serves at most `RESET_LIMIT`
-//!   requests. Components whose instantiation writes their memory or
+//!   and freeing one (`docs/performance.md`). An instance serves at most
+//!   `RESET_LIMIT` requests. Components whose instantiation writes their memory or
 //!   leaves handles (a start function) cannot be put back exactly, nor can
 //!   anything where the kernel lacks `PAGEMAP_SCAN`: the version finds that
 //!   when its first request instantiates, and from then on instantiates per
