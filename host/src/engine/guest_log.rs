@@ -403,7 +403,7 @@ mod tests {
     /// A guest's output stream logs each whole line as it is written, and
     /// its partial line when it is dropped, then and there: as the request
     /// that wrote it, even when the instance is retagged for the next one
-    /// right after, as a reset does (`RequestState::renew`).
+    /// right after (`RequestState::restart`).
     #[tokio::test]
     async fn a_dropped_streams_partial_line_is_logged_at_once_as_its_request() {
         let (buffer, _guard) = capture();

@@ -168,8 +168,9 @@ impl RequestState {
     /// resource the last request left (a response body the guest never
     /// finished ends cut off, as when a fresh instance is freed; an output
     /// stream logs its partial line, as the last request's), no outgoing
-    /// request under way, new random sources, and its log lines tagged
-    /// `request_id` until the next request's.
+    /// request under way, and new random sources. Its log is retagged when
+    /// the next request takes it ([`RequestState::restart`]): no stream of
+    /// the guest's outlives the table, so nothing is logged in between.
     ///
     /// The rest of the WASI context stays: the guest's environment, its
     /// output streams' source (each stream the guest opens is a resource of
@@ -181,14 +182,13 @@ impl RequestState {
     /// would draw the same value on every request, from whichever client,
     /// and the insecure generator's next values follow from the last
     /// request's. So they are made anew, as a new context's would be.
-    pub(crate) fn renew(&mut self, request_id: hyper::header::HeaderValue) {
-        // The table first: a stream dropped with it logs its partial line
-        // as the last request's.
+    pub(crate) fn renew(&mut self) {
+        // A stream dropped with the table logs its partial line as the last
+        // request's, whose tag stands until the next `restart`.
         self.table = resource_table(self.limits.bytes);
         self.http = http_ctx();
         self.outbound.renew();
         *self.wasi.random() = WasiRandomCtx::default();
-        self.request.set(request_id);
     }
 }
 
@@ -379,7 +379,7 @@ mod tests {
         // (its hash maps' keys) would draw again.
         let seed = state.wasi.random().insecure_seed().expect("a seed");
 
-        state.renew(hyper::header::HeaderValue::from_static("between-requests"));
+        state.renew();
         assert_eq!(state.table.iter_mut().count(), 0);
         assert_ne!(state.wasi.random().insecure_seed().expect("a seed"), seed);
         assert!(!state.outgoing_under_way());

@@ -467,9 +467,7 @@ fn keep_reset(
             return;
         }
     }
-    store
-        .data_mut()
-        .renew(HeaderValue::from_static("between-requests"));
+    store.data_mut().renew();
     version
         .instances
         .put(Reusable::new(store, proxy, served, Some(snapshot), stop));
