@@ -83,7 +83,7 @@ impl Setup {
                 reuse: 1,
                 idle_timeout: Duration::from_secs(1),
             },
-            Arc::new(Stats::new("hello")),
+            Arc::new(Stats::default()),
             Events::default(),
         ))
     }

@@ -10,6 +10,7 @@
 use prometheus::core::Collector;
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
+use crate::model::metrics::latency_family;
 use crate::model::version::Stats;
 use crate::swap::pipeline::Pipeline;
 
@@ -91,7 +92,8 @@ pub(crate) fn scrape(pipeline: &Pipeline) -> Result<String, prometheus::Error> {
         })
         .collect::<Result<Vec<_>, prometheus::Error>>()?;
 
-    for project in pipeline.registry().all() {
+    let projects = pipeline.registry().all();
+    for project in &projects {
         let name = project.name.as_str();
         let stats = &project.stats;
         for (code, count) in stats.requests.statuses() {
@@ -115,9 +117,6 @@ pub(crate) fn scrape(pipeline: &Pipeline) -> Result<String, prometheus::Error> {
         }
         for (family, read) in &counters {
             family.with_label_values(&[name]).inc_by(read(stats));
-        }
-        if let Some(latency) = stats.requests.latency() {
-            registry.register(Box::new(latency.clone()))?;
         }
     }
 
@@ -150,7 +149,17 @@ pub(crate) fn scrape(pipeline: &Pipeline) -> Result<String, prometheus::Error> {
     ) {
         registry.register(collector)?;
     }
-    TextEncoder::new().encode_to_string(&registry.gather())
+    // The latency histograms are summed from the workers' tallies here,
+    // not kept as `prometheus` histograms every worker would write.
+    let mut families = registry.gather();
+    let latency = latency_family(
+        projects
+            .iter()
+            .map(|project| (project.name.as_str(), &project.stats.requests)),
+    );
+    let at = families.partition_point(|family| family.name() < latency.name());
+    families.insert(at, latency);
+    TextEncoder::new().encode_to_string(&families)
 }
 
 fn gauge_vec(name: &str, help: &str) -> Result<IntGaugeVec, prometheus::Error> {

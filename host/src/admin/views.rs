@@ -6,6 +6,7 @@ use std::time::UNIX_EPOCH;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::model::metrics::InstanceUse;
 use crate::model::project::Project;
 use crate::model::version::Version;
 
@@ -142,9 +143,9 @@ impl ProjectView {
                 "pool_exhausted": count(&stats.pool_exhausted),
                 "outbound_denied": stats.outbound_denied.count(),
                 "guest_log_dropped": stats.guest_log.dropped(),
-                "reused": count(&stats.reused),
-                "reset": count(&stats.reset),
-                "reset_unscanned": count(&stats.reset_unscanned),
+                "reused": stats.requests.instances(InstanceUse::Reused),
+                "reset": stats.requests.instances(InstanceUse::Reset),
+                "reset_unscanned": stats.requests.instances(InstanceUse::ResetUnscanned),
                 "slowed": count(&stats.slowed),
                 "requests": stats.requests.total(),
                 // Cumulative counts by upper bound in seconds (null: +Inf),

@@ -29,6 +29,7 @@ use crate::engine::ticker::GuestRunning;
 use crate::front::body_limit::{LimitedBody, declared_length};
 use crate::front::error::InvokeError;
 use crate::front::slow_lane;
+use crate::model::metrics::InstanceUse;
 use crate::model::version::{InFlight, Stats, Version};
 
 /// What one request on `version` runs with: its deadline, memory limit,
@@ -260,9 +261,9 @@ where
             stop,
             ..
         }) => {
-            Stats::bump(match snapshot {
-                Some(_) => &version.stats().reset,
-                None => &version.stats().reused,
+            version.stats().requests.count_instance(match snapshot {
+                Some(_) => InstanceUse::Reset,
+                None => InstanceUse::Reused,
             });
             store.data_mut().restart(timeout, request_id.clone());
             store.set_epoch_deadline(1);
@@ -456,7 +457,10 @@ fn keep_reset(
         false => snapshot.restore(&mut store).map(|()| false),
     };
     match restored {
-        Ok(true) => Stats::bump(&version.stats().reset_unscanned),
+        Ok(true) => version
+            .stats()
+            .requests
+            .count_instance(InstanceUse::ResetUnscanned),
         Ok(false) => {}
         Err(err) => {
             tracing::debug!(

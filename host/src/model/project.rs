@@ -103,7 +103,7 @@ impl ProjectState {
 impl Project {
     /// A project with no version yet.
     pub fn new(name: ProjectName, entry: std::path::PathBuf) -> Self {
-        let stats = Arc::new(Stats::new(name.as_str()));
+        let stats = Arc::new(Stats::default());
         Self {
             name,
             current: ArcSwapOption::empty(),

@@ -88,9 +88,10 @@ fn take_slot(active: &AtomicU64, limit: u32) -> bool {
 }
 
 /// Per-project counters, shared by the project and all its versions.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Stats {
-    /// Requests answered, by status, and their latency (`GET /metrics`).
+    /// Requests answered, by status, their latency (`GET /metrics`), and
+    /// the instances they ran on: counted per worker.
     pub(crate) requests: RequestMetrics,
     /// Versions refused, by the step that refused them.
     pub(crate) rejections: Rejections,
@@ -124,16 +125,6 @@ pub struct Stats {
     pub(crate) overloaded: AtomicU64,
     /// Requests answered 503 because the host's instance pool was full.
     pub(crate) pool_exhausted: AtomicU64,
-    /// Requests served by an instance kept from an earlier request
-    /// (`[instances] reuse`).
-    pub(crate) reused: AtomicU64,
-    /// Requests served by an instance reset in place after an earlier
-    /// request (the default; `engine/instances.rs`).
-    pub(crate) reset: AtomicU64,
-    /// Resets in place that put back only the pages the reset before found
-    /// written, without scanning memory for more: the request's worker took
-    /// no page fault (`engine/faults.rs`).
-    pub(crate) reset_unscanned: AtomicU64,
     /// Requests that computed past their threshold and moved to the slow
     /// lane (`front/slow_lane.rs`), whether or not they then finished.
     pub(crate) slowed: AtomicU64,
@@ -189,35 +180,6 @@ impl Draining {
 }
 
 impl Stats {
-    /// Zeroed counters for project `project`.
-    pub fn new(project: &str) -> Self {
-        Self {
-            requests: RequestMetrics::new(project),
-            rejections: Rejections::default(),
-            swaps: AtomicU64::default(),
-            changes: AtomicU64::default(),
-            rejected: AtomicU64::default(),
-            rollbacks: AtomicU64::default(),
-            forced_drains: AtomicU64::default(),
-            released: AtomicU64::default(),
-            last_compile_us: AtomicU64::default(),
-            last_swap_us: AtomicU64::default(),
-            max_drain_us: AtomicU64::default(),
-            cache_hits: AtomicU64::default(),
-            cache_misses: AtomicU64::default(),
-            active: AtomicU64::default(),
-            overloaded: AtomicU64::default(),
-            pool_exhausted: AtomicU64::default(),
-            reused: AtomicU64::default(),
-            reset: AtomicU64::default(),
-            reset_unscanned: AtomicU64::default(),
-            slowed: AtomicU64::default(),
-            outbound_denied: Arc::default(),
-            guest_log: Arc::default(),
-            draining: Draining::default(),
-        }
-    }
-
     /// Adds one to `counter`.
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
