@@ -11,7 +11,7 @@ use hyper::StatusCode;
 use hyper::body::Frame;
 use wasmhost_tests::guests;
 
-use crate::harness::{TestHost, full, request, send};
+use crate::harness::{DEADLINE, TestHost, empty, full, request, send};
 
 #[tokio::test]
 async fn every_guest_is_served() {
@@ -140,6 +140,78 @@ impl hyper::body::Body for Chunks {
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         Poll::Ready(self.0.pop_front().map(|chunk| Ok(Frame::data(chunk))))
     }
+}
+
+/// A guest that is done before its response head is sent has written its
+/// whole body: it goes out with a `content-length` (none for HEAD's empty
+/// body, as HTTP asks). A guest still writing streams its body in chunks.
+#[tokio::test]
+async fn a_finished_guests_body_has_a_length_and_a_streaming_ones_comes_in_chunks() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let host = TestHost::new()
+        .project("hello", guests::HELLO)
+        .project("echo", guests::ECHO)
+        .spawn();
+    let reply = host.get("/hello").await;
+    assert_eq!(reply.text(), "Hello, world!\n");
+    assert_eq!(reply.header("content-length"), Some("14"), "{reply:?}");
+    assert_eq!(reply.header("transfer-encoding"), None, "{reply:?}");
+    // HEAD: the length the GET's body has, and no body.
+    let head = send(host.addr, request("HEAD", "localhost", "/hello", empty())).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.header("content-length"), Some("14"), "{head:?}");
+    assert!(head.body.is_empty());
+    // An empty body, finished: a length of 0.
+    let reply = host.get("/echo").await;
+    assert_eq!(reply.header("content-length"), Some("0"), "{reply:?}");
+    assert_eq!(reply.header("transfer-encoding"), None, "{reply:?}");
+
+    // Echo answers before the request body has ended, and copies it as it
+    // comes: its response head goes out while it still runs.
+    let mut stream = tokio::net::TcpStream::connect(host.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n",
+        )
+        .await
+        .expect("send the head and a first chunk");
+    let mut seen = Vec::new();
+    let head_end = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let mut buf = [0u8; 4096];
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+            if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                return end;
+            }
+        }
+    })
+    .await
+    .expect("the response head comes before the request body ends");
+    let head = String::from_utf8_lossy(&seen[..head_end]).to_ascii_lowercase();
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert!(!head.contains("content-length"), "{head}");
+    stream
+        .write_all(b"6\r\nsecond\r\n0\r\n\r\n")
+        .await
+        .expect("send the rest");
+    tokio::time::timeout(DEADLINE, async {
+        while !seen.ends_with(b"0\r\n\r\n") {
+            let mut buf = [0u8; 4096];
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("the body ends");
+    let body = String::from_utf8_lossy(&seen[head_end + 4..]);
+    let unchunked: String = body.split("\r\n").skip(1).step_by(2).collect();
+    assert_eq!(unchunked, "firstsecond", "{body:?}");
 }
 
 #[tokio::test]

@@ -28,6 +28,7 @@ use crate::engine::store::{self, DeadlineExceeded, DrainDeadlineExceeded, Guest,
 use crate::engine::ticker::GuestRunning;
 use crate::front::body_limit::{LimitedBody, declared_length};
 use crate::front::error::InvokeError;
+use crate::front::ready_body::{self, Taken};
 use crate::front::slow_lane;
 use crate::model::metrics::InstanceUse;
 use crate::model::version::{InFlight, Stats, Version};
@@ -421,6 +422,8 @@ where
     });
 
     let run = run_here_first(guest).await;
+    // A guest that is done wrote all it will: its body may be whole.
+    let over = matches!(run, GuestRun::Over(Ok(Ok(()))));
     let answer = answer(&version, request_id, receiver.await, run).await;
     match answer {
         // The guest failed because its body was cut off at the limit: that
@@ -429,7 +432,19 @@ where
         Ok(response) => {
             let (project, number) = (version.project.clone(), version.number);
             let id = request_id.clone();
-            Ok(response.map(|body| report_cut_off(body, project, number, id)))
+            let framed = response.headers().contains_key(header::CONTENT_LENGTH)
+                || response.headers().contains_key(header::TRANSFER_ENCODING);
+            Ok(response.map(|body| {
+                let body = match over && !framed {
+                    true => ready_body::take_ready(body),
+                    false => Taken::Partial(body),
+                };
+                match body {
+                    // Ended with no error: nothing left to cut off.
+                    Taken::Whole(body) => body,
+                    Taken::Partial(body) => report_cut_off(body, project, number, id),
+                }
+            }))
         }
         failed => failed,
     }

@@ -9,6 +9,7 @@ pub(crate) mod error;
 pub mod handler;
 pub mod invoke;
 pub(crate) mod listener;
+mod ready_body;
 pub(crate) mod request_id;
 pub(crate) mod responses;
 pub(crate) mod slow_lane;
