@@ -242,6 +242,22 @@ async fn metrics_count_what_happened_pass_promtool_and_follow_the_projects() {
     assert!(!text.contains("project=\"trap\""), "{text}");
     assert!(text.contains("project=\"app\""), "{text}");
     assert_eq!(promtool(&text), "", "promtool on:\n{text}");
+
+    // With no project left, the host-wide series are still scraped.
+    let reply = send(
+        host.admin,
+        authorized(crate::harness::admin_request(
+            "DELETE",
+            "/projects/app",
+            Vec::new(),
+        )),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let text = scrape(&host).await;
+    assert!(!text.contains("project="), "{text}");
+    assert!(text.contains("wasmhost_compile_cache_hits_total"), "{text}");
+    assert_eq!(promtool(&text), "", "promtool on:\n{text}");
 }
 
 /// Every line the host wrote to stderr, each parsed as JSON.

@@ -157,8 +157,10 @@ pub(crate) fn scrape(pipeline: &Pipeline) -> Result<String, prometheus::Error> {
             .iter()
             .map(|project| (project.name.as_str(), &project.stats.requests)),
     );
-    let at = families.partition_point(|family| family.name() < latency.name());
-    families.insert(at, latency);
+    if let Some(latency) = latency {
+        let at = families.partition_point(|family| family.name() < latency.name());
+        families.insert(at, latency);
+    }
     TextEncoder::new().encode_to_string(&families)
 }
 

@@ -108,8 +108,19 @@ impl Body for Ready {
     fn size_hint(&self) -> SizeHint {
         match (&self.held, &self.rest) {
             (None, None) => SizeHint::with_exact(self.len),
-            _ => {
-                let rest = self.rest.as_ref().map(Body::size_hint).unwrap_or_default();
+            // Never exact with trailers or an error to come: hyper would
+            // send a content-length, and drop the trailers.
+            (Some(_), _) => {
+                let mut hint = SizeHint::new();
+                let rest = self
+                    .rest
+                    .as_ref()
+                    .map_or(0, |rest| rest.size_hint().lower());
+                hint.set_lower(self.len.saturating_add(rest));
+                hint
+            }
+            (None, Some(rest)) => {
+                let rest = rest.size_hint();
                 let mut hint = SizeHint::new();
                 hint.set_lower(self.len.saturating_add(rest.lower()));
                 if let Some(upper) = rest.upper() {
@@ -212,6 +223,8 @@ mod tests {
         let Taken::Partial(body) = take_ready(body) else {
             panic!("a body with trailers is passed on as it comes");
         };
+        // The rest has ended (exactly 0 bytes more), but trailers come.
+        assert_eq!(body.size_hint().exact(), None);
         let collected = body.collect().await.expect("no error");
         assert_eq!(collected.trailers(), Some(&trailers));
         assert_eq!(collected.to_bytes(), "a");
