@@ -1,6 +1,7 @@
 //! The project handler: route one request to its project's current version
 //! and run it there, tagging the answer with the project and version.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -62,11 +63,12 @@ where
 {
     let started = Instant::now();
     let request_id = request_id::take_or_make(request.headers_mut());
-    let path_and_query = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_string();
+    let path_and_query = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    // Kept for the access log line only: no copy per request without one.
+    let path = match recording.access_log {
+        true => path_and_query.to_owned(),
+        false => String::new(),
+    };
     let method = request.method().clone();
     let span = tracing::debug_span!(
         "request",
@@ -78,10 +80,14 @@ where
     let target = {
         let snapshot = registry.routing();
         let host = request.headers().get(HOST).and_then(|h| h.to_str().ok());
-        snapshot
-            .router
-            .route(host, &path_and_query)
-            .map(|found| (snapshot.routed[found.project].admit(), found.guest_path))
+        snapshot.router.route(host, path_and_query).map(|found| {
+            // The path the guest sees, when it is not the request's own.
+            let guest_path = match found.guest_path {
+                Cow::Borrowed(_) => None,
+                Cow::Owned(path) => Some(path),
+            };
+            (snapshot.routed[found.project].admit(), guest_path)
+        })
     };
     async move {
         // Records the request however it ends, also when hyper drops this
@@ -91,7 +97,7 @@ where
             started,
             recording,
             method,
-            path: path_and_query,
+            path,
             request_id,
             version: None,
             status: None,
@@ -120,17 +126,26 @@ where
                 response
             }
             Some((Ok(in_flight), guest_path)) => {
-                let version = in_flight.version().clone();
+                // The request's one reference to its version besides its
+                // in-flight mark's: every clone writes the count that every
+                // worker's requests to the project share.
+                let version = record.version.insert(in_flight.version().clone());
                 let span = tracing::Span::current();
                 span.record("project", &*version.project);
                 span.record("version", version.number);
-                record.version = Some(version.clone());
-                let answer = invoke(in_flight, request, &guest_path, &record.request_id).await;
+                let answer = invoke(
+                    in_flight,
+                    version,
+                    request,
+                    guest_path.as_deref(),
+                    &record.request_id,
+                )
+                .await;
                 let response = match answer {
                     Ok(response) => response,
                     Err(err) => err.to_response(),
                 };
-                tagged(response, &version)
+                tagged(response, version)
             }
         };
         record.status = Some(response.status().as_u16());

@@ -207,11 +207,14 @@ where
 {
     let mut request = request;
     let id = crate::front::request_id::take_or_make(request.headers_mut());
-    invoke(InFlight::health_check(version), request, guest_path, &id).await
+    let in_flight = InFlight::health_check(version.clone());
+    invoke(in_flight, &version, request, Some(guest_path), &id).await
 }
 
 /// Runs `request` on the version it was admitted to; the guest sees
-/// `guest_path` as its path and query. `request_id` tags its log lines.
+/// `guest_path` as its path and query (none: the request's own). `version`
+/// is the one `in_flight` holds, borrowed from the caller so the request
+/// path takes no further reference to it. `request_id` tags its log lines.
 ///
 /// A guest that is not done once it set the response head runs on in its
 /// own task, so it can keep streaming the body after the head is returned
@@ -220,28 +223,31 @@ where
 /// head is sent.
 pub(crate) async fn invoke<B>(
     in_flight: InFlight,
+    version: &Arc<Version>,
     request: Request<B>,
-    guest_path: &str,
+    guest_path: Option<&str>,
     request_id: &HeaderValue,
 ) -> Result<Response<HyperOutgoingBody>, InvokeError>
 where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<wasmtime_wasi_http::Error>,
 {
-    let version = in_flight.version().clone();
+    debug_assert!(Arc::ptr_eq(in_flight.version(), version));
     let max_body = version.run.max_body;
     if declared_length(request.headers()).is_some_and(|length| length > max_body) {
         return Err(InvokeError::BodyTooLarge(max_body));
     }
     let exceeded = Arc::new(AtomicBool::new(false));
     let mut request = request.map(|body| LimitedBody::new(body, max_body, exceeded.clone()));
-    let path: PathAndQuery = guest_path
-        .parse()
-        .map_err(|err| InvokeError::BadRequest(format!("path `{guest_path}`: {err}")))?;
-    let mut uri_parts = request.uri().clone().into_parts();
-    uri_parts.path_and_query = Some(path);
-    *request.uri_mut() =
-        Uri::from_parts(uri_parts).map_err(|err| InvokeError::BadRequest(err.to_string()))?;
+    if let Some(guest_path) = guest_path {
+        let path: PathAndQuery = guest_path
+            .parse()
+            .map_err(|err| InvokeError::BadRequest(format!("path `{guest_path}`: {err}")))?;
+        let mut uri_parts = request.uri().clone().into_parts();
+        uri_parts.path_and_query = Some(path);
+        *request.uri_mut() =
+            Uri::from_parts(uri_parts).map_err(|err| InvokeError::BadRequest(err.to_string()))?;
+    }
     if request.uri().authority().is_none() && !request.headers().contains_key(header::HOST) {
         // HTTP/1.0 clients may omit Host; wasi:http requires an authority.
         request
@@ -275,7 +281,7 @@ where
             (store, Instance::Kept(proxy, keep), served, stop)
         }
         None => (
-            new_store(&version, request_id),
+            new_store(version, request_id),
             Instance::New(version.clone()),
             0,
             version.stop_signal(),
@@ -424,14 +430,12 @@ where
     let run = run_here_first(guest).await;
     // A guest that is done wrote all it will: its body may be whole.
     let over = matches!(run, GuestRun::Over(Ok(Ok(()))));
-    let answer = answer(&version, request_id, receiver.await, run).await;
+    let answer = answer(version, request_id, receiver.await, run).await;
     match answer {
         // The guest failed because its body was cut off at the limit: that
         // is the client's doing, and the client should hear why.
         Err(_) if exceeded.load(Ordering::Acquire) => Err(InvokeError::BodyTooLarge(max_body)),
         Ok(response) => {
-            let (project, number) = (version.project.clone(), version.number);
-            let id = request_id.clone();
             let framed = response.headers().contains_key(header::CONTENT_LENGTH)
                 || response.headers().contains_key(header::TRANSFER_ENCODING);
             Ok(response.map(|body| {
@@ -442,7 +446,12 @@ where
                 match body {
                     // Ended with no error: nothing left to cut off.
                     Taken::Whole(body) => body,
-                    Taken::Partial(body) => report_cut_off(body, project, number, id),
+                    Taken::Partial(body) => report_cut_off(
+                        body,
+                        version.project.clone(),
+                        version.number,
+                        request_id.clone(),
+                    ),
                 }
             }))
         }
@@ -452,9 +461,12 @@ where
 
 /// Resets an instance whose request ended cleanly (and has now served
 /// `served` requests) to its state as instantiated, gives it new host
-/// state (which drops every resource the request left: a response body
-/// the guest never finished ends cut off, as when a fresh instance is
-/// freed), and keeps it for the next request. An instance the reset
+/// state (which drops every resource the request left, as when a fresh
+/// instance is freed), and keeps it for the next request. A response body
+/// the guest left open, neither finished nor dropped, then ends as if
+/// finished: wasmtime-wasi-http 48 takes a finish that never comes for the
+/// end, where wasi:http asks for a corrupted body (a guest that drops its
+/// body does get its response cut off). An instance the reset
 /// refuses is dropped.
 ///
 /// With `unfaulted`, the guest wrote no page of its memory that its last

@@ -15,11 +15,12 @@ use std::collections::HashMap;
 
 /// Where a request goes: which project, and the path (with query) its guest sees.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Match {
+pub struct Match<'a> {
     /// Index of the project, as given to [`RouterBuilder::add`].
     pub project: usize,
-    /// The path and query handed to the guest.
-    pub guest_path: String,
+    /// The path and query handed to the guest: borrowed when it is the
+    /// request's own (no prefix stripped), so most requests copy nothing.
+    pub guest_path: Cow<'a, str>,
 }
 
 /// One path prefix claimed by a project.
@@ -110,11 +111,11 @@ pub struct Conflict {
 impl Router {
     /// Finds the project for a request with this Host header value (if any)
     /// and this path-with-query.
-    pub fn route(&self, host: Option<&str>, path_and_query: &str) -> Option<Match> {
+    pub fn route<'a>(&self, host: Option<&str>, path_and_query: &'a str) -> Option<Match<'a>> {
         if let Some(project) = host.and_then(|h| self.hosts.get(&*host_key(h))) {
             return Some(Match {
                 project: *project,
-                guest_path: path_and_query.to_string(),
+                guest_path: Cow::Borrowed(path_and_query),
             });
         }
         let (path, query) = match path_and_query.find('?') {
@@ -125,9 +126,9 @@ impl Router {
         let guest_path = if prefix.strip && prefix.route != "/" {
             let rest = &path[prefix.route.len()..];
             let rest = if rest.is_empty() { "/" } else { rest };
-            format!("{rest}{query}")
+            Cow::Owned(format!("{rest}{query}"))
         } else {
-            path_and_query.to_string()
+            Cow::Borrowed(path_and_query)
         };
         Some(Match {
             project: prefix.project,
@@ -218,7 +219,9 @@ mod tests {
     }
 
     fn target(router: &Router, host: Option<&str>, path: &str) -> Option<(usize, String)> {
-        router.route(host, path).map(|m| (m.project, m.guest_path))
+        router
+            .route(host, path)
+            .map(|m| (m.project, m.guest_path.into_owned()))
     }
 
     #[test]
