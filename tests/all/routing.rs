@@ -289,3 +289,48 @@ async fn a_route_never_moves_off_the_project_serving_it() {
     assert_eq!(host.get("/x").await.header("wasmhost-project"), Some("pb"));
     assert_eq!(host.admin_project("pb").await["state"], "active");
 }
+
+/// Sends `head` (a request line and headers) on a connection of its own
+/// and returns the whole answer, read until the host closes.
+async fn raw(addr: std::net::SocketAddr, head: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("send");
+    let mut answer = Vec::new();
+    tokio::time::timeout(crate::harness::DEADLINE, stream.read_to_end(&mut answer))
+        .await
+        .expect("the host answers and closes")
+        .expect("read");
+    String::from_utf8_lossy(&answer).to_ascii_lowercase()
+}
+
+/// Request-target forms besides a plain path: an absolute URL hands the
+/// guest its path; a bare `host:port` (authority-form, as CONNECT uses)
+/// has no path to route on or hand a guest, and is refused before any
+/// guest runs.
+#[tokio::test]
+async fn every_request_target_form_routes_by_its_path_or_is_refused() {
+    let host = TestHost::new().project("echo", guests::ECHO).spawn();
+    let closing = "host: localhost\r\nconnection: close\r\n\r\n";
+    let absolute = raw(
+        host.addr,
+        &format!("GET http://localhost/echo/x?y=1 HTTP/1.1\r\n{closing}"),
+    )
+    .await;
+    assert!(absolute.starts_with("http/1.1 200"), "{absolute}");
+    assert!(
+        absolute.contains("echo-path: /echo/x?y=1\r\n"),
+        "{absolute}"
+    );
+
+    for target in ["CONNECT localhost:443", "GET localhost:80"] {
+        let answer = raw(host.addr, &format!("{target} HTTP/1.1\r\n{closing}")).await;
+        assert!(answer.starts_with("http/1.1 400"), "{target}: {answer}");
+        assert!(!answer.contains("wasmhost-project"), "{target}: {answer}");
+    }
+    let stats = host.admin_project("echo").await["stats"].clone();
+    assert_eq!(
+        stats["requests"], 1,
+        "only the absolute-form request ran: {stats}"
+    );
+}

@@ -63,21 +63,25 @@ where
 {
     let started = Instant::now();
     let request_id = request_id::take_or_make(request.headers_mut());
-    let path_and_query = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    // None for authority-form (`CONNECT host:443`, or any method with a
+    // bare `host:port` target): no path to route on or hand a guest.
+    let path_and_query = request.uri().path_and_query().map(|pq| pq.as_str());
+    let no_path = path_and_query.is_none();
     // Kept for the access log line only: no copy per request without one.
-    let path = match recording.access_log {
-        true => path_and_query.to_owned(),
-        false => String::new(),
+    let path = match (recording.access_log, path_and_query) {
+        (false, _) => String::new(),
+        (true, Some(path)) => path.to_owned(),
+        (true, None) => request.uri().to_string(),
     };
     let method = request.method().clone();
     let span = tracing::debug_span!(
         "request",
         method = %method,
-        path = %path_and_query,
+        path = path_and_query.unwrap_or_default(),
         project = field::Empty,
         version = field::Empty,
     );
-    let target = {
+    let target = path_and_query.and_then(|path_and_query| {
         let snapshot = registry.routing();
         let host = request.headers().get(HOST).and_then(|h| h.to_str().ok());
         snapshot.router.route(host, path_and_query).map(|found| {
@@ -88,7 +92,7 @@ where
             };
             (snapshot.routed[found.project].admit(), guest_path)
         })
-    };
+    });
     async move {
         // Records the request however it ends, also when hyper drops this
         // future (the client went away, a timeout, the end of the grace
@@ -103,6 +107,10 @@ where
             status: None,
         };
         let mut response = match target {
+            None if no_path => text_response(
+                StatusCode::BAD_REQUEST,
+                "the request target must be a path or an absolute URL",
+            ),
             None | Some((Err(Unavailable::NotServing), _)) => {
                 text_response(StatusCode::NOT_FOUND, "no project is routed here")
             }

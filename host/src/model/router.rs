@@ -252,6 +252,31 @@ mod tests {
         assert_eq!(target(&r, None, "/"), None);
     }
 
+    /// The handler hands the guest the request's own path, untouched, when
+    /// the path comes back borrowed: so borrowed must mean the input itself.
+    #[test]
+    fn the_path_comes_back_borrowed_only_when_it_is_the_requests_own() {
+        let r = router(&[
+            ("kept", "/kept", &["kept.example.com"], false),
+            ("cut", "/cut", &[], true),
+        ]);
+        for (host, path, own) in [
+            (None, "/kept/x?y", true),
+            (Some("kept.example.com"), "/cut/x", true),
+            (None, "/cut/x?y", false),
+            (None, "/cut", false),
+        ] {
+            let found = r.route(host, path).expect("routed");
+            match found.guest_path {
+                Cow::Borrowed(seen) => {
+                    assert!(own, "{path}");
+                    assert!(std::ptr::eq(seen, path), "{path}");
+                }
+                Cow::Owned(seen) => assert!(!own && seen != path, "{path} -> {seen}"),
+            }
+        }
+    }
+
     #[test]
     fn strip_prefix() {
         let r = router(&[("hello", "/hello", &[], true)]);
