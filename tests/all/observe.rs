@@ -228,32 +228,22 @@ async fn metrics_count_what_happened_pass_promtool_and_follow_the_projects() {
     }
 
     // A removed project's series are gone from the next scrape.
-    let reply = send(
-        host.admin,
-        authorized(crate::harness::admin_request(
-            "DELETE",
-            "/projects/trap",
-            Vec::new(),
-        )),
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let remove = |name: &str| {
+        let path = format!("/projects/{name}");
+        let request = authorized(crate::harness::admin_request("DELETE", &path, Vec::new()));
+        async {
+            let reply = send(host.admin, request).await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        }
+    };
+    remove("trap").await;
     let text = scrape(&host).await;
     assert!(!text.contains("project=\"trap\""), "{text}");
     assert!(text.contains("project=\"app\""), "{text}");
     assert_eq!(promtool(&text), "", "promtool on:\n{text}");
 
     // With no project left, the host-wide series are still scraped.
-    let reply = send(
-        host.admin,
-        authorized(crate::harness::admin_request(
-            "DELETE",
-            "/projects/app",
-            Vec::new(),
-        )),
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    remove("app").await;
     let text = scrape(&host).await;
     assert!(!text.contains("project="), "{text}");
     assert!(text.contains("wasmhost_compile_cache_hits_total"), "{text}");
