@@ -6,8 +6,8 @@
 //! polls the body once more to learn that it ended. When the guest's run is
 //! over before the head is sent (most guests: answer, write, return), the
 //! whole body already waits in its channel. Taking it out first lets hyper
-//! write a `content-length` (or none, where HTTP forbids one: hyper decides
-//! by method and status) and the body in one go. What is not whole yet
+//! write a `content-length` (or none where it leaves one out, by method and
+//! status: 1xx, 204, 304, HEAD with an empty body) and the body in one go. What is not whole yet
 //! (trailers, an error, a guest still writing) is passed on as it comes,
 //! after what was taken.
 
