@@ -165,9 +165,10 @@ impl RequestState {
 
     /// Gives an instance just reset in place the state a new request
     /// starts with: a new HTTP context and resource table, which drops every
-    /// resource the last request left (a response body the guest never
-    /// finished ends cut off, as when a fresh instance is freed; an output
-    /// stream logs its partial line, as the last request's), no outgoing
+    /// resource the last request left, as when a fresh instance is freed
+    /// (an output stream logs its partial line, as the last request's; a
+    /// response body left open ends as if finished: `keep_reset` in
+    /// `front/invoke.rs`), no outgoing
     /// request under way, and new random sources. Its log is retagged when
     /// the next request takes it ([`RequestState::restart`]): no stream of
     /// the guest's outlives the table, so nothing is logged in between.

@@ -28,26 +28,16 @@ pub const REQUEST_BUCKETS: &[f64] = &[
 ];
 
 /// [`REQUEST_BUCKETS`] in nanoseconds, so that placing a request compares
-/// integers.
-const REQUEST_BOUNDS_NS: [u64; REQUEST_BUCKETS.len()] = [
-    100_000,
-    250_000,
-    500_000,
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    25_000_000,
-    50_000_000,
-    100_000_000,
-    250_000_000,
-    500_000_000,
-    1_000_000_000,
-    2_500_000_000,
-    5_000_000_000,
-    10_000_000_000,
-    30_000_000_000,
-];
+/// integers. Rounded to the nearest: no double holds 0.0001 exactly.
+const REQUEST_BOUNDS_NS: [u64; REQUEST_BUCKETS.len()] = {
+    let mut bounds = [0; REQUEST_BUCKETS.len()];
+    let mut index = 0;
+    while index < bounds.len() {
+        bounds[index] = (REQUEST_BUCKETS[index] * 1e9 + 0.5) as u64;
+        index += 1;
+    }
+    bounds
+};
 
 /// The name of the per-project latency histogram.
 const LATENCY_NAME: &str = "wasmhost_request_duration_seconds";
@@ -408,6 +398,13 @@ mod tests {
         assert_eq!(under_5ms, Some(5));
         let under_2500us = buckets.iter().find(|b| b.0 == 0.0025).map(|b| b.1);
         assert_eq!(under_2500us, Some(4));
+    }
+
+    #[test]
+    fn the_bounds_in_nanoseconds_are_the_bounds_in_seconds() {
+        for (ns, seconds) in REQUEST_BOUNDS_NS.iter().zip(REQUEST_BUCKETS) {
+            assert_eq!(*ns as f64 / 1e9, *seconds, "{ns} ns");
+        }
     }
 
     #[test]
